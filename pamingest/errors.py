@@ -1,0 +1,40 @@
+"""Errors raised by pamingest.
+
+One base class, ``PamIngestError`` (a ``ValueError``), with specific
+subclasses; "not found" errors are also ``FileNotFoundError`` so that callers
+can catch them the way they catch any missing file.
+"""
+
+from __future__ import annotations
+
+
+class PamIngestError(ValueError):
+    """Base class of every error pamingest raises on purpose."""
+
+
+class TemplateError(PamIngestError):
+    """A file name does not match any of the source's name templates."""
+
+
+class DecodeError(PamIngestError):
+    """A recording cannot be decoded (empty, truncated, not audio, lying header)."""
+
+
+class StoreError(PamIngestError):
+    """The store is not in the shape pamingest expects."""
+
+
+class StoreNotFoundError(StoreError, FileNotFoundError):
+    """No pamingest store exists at the given URL."""
+
+
+class StreamNotFoundError(StoreError, KeyError):
+    """The store has no stream at the given path."""
+
+
+class ConfigError(PamIngestError):
+    """An option contradicts the store or another option."""
+
+
+class ConcurrentIngestError(StoreError):
+    """Another run moved the store's branch while this run was writing."""

@@ -1,0 +1,66 @@
+"""fsspec filesystems from URLs, and cloud error translation in one table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fsspec
+
+from .errors import DecodeError
+
+# Storage options that mean the same thing for every S3-compatible server.
+_S3_ALIASES = {"endpoint_url": ("client_kwargs", "endpoint_url")}
+
+
+def filesystem(url: str, storage_options: dict[str, Any] | None = None):
+    """``(fs, path)`` for ``url``; ``endpoint_url`` may be given flat for S3.
+
+    Listing caches are disabled: a long-lived process (a Prefect worker, a
+    notebook) must see objects added to a bucket since its last listing.
+    """
+    options = dict(storage_options or {})
+    protocol = url.split("://", 1)[0] if "://" in url else "file"
+    if protocol in ("s3", "s3a"):
+        endpoint = options.pop("endpoint_url", None)
+        if endpoint:
+            options.setdefault("client_kwargs", {})
+            options["client_kwargs"] = {**options["client_kwargs"], "endpoint_url": endpoint}
+        options.setdefault("use_listings_cache", False)
+    fs, path = fsspec.core.url_to_fs(url, **options)
+    return fs, path
+
+
+def join_url(fs, path: str) -> str:
+    """The canonical URL of ``path`` on ``fs`` (``s3://bucket/key``, ``/abs/path``)."""
+    return fs.unstrip_protocol(path) if fs.protocol not in ("file", ("file", "local")) else path
+
+
+# Cloud error codes and OS errors -> the reason recorded in the files table.
+_REASONS: dict[str, str] = {
+    "NoSuchKey": "object disappeared from the bucket between listing and reading",
+    "AccessDenied": "access denied (credentials or bucket policy)",
+    "SlowDown": "throttled by the object store",
+    "InvalidRange": "object is shorter than its listing says",
+}
+
+
+def describe_read_error(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    for code, reason in _REASONS.items():
+        if code in text:
+            return f"{reason} ({text})"
+    if isinstance(exc, FileNotFoundError):
+        return f"object not found ({exc})"
+    if isinstance(exc, PermissionError):
+        return f"access denied ({exc})"
+    return text
+
+
+def open_for_read(fs, path: str, block_size: int = 4 * 2**20):
+    """Open an object for streaming reads with bounded read-ahead."""
+    try:
+        if fs.protocol in ("file", ("file", "local")):
+            return fs.open(path, "rb")
+        return fs.open(path, "rb", block_size=block_size, cache_type="readahead")
+    except Exception as exc:  # noqa: BLE001 - every read failure becomes a recorded reason
+        raise DecodeError(describe_read_error(exc)) from exc

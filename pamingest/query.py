@@ -1,0 +1,178 @@
+"""Reading a store: ``open_store`` and the ``.pam`` accessor on a stream's Dataset."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .errors import StoreNotFoundError, StreamNotFoundError
+from .store.repo import StoreLocation, open_repository
+from .timing import NS_PER_S, offset_ns, to_ns
+
+
+def open_session(url: str | StoreLocation, snapshot: str | None = None, branch: str = "main",
+                 storage_options: dict | None = None):
+    """A read-only Icechunk session on ``branch`` or a pinned ``snapshot``."""
+    repo = open_repository(StoreLocation.from_url(url, storage_options))
+    if snapshot:
+        return repo.readonly_session(snapshot_id=snapshot)
+    return repo.readonly_session(branch)
+
+
+def open_store(url: str | StoreLocation, snapshot: str | None = None, *, branch: str = "main",
+               storage_options: dict | None = None) -> xr.DataTree:
+    """Open a pamingest store as an ``xarray.DataTree`` (lazy, Dask-backed).
+
+    Parameters
+    ----------
+    url : str
+        Store URL (path, ``s3://``, ``gs://``, ``memory://``).
+    snapshot : str, optional
+        Icechunk snapshot id to pin (e.g. the one a training run used).
+    storage_options : dict, optional
+        ``endpoint_url``, ``key``/``secret``, ``anon`` for object stores.
+
+    Returns
+    -------
+    xarray.DataTree
+        One node per stream, ``<source>/<site>/<stream>``; each node's
+        Dataset has the ``.pam`` accessor.
+    """
+    session = open_session(url, snapshot, branch, storage_options)
+    try:
+        return xr.open_datatree(session.store, engine="zarr", consolidated=False, chunks={}, zarr_format=3)
+    except FileNotFoundError as exc:
+        raise StoreNotFoundError(f"no pamingest store at {url}") from exc
+
+
+def streams(tree: xr.DataTree) -> list[str]:
+    """Paths of the stream nodes of an opened store."""
+    return sorted(node.path.lstrip("/") for node in tree.subtree if "pamingest_stream" in node.attrs)
+
+
+def open_stream(url: str, stream: str, snapshot: str | None = None, storage_options: dict | None = None) -> xr.Dataset:
+    """One stream's Dataset (``open_store(url)[stream].to_dataset()``)."""
+    tree = open_store(url, snapshot, storage_options=storage_options)
+    if stream.strip("/") not in streams(tree):
+        raise StreamNotFoundError(f"{url} has no stream {stream!r}; it has {', '.join(streams(tree)) or 'none'}")
+    return tree[stream].to_dataset()
+
+
+@xr.register_dataset_accessor("pam")
+class PamAccessor:
+    """Time-based access to a stream: ``ds.pam.window(start, end)``, ``ds.pam.rows``."""
+
+    def __init__(self, ds: xr.Dataset) -> None:
+        if "audio" not in ds or "chunk_start" not in ds:
+            raise StreamNotFoundError("the .pam accessor needs a stream Dataset (with audio and chunk_start)")
+        self._ds = ds
+        self._index: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self._ds.attrs["sample_rate"])
+
+    def _rows(self):
+        """(row ids sorted by start, start ns, valid samples) of the rows holding audio."""
+        if self._index is None:
+            start = self._ds["chunk_start"].values.astype("datetime64[ns]").astype(np.int64)
+            valid = self._ds["n_valid"].values.astype(np.int64)
+            live = np.flatnonzero(valid > 0)
+            order = live[np.argsort(start[live], kind="stable")]
+            self._index = (order, start[order], valid[order])
+        return self._index
+
+    @property
+    def rows(self) -> "pd.DataFrame":  # noqa: F821
+        """One line per live row: start, end, n_valid, file URL and offset."""
+        import pandas as pd
+
+        order, start, valid = self._rows()
+        end = start + offset_ns(valid, self.sample_rate)
+        files = self._ds["file_url"].values
+        fidx = self._ds["file_index"].values[order]
+        return pd.DataFrame({
+            "row": order,
+            "start": start.astype("datetime64[ns]"),
+            "end": end.astype("datetime64[ns]"),
+            "n_valid": valid,
+            "file": files[fidx] if len(files) else [],
+            "file_offset": self._ds["file_offset"].values[order],
+        })
+
+    def coverage(self, max_gap: float | None = None) -> "pd.DataFrame":  # noqa: F821
+        """Continuous spans of audio: gaps longer than ``max_gap`` s (default 1.5 samples) split them."""
+        import pandas as pd
+
+        order, start, valid = self._rows()
+        if not len(order):
+            return pd.DataFrame(columns=["start", "end", "seconds"])
+        end = start + offset_ns(valid, self.sample_rate)
+        tol = int((max_gap if max_gap is not None else 1.5 / self.sample_rate) * NS_PER_S)
+        spans, s0, e0 = [], start[0], end[0]
+        for s, e in zip(start[1:], end[1:]):
+            if s - e0 > tol:
+                spans.append((s0, e0))
+                s0 = s
+            e0 = max(e0, e)
+        spans.append((s0, e0))
+        arr = np.array(spans, dtype=np.int64)
+        return pd.DataFrame({"start": arr[:, 0].astype("datetime64[ns]"), "end": arr[:, 1].astype("datetime64[ns]"),
+                             "seconds": (arr[:, 1] - arr[:, 0]) / NS_PER_S})
+
+    def window(self, start: Any, end: Any) -> xr.DataArray:
+        """Samples recorded in ``[start, end)`` UTC, stitched across rows.
+
+        Returns a DataArray ``(time, channel)`` in the stored dtype whose
+        ``time`` coordinate is each sample's UTC time. Gaps stay gaps: no
+        sample is invented, the time coordinate jumps over them.
+        """
+        t0, t1 = to_ns(start), to_ns(end)
+        sr = self.sample_rate
+        order, starts, valid = self._rows()
+        ends = starts + offset_ns(valid, sr)
+        # Rows are sorted by start; a row overlaps if it starts before t1 and ends after t0.
+        hi = int(np.searchsorted(starts, t1, side="left"))
+        cand = np.flatnonzero(ends[:hi] > t0)
+        audio = self._ds["audio"]
+        channels = audio.sizes["channel"]
+        if not len(cand):
+            return self._empty(channels)
+        rows = order[cand]
+        data = audio.isel(chunk=xr.DataArray(rows, dims="row")).values
+        pieces, times = [], []
+        for k, i in enumerate(cand):
+            # First and last sample of this row inside the window, by exact arithmetic.
+            a = _first_sample_at_or_after(t0 - starts[i], sr)
+            b = _first_sample_at_or_after(t1 - starts[i], sr)
+            a, b = max(a, 0), min(b, int(valid[i]))
+            if b <= a:
+                continue
+            pieces.append(data[k, a:b])
+            times.append(starts[i] + offset_ns(np.arange(a, b, dtype=np.int64), sr))
+        if not pieces:
+            return self._empty(channels)
+        samples = np.concatenate(pieces)
+        t = np.concatenate(times).astype("datetime64[ns]")
+        return xr.DataArray(samples, dims=("time", "channel"), coords={"time": t},
+                            attrs={"sample_rate": sr, "bits_per_sample": self._ds.attrs.get("bits_per_sample")},
+                            name="audio")
+
+    def _empty(self, channels: int) -> xr.DataArray:
+        return xr.DataArray(np.zeros((0, channels), dtype=self._ds["audio"].dtype), dims=("time", "channel"),
+                            coords={"time": np.array([], dtype="datetime64[ns]")},
+                            attrs={"sample_rate": self.sample_rate}, name="audio")
+
+
+def _first_sample_at_or_after(delta_ns: int, sample_rate: int) -> int:
+    """Smallest sample index whose (rounded) time offset is >= ``delta_ns``."""
+    if delta_ns <= 0:
+        return 0
+    k = int(delta_ns) * sample_rate // NS_PER_S
+    while offset_ns(k, sample_rate) < delta_ns:
+        k += 1
+    while k > 0 and offset_ns(k - 1, sample_rate) >= delta_ns:
+        k -= 1
+    return k

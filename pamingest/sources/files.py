@@ -1,0 +1,113 @@
+"""Timestamped files under any fsspec URL (local folder, s3://, gs://, ...).
+
+The start time of each file comes from its name through explicit templates
+(``pamingest.sources.templates``). Listing is partitioned by the folders
+under the root, so a bucket with millions of objects is listed prefix by
+prefix, several at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import TemplateError
+from ..fsutil import filesystem, join_url
+from .base import RejectedFile, SourceFile
+from .templates import FilenameTemplate, get_templates, parse_name
+
+AUDIO_SUFFIXES = (".wav", ".flac")
+
+
+def _etag(info: dict[str, Any]) -> str:
+    tag = info.get("ETag") or info.get("etag") or info.get("md5Hash") or ""
+    return str(tag).strip('"')
+
+
+@dataclass
+class TimestampedFiles:
+    """Recordings whose names carry their UTC start time.
+
+    Parameters
+    ----------
+    root : str
+        Folder or bucket prefix: ``/data/deployment``, ``s3://bucket/prefix``.
+    template : str or FilenameTemplate or list
+        Shipped name (``soundtrap``, ``songmeter``, ``audiomoth``, ``sanctsound``,
+        ``sanctsound-clips``) or a pattern such as ``"{site}_%Y%m%d_%H%M%S.wav"``.
+    name : str
+        The source's name: the first level of the store's groups.
+    site : str, optional
+        Site for files whose template has no ``{site}`` field.
+    storage_options : dict
+        fsspec options: ``anon=True``, ``key``/``secret``, ``endpoint_url``.
+    suffixes : tuple of str
+        Object name endings to consider (case-insensitive); others are ignored.
+    partition_depth : int
+        Folder levels under ``root`` that become listing partitions.
+    """
+
+    root: str
+    template: Any
+    name: str = "files"
+    site: str | None = None
+    storage_options: dict = field(default_factory=dict)
+    suffixes: tuple[str, ...] = AUDIO_SUFFIXES
+    partition_depth: int = 1
+
+    def __post_init__(self) -> None:
+        self.templates: tuple[FilenameTemplate, ...] = get_templates(self.template)
+        self.root = self.root.rstrip("/")
+
+    def _fs(self):
+        return filesystem(self.root, self.storage_options)
+
+    def partitions(self) -> list[str]:
+        """The root itself (its direct files) and its folders down to ``partition_depth``."""
+        fs, root = self._fs()
+        found = [""]
+        level = [root]
+        for depth in range(self.partition_depth):
+            nxt = []
+            for prefix in level:
+                for entry in fs.ls(prefix, detail=True):
+                    if entry["type"] == "directory":
+                        nxt.append(entry["name"].rstrip("/"))
+            if depth == self.partition_depth - 1:
+                found += [p[len(root) :].lstrip("/") for p in nxt]
+            else:
+                # Files sitting at intermediate levels belong to that level's partition.
+                found += ["=" + p[len(root) :].lstrip("/") for p in nxt]
+            level = nxt
+        return sorted(found)
+
+    def list_partition(self, partition: str) -> list[SourceFile | RejectedFile]:
+        fs, root = self._fs()
+        shallow = partition == "" or partition.startswith("=")
+        prefix = f"{root}/{partition.lstrip('=')}".rstrip("/")
+        if shallow:
+            entries = [e for e in fs.ls(prefix, detail=True) if e["type"] != "directory"]
+        else:
+            entries = list(fs.find(prefix, detail=True).values())
+        records: list[SourceFile | RejectedFile] = []
+        for info in entries:
+            path = info["name"]
+            base = path.rsplit("/", 1)[-1]
+            if not base.lower().endswith(self.suffixes):
+                continue
+            url = join_url(fs, path)
+            size, etag = int(info.get("size") or 0), _etag(info)
+            try:
+                start_ns, fields = parse_name(base, self.templates)
+            except TemplateError as exc:
+                records.append(RejectedFile(self.name, url, size, etag, str(exc)))
+                continue
+            site = fields.get("site") or self.site
+            if not site:
+                records.append(RejectedFile(self.name, url, size, etag, f"{base}: the template gives no site and none was set"))
+                continue
+            records.append(
+                SourceFile(self.name, site, start_ns, url, size, etag, tuple(sorted(fields.items())))
+            )
+        return sorted(records, key=lambda r: r.url)
+

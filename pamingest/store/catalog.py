@@ -1,0 +1,38 @@
+"""What a store already holds: every object it has seen, by URL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import zarr
+
+from . import layout
+
+
+@dataclass(frozen=True)
+class KnownFile:
+    url: str
+    etag: str
+    size: int
+    status: str  # "ok", "failed" (decode failed in a stream) or "rejected"
+    stream: str  # stream path, or "rejected"
+    file_index: int
+
+
+def read_catalog(store) -> dict[str, KnownFile]:
+    """URL -> KnownFile for every object recorded in the store (empty for a new store)."""
+    try:
+        root = zarr.open_group(store, mode="r")
+    except FileNotFoundError:
+        return {}
+    known: dict[str, KnownFile] = {}
+    if layout.REJECTED_GROUP in root:
+        g = root[layout.REJECTED_GROUP]
+        for i, (url, etag, size) in enumerate(zip(g["url"][:], g["etag"][:], g["size"][:])):
+            known[str(url)] = KnownFile(str(url), str(etag), int(size), "rejected", layout.REJECTED_GROUP, i)
+    for path, g in layout.iter_streams(root):
+        urls, etags, sizes, status = (np.asarray(g[n][:]) for n in ("file_url", "file_etag", "file_size", "file_status"))
+        for i in range(len(urls)):
+            known[str(urls[i])] = KnownFile(str(urls[i]), str(etags[i]), int(sizes[i]), str(status[i]), path, i)
+    return known

@@ -1,0 +1,110 @@
+"""FLAC inside Zarr: each chunk (one store row) is a complete FLAC stream.
+
+Chosen by measurement (``benchmarks/codec_choice.py``, docs/architecture.md):
+on the fixture recordings, per-row FLAC is 1.002x the size of standalone FLAC
+files of the same samples (PCodec 1.04x, Blosc/zstd ~1.4x), and encodes
+faster than PCodec. Each chunk stays a playable ``.flac`` file, which makes a
+store's bytes useful even without pamingest.
+
+The codec is registered with zarr through the ``zarr.codecs`` entry point
+(pyproject.toml), so ``xarray.open_zarr`` works in a fresh interpreter
+wherever pamingest is installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from dataclasses import dataclass, replace
+from typing import Any, Self
+
+import numpy as np
+import soundfile
+from zarr.abc.codec import ArrayBytesCodec
+from zarr.core.array_spec import ArraySpec
+from zarr.core.buffer import Buffer, NDBuffer
+
+CODEC_NAME = "pamingest.flac"
+FLAC_MAX_CHANNELS = 8
+FLAC_MAX_SAMPLE_RATE = 655_350
+FLAC_BITS = {16: ("PCM_16", np.int16), 24: ("PCM_24", np.int32)}
+
+
+@dataclass(frozen=True)
+class FlacCodec(ArrayBytesCodec):
+    """Array -> FLAC bytes for integer audio chunks shaped ``(..., sample, channel)``.
+
+    Parameters
+    ----------
+    bits : int
+        16 (int16 arrays) or 24 (int32 arrays whose values fit 24 bits).
+    sample_rate : int
+        Written into each chunk's FLAC header so that a chunk plays back at
+        the right speed; it has no effect on the samples.
+    """
+
+    is_fixed_size = False
+    bits: int = 16
+    sample_rate: int = 48_000
+
+    def __init__(self, *, bits: int = 16, sample_rate: int = 48_000) -> None:
+        if bits not in FLAC_BITS:
+            raise ValueError(f"FLAC codec supports 16 or 24 bits, not {bits}")
+        object.__setattr__(self, "bits", int(bits))
+        object.__setattr__(self, "sample_rate", int(min(max(1, sample_rate), FLAC_MAX_SAMPLE_RATE)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        config = dict(data.get("configuration") or {})
+        return cls(**config)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": CODEC_NAME,
+            "configuration": {"bits": self.bits, "sample_rate": self.sample_rate},
+        }
+
+    def evolve_from_array_spec(self, array_spec: ArraySpec) -> Self:
+        dtype = np.dtype(array_spec.dtype.to_native_dtype())
+        expected = FLAC_BITS[self.bits][1]
+        if dtype != expected:
+            raise ValueError(f"FLAC codec with {self.bits} bits needs {np.dtype(expected)} arrays, got {dtype}")
+        if array_spec.shape[-1] > FLAC_MAX_CHANNELS:
+            raise ValueError(f"FLAC holds at most {FLAC_MAX_CHANNELS} channels, got {array_spec.shape[-1]}")
+        return replace(self)
+
+    def _frames(self, shape: tuple[int, ...]) -> tuple[int, int]:
+        channels = shape[-1] if len(shape) > 1 else 1
+        return int(np.prod(shape)) // channels, channels
+
+    def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
+        data = np.asarray(chunk_array.as_numpy_array())
+        frames, channels = self._frames(data.shape)
+        data = data.reshape(frames, channels)
+        subtype, _ = FLAC_BITS[self.bits]
+        if self.bits == 24:
+            if data.size and (data.max() > 2**23 - 1 or data.min() < -(2**23)):
+                raise ValueError("sample outside the 24-bit range: refusing a lossy FLAC encode")
+            # libsndfile reads 24-bit PCM from the top 24 bits of an int32.
+            data = np.left_shift(data, 8)
+        out = io.BytesIO()
+        soundfile.write(out, np.ascontiguousarray(data), self.sample_rate, format="FLAC", subtype=subtype)
+        return chunk_spec.prototype.buffer.from_bytes(out.getvalue())
+
+    def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
+        _, dtype = FLAC_BITS[self.bits]
+        data, _ = soundfile.read(io.BytesIO(chunk_bytes.to_bytes()), dtype=np.dtype(dtype).name, always_2d=True)
+        if self.bits == 24:
+            data = np.right_shift(data, 8)
+        return chunk_spec.prototype.nd_buffer.from_numpy_array(data.reshape(chunk_spec.shape))
+
+    # libsndfile is called through CFFI, which releases the GIL: running chunk
+    # codecs in threads lets one window read decode its rows in parallel.
+    async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
+        return await asyncio.to_thread(self._encode_sync, chunk_array, chunk_spec)
+
+    async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
+        return await asyncio.to_thread(self._decode_sync, chunk_bytes, chunk_spec)
+
+    def compute_encoded_size(self, input_byte_length: int, _chunk_spec: ArraySpec) -> int:
+        raise NotImplementedError("FLAC output size is data dependent")
