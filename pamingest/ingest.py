@@ -40,6 +40,7 @@ from .timing import NAT, offset_ns, rows_for, row_valid, samples_per_row
 
 log = logging.getLogger(__name__)
 RUN_BRANCH_PREFIX = "pamingest-run-"
+DEFAULT_ROW_SECONDS = 10.0
 
 
 @dataclass
@@ -191,7 +192,7 @@ def ingest(
     source: Source,
     store: str | StoreLocation,
     *,
-    row_seconds: float = 10.0,
+    row_seconds: float | None = None,
     client: Any = None,
     n_workers: int | None = None,
     store_options: dict | None = None,
@@ -207,8 +208,9 @@ def ingest(
         Lists the recordings (e.g. ``TimestampedFiles``).
     store : str or StoreLocation
         Store URL: a path, ``s3://bucket/prefix``, ``gs://...`` or ``memory://name``.
-    row_seconds : float
-        Row length for new streams (default 10 s). Existing streams keep theirs.
+    row_seconds : float, optional
+        Row length of new streams (default 10 s). Existing streams keep theirs;
+        asking for another length for an existing stream is a ConfigError.
     client : distributed.Client, str, "serial" or None
         Where decode+write runs: a client, a scheduler address, in-process
         (``"serial"``) or a new LocalCluster (None).
@@ -333,7 +335,7 @@ def _progress_bar(enabled: bool, total_seconds: float):
                 bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}, {rate_fmt}]")
 
 
-def _allocate(root: zarr.Group, infos, row_seconds: float, known: dict[str, KnownFile]) -> list[PlannedFile]:
+def _allocate(root: zarr.Group, infos, row_seconds: float | None, known: dict[str, KnownFile]) -> list[PlannedFile]:
     """Create or grow each stream's arrays; give each file its rows and table index."""
     by_stream: dict[str, list[tuple[SourceFile, AudioInfo]]] = defaultdict(list)
     for file, info in infos:
@@ -343,9 +345,12 @@ def _allocate(root: zarr.Group, infos, row_seconds: float, known: dict[str, Know
         files = sorted(by_stream[path], key=lambda fi: (fi[0].start_ns, fi[0].url))
         file0, info0 = files[0]
         spec = layout.StreamSpec(path, file0.source, file0.site, info0.sample_rate, info0.channels,
-                                 info0.store_dtype, info0.bits, samples_per_row(info0.sample_rate, row_seconds))
+                                 info0.store_dtype, info0.bits,
+                                 samples_per_row(info0.sample_rate, row_seconds or DEFAULT_ROW_SECONDS))
         if path in root:
             group = root[path]
+            if row_seconds is not None:
+                layout.check_stream(group, spec)
             spec = layout.StreamSpec(**{**spec.__dict__, "row_samples": int(group.attrs["row_samples"])})
         else:
             group = layout.create_stream(root, spec, info0)

@@ -20,11 +20,12 @@ rows were allocated; it holds no audio and readers skip it.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import zarr
-from numcodecs.zarr3 import PCodec
+from zarr.codecs.numcodecs import PCodec
 
 from ..decode.sndfile import AudioInfo
 from ..errors import ConfigError
@@ -79,8 +80,11 @@ def stream_path(source: str, site: str, info: AudioInfo) -> str:
 def _serializer(info: AudioInfo):
     """FLAC for integer PCM up to 24 bits and 8 channels; PCodec (lossless) otherwise."""
     if info.store_dtype in ("int16", "int32") and info.bits <= 24 and info.channels <= FLAC_MAX_CHANNELS:
-        return FlacCodec(bits=16 if info.store_dtype == "int16" else 24, sample_rate=info.sample_rate), None
-    return "auto", (PCodec(level=8),)
+        return FlacCodec(bits=16 if info.store_dtype == "int16" else 24, sample_rate=info.sample_rate)
+    with warnings.catch_warnings():
+        # zarr warns that numcodecs codecs are outside the v3 spec; PCodec ships with numcodecs.
+        warnings.simplefilter("ignore")
+        return PCodec(level=8)
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,7 @@ def _table(group: zarr.Group, arrays: dict, dim: str, chunk: int) -> None:
 
 def create_stream(root: zarr.Group, spec: StreamSpec, info: AudioInfo) -> zarr.Group:
     group = root.require_group(spec.path)
-    serializer, compressors = _serializer(info)
+    serializer = _serializer(info)
     group.create_array(
         "audio",
         shape=(0, spec.row_samples, spec.channels),
@@ -120,7 +124,7 @@ def create_stream(root: zarr.Group, spec: StreamSpec, info: AudioInfo) -> zarr.G
         dtype=spec.dtype,
         fill_value=0,
         serializer=serializer,
-        compressors=compressors,
+        compressors=None,
         dimension_names=("chunk", "sample", "channel"),
         attributes={"sample_rate": spec.sample_rate, "bits_per_sample": spec.bits,
                     "long_name": "audio samples as recorded (not scaled)"},

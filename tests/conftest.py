@@ -1,0 +1,88 @@
+"""Shared test parts: real fixture recordings, a moto S3 server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(os.environ.get("PAMINGEST_FIXTURES", ROOT.parent / "shared" / "fixtures"))
+
+# Credentials for the local moto server only; set before boto/s3fs/icechunk read them.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ.pop("AWS_PROFILE", None)
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+
+def pytest_configure(config):
+    if not FIXTURES.is_dir():
+        raise pytest.UsageError(f"fixture recordings not found at {FIXTURES} (set PAMINGEST_FIXTURES)")
+
+
+@pytest.fixture(scope="session")
+def fixtures() -> Path:
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """One moto S3 server per test session, on a free loopback port."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(moto_endpoint):
+    """A clean S3 server for each test: ``S3Bucket`` helper bound to the endpoint."""
+    import requests
+
+    requests.post(f"{moto_endpoint}/moto-api/reset", timeout=10).raise_for_status()
+    return S3(moto_endpoint)
+
+
+class S3:
+    """Create buckets and upload fixture files, laid out as the real buckets are."""
+
+    def __init__(self, endpoint: str) -> None:
+        import boto3
+
+        self.endpoint = endpoint
+        self.client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+        self.storage_options = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
+
+    def bucket(self, name: str) -> str:
+        self.client.create_bucket(Bucket=name)
+        return f"s3://{name}"
+
+    def put(self, bucket: str, key: str, path_or_bytes) -> str:
+        body = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
+        self.client.put_object(Bucket=bucket, Key=key, Body=body)
+        return f"s3://{bucket}/{key}"
+
+    def delete(self, bucket: str, key: str) -> None:
+        self.client.delete_object(Bucket=bucket, Key=key)
+
+
+@pytest.fixture
+def store(tmp_path) -> str:
+    return str(tmp_path / "store")
+
+
+def copy_tree(src: Path, dst: Path, pattern: str = "*") -> list[Path]:
+    dst.mkdir(parents=True, exist_ok=True)
+    out = []
+    for p in sorted(src.glob(pattern)):
+        shutil.copy(p, dst / p.name)
+        out.append(dst / p.name)
+    return out

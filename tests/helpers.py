@@ -1,0 +1,60 @@
+"""Assertions shared by the ingest tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from pamingest.timing import offset_ns, to_ns
+
+
+def source_samples(path: Path) -> np.ndarray:
+    """What the store must hold for a recording: soundfile's read, 24-bit right-aligned."""
+    info = sf.info(str(path))
+    if info.subtype == "PCM_24":
+        return sf.read(str(path), dtype="int32", always_2d=True)[0] >> 8
+    dtype = "int16" if info.subtype in ("PCM_16", "PCM_S8", "PCM_U8") else "int32"
+    return sf.read(str(path), dtype=dtype, always_2d=True)[0]
+
+
+def assert_stream_matches(ds, local_for_url) -> int:
+    """Every ok file's rows equal its source samples, and every row time is exact.
+
+    Returns the number of files checked.
+    """
+    audio = ds["audio"].values
+    n_valid = ds["n_valid"].values
+    fidx = ds["file_index"].values
+    offs = ds["file_offset"].values
+    starts = ds["chunk_start"].values.astype("datetime64[ns]").astype(np.int64)
+    sr = int(ds.attrs["sample_rate"])
+    urls = ds["file_url"].values
+    status = ds["file_status"].values
+    file_start = ds["file_start"].values.astype("datetime64[ns]").astype(np.int64)
+    checked = 0
+    for i, url in enumerate(urls):
+        rows = np.flatnonzero(fidx == i)
+        if status[i] != "ok":
+            assert (n_valid[rows] == 0).all(), f"{url} failed but has live rows"
+            continue
+        rows = rows[np.argsort(offs[rows])]
+        got = np.concatenate([audio[r, : n_valid[r]] for r in rows])
+        want = source_samples(local_for_url(str(url)))
+        assert got.dtype == want.dtype or np.can_cast(want.dtype, got.dtype)
+        np.testing.assert_array_equal(got, want, err_msg=str(url))
+        np.testing.assert_array_equal(starts[rows], file_start[i] + offset_ns(offs[rows], sr))
+        checked += 1
+    return checked
+
+
+def by_name(folder: Path):
+    return lambda url: folder / url.rsplit("/", 1)[-1]
+
+
+def window_ns(da) -> np.ndarray:
+    return da["time"].values.astype("datetime64[ns]").astype(np.int64)
+
+
+__all__ = ["assert_stream_matches", "by_name", "source_samples", "to_ns", "window_ns"]

@@ -1,0 +1,226 @@
+"""Ingest real recordings from a moto S3 bucket laid out like a user's own."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+
+import pamingest as pi
+from pamingest.query import open_session
+from pamingest.timing import NS_PER_S
+
+from helpers import assert_stream_matches, by_name, source_samples, to_ns, window_ns
+
+
+def upload(s3, bucket, prefix, files):
+    s3.bucket(bucket) if not _exists(s3, bucket) else None
+    for f in files:
+        s3.put(bucket, f"{prefix}/{f.name}" if prefix else f.name, f)
+
+
+def _exists(s3, bucket):
+    return any(b["Name"] == bucket for b in s3.client.list_buckets().get("Buckets", []))
+
+
+def only_stream(tree):
+    names = pi.streams(tree)
+    assert len(names) == 1, names
+    return tree[names[0]].to_dataset()
+
+
+def test_songmeter_duty_cycled_rows_at_name_times(s3, fixtures, store):
+    folder = fixtures / "songmeter" / "S4A03895"
+    files = sorted(folder.glob("*.wav"))
+    upload(s3, "field-recordings", "S4A03895", files)
+    src = pi.TimestampedFiles("s3://field-recordings", "songmeter", storage_options=s3.storage_options)
+    report = pi.ingest(src, store, client="serial")
+    assert report.ingested == len(files) == 48 and not report.failed
+    ds = only_stream(pi.open_store(store))
+    assert ds.attrs["sample_rate"] == 22000 and ds["audio"].dtype == np.int16
+    assert assert_stream_matches(ds, by_name(folder)) == 48
+    # Each file's row starts at the time its name gives, 15 min apart.
+    starts = np.sort(ds["chunk_start"].values)
+    assert starts[0] == np.datetime64("2019-05-22T00:00:00")
+    assert (np.diff(starts) == np.timedelta64(15, "m")).all()
+    # A 40 min window holds three 10 s recordings and keeps the gaps as gaps.
+    w = ds.pam.window("2019-05-22T00:00:00", "2019-05-22T00:40:00")
+    assert w.sizes["time"] == 3 * 220000
+    t = window_ns(w)
+    jumps = np.flatnonzero(np.diff(t) > NS_PER_S)
+    assert len(jumps) == 2
+    assert t[jumps[0] + 1] == to_ns("2019-05-22T00:15:00")
+    np.testing.assert_array_equal(w.values[:220000], source_samples(files[0]))
+    cov = ds.pam.coverage()
+    assert len(cov) == 48 and np.allclose(cov["seconds"], 10.0)
+
+
+def test_soundtrap_consecutive_flac_files(s3, fixtures, store):
+    folder = fixtures / "soundtrap"
+    files = sorted(folder.glob("*.flac"))
+    upload(s3, "soundtrap", "deployment-01", files)
+    src = pi.TimestampedFiles("s3://soundtrap", "soundtrap", storage_options=s3.storage_options)
+    report = pi.ingest(src, store, client="serial", row_seconds=10)
+    assert report.ingested == 3 and report.rows == 31 + 31 + 31
+    ds = only_stream(pi.open_store(store))
+    assert ds.attrs["row_samples"] == 80000
+    assert assert_stream_matches(ds, by_name(folder)) == 3
+    # The second file's row 3 starts 30 s after its name's time.
+    i = list(ds["file_url"].values).index("s3://soundtrap/deployment-01/67416073.210610034155.flac")
+    row = np.flatnonzero((ds["file_index"].values == i) & (ds["file_offset"].values == 3 * 80000))[0]
+    assert ds["chunk_start"].values[row] == np.datetime64("2021-06-10T03:42:25")
+    # A window across the boundary of files 1 and 2 returns exactly the source samples.
+    w = ds.pam.window("2021-06-10T03:41:50", "2021-06-10T03:42:00")
+    a, b = source_samples(files[0]), source_samples(files[1])
+    n_a = len(a) - 295 * 8000  # samples of file 1 from 03:41:50 to its end
+    np.testing.assert_array_equal(w.values[:n_a], a[295 * 8000 :])
+    assert window_ns(w)[n_a] == to_ns("2021-06-10T03:41:55")
+    np.testing.assert_array_equal(w.values[n_a:], b[: 5 * 8000])
+
+
+def test_sanctsound_clips_make_one_stream_per_rate(s3, fixtures, store):
+    folder = fixtures / "sanctsound" / "clips"
+    files = sorted(folder.glob("*.wav"))
+    upload(s3, "sanctsound-clips", "", files)
+    src = pi.TimestampedFiles("s3://sanctsound-clips", "sanctsound-clips", name="sanctsound",
+                              storage_options=s3.storage_options)
+    report = pi.ingest(src, store, client="serial")
+    assert not report.failed, report.summary()
+    tree = pi.open_store(store)
+    names = pi.streams(tree)
+    import soundfile as sf
+
+    site = {f: f.name.split("_")[2 if f.name.startswith("filtered") else 1] for f in files}
+    expected = {(site[f], sf.info(str(f)).samplerate, sf.info(str(f)).channels, sf.info(str(f)).subtype)
+                for f in files}
+    assert len(names) == len(expected)
+    rates = {tree[n].attrs["sample_rate"] for n in names}
+    assert {48000, 44100, 32000, 4000, 2000} <= rates
+    checked = sum(assert_stream_matches(tree[n].to_dataset(), by_name(folder)) for n in names)
+    assert checked == len(files) == report.ingested
+
+
+def test_rerun_adds_nothing_and_new_objects_add_exactly_themselves(s3, fixtures, store):
+    folder = fixtures / "songmeter" / "S4A03895"
+    files = sorted(folder.glob("*.wav"))
+    upload(s3, "rec", "S4A03895", files[:10])
+    src = pi.TimestampedFiles("s3://rec", "songmeter", storage_options=s3.storage_options)
+    first = pi.ingest(src, store, client="serial")
+    assert first.ingested == 10
+    again = pi.ingest(src, store, client="serial")
+    assert (again.ingested, again.skipped, again.snapshot_id) == (0, 10, first.snapshot_id)
+    upload(s3, "rec", "S4A03895", files[10:13])
+    more = pi.ingest(src, store, client="serial")
+    assert more.ingested == 3 and more.skipped == 10
+    ds = only_stream(pi.open_store(store))
+    assert ds.sizes["chunk"] == 13 and ds.sizes["file"] == 13
+    assert assert_stream_matches(ds, by_name(folder)) == 13
+    # A changed object under a known URL is reported, not ingested twice.
+    s3.put("rec", f"S4A03895/{files[0].name}", files[20])
+    changed = pi.ingest(src, store, client="serial")
+    assert changed.ingested == 0 and [c.url for c in changed.changed] == [f"s3://rec/S4A03895/{files[0].name}"]
+    assert only_stream(pi.open_store(store)).sizes["chunk"] == 13
+    # Readers pinned to the first snapshot still see the first run only.
+    pinned = only_stream(pi.open_store(store, snapshot=first.snapshot_id))
+    assert pinned.sizes["chunk"] == 10
+
+
+def make_bad_objects(s3, fixtures, bucket):
+    good = sorted((fixtures / "soundtrap").glob("*.flac"))
+    upload(s3, bucket, "67416073", good)
+    flac = good[0].read_bytes()
+    wav = (fixtures / "songmeter" / "S4A03895" / "S4A03895_20190522_000000.wav").read_bytes()
+    bad = {
+        "67416073.210610040000.wav": b"",  # zero bytes
+        "67416073.210610041000.flac": flac[: len(flac) // 2],  # truncated FLAC
+        "67416073.210610042000.wav": b"Station log\nno audio in this file\n" * 20,  # text named .wav
+        "67416073.210610043000.wav": wav[: len(wav) // 2],  # header claims more frames than held
+        "67416073.notatime.wav": wav,  # name the template cannot parse
+    }
+    for name, body in bad.items():
+        s3.put(bucket, f"67416073/{name}", body)
+    return good, bad
+
+
+def test_bad_input_is_recorded_and_the_rest_ingested(s3, fixtures, store):
+    good, bad = make_bad_objects(s3, fixtures, "mixed")
+    src = pi.TimestampedFiles("s3://mixed", "soundtrap", storage_options=s3.storage_options)
+    report = pi.ingest(src, store, client="serial")
+    assert report.ingested == 3
+    reasons = {f.url.rsplit("/", 1)[-1]: f.reason for f in report.failed}
+    assert set(reasons) == set(bad)
+    assert "empty" in reasons["67416073.210610040000.wav"]
+    assert "frame" in reasons["67416073.210610041000.flac"]
+    assert "not a readable audio file" in reasons["67416073.210610042000.wav"]
+    assert "declares 220000 frames" in reasons["67416073.210610043000.wav"]
+    assert "does not match the template" in reasons["67416073.notatime.wav"]
+    summary = report.summary()
+    assert all(name in summary for name in bad)
+    ds = only_stream(pi.open_store(store))
+    assert assert_stream_matches(ds, by_name(fixtures / "soundtrap")) == 3
+    # The truncated FLAC got rows before its decode failed: they are dead, no audio visible.
+    status = dict(zip(ds["file_url"].values, ds["file_status"].values))
+    assert status["s3://mixed/67416073/67416073.210610041000.flac"] == "failed"
+    w = ds.pam.window("2021-06-10T04:10:00", "2021-06-10T04:20:00")
+    assert w.sizes["time"] == 0
+    session = open_session(store)
+    rejected = zarr.open_group(session.store, mode="r")["rejected"]
+    assert len(rejected["url"][:]) == 4
+    # A re-run adds nothing; retrying the failures records them again without duplicates.
+    again = pi.ingest(src, store, client="serial")
+    assert again.ingested == 0 and not again.failed and again.skipped == 8
+    retry = pi.ingest(src, store, client="serial", retry_failed=True)
+    assert len(retry.failed) == 5 and retry.ingested == 0
+    ds2 = only_stream(pi.open_store(store))
+    assert ds2.sizes["file"] == 4
+    assert len(zarr.open_group(open_session(store).store, mode="r")["rejected"]["url"][:]) == 4
+
+
+def test_s3_store_and_dask_local_cluster(s3, fixtures):
+    from distributed import Client, LocalCluster
+
+    folder = fixtures / "songmeter" / "S4A03895"
+    files = sorted(folder.glob("*.wav"))[:12]
+    upload(s3, "rec", "S4A03895", files)
+    s3.bucket("stores")
+    src = pi.TimestampedFiles("s3://rec", "songmeter", storage_options=s3.storage_options)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        report = pi.ingest(src, "s3://stores/pam", client=client, store_options=s3.storage_options,
+                           rows_per_task=1)
+    assert report.ingested == 12
+    ds = only_stream(pi.open_store("s3://stores/pam", storage_options=s3.storage_options))
+    assert assert_stream_matches(ds, by_name(folder)) == 12
+
+
+def test_long_file_split_into_tasks_matches_whole(tmp_path, fixtures):
+    """A file cut into several row-range tasks gives the same rows as one task."""
+    folder = fixtures / "soundtrap"
+    src = pi.TimestampedFiles(str(folder), "soundtrap")
+    whole = pi.ingest(src, str(tmp_path / "whole"), client="serial", rows_per_task=1000)
+    split = pi.ingest(src, str(tmp_path / "split"), client="serial", rows_per_task=7)
+    a = only_stream(pi.open_store(str(tmp_path / "whole")))
+    b = only_stream(pi.open_store(str(tmp_path / "split")))
+    assert whole.rows == split.rows
+    np.testing.assert_array_equal(a["audio"].values, b["audio"].values)
+    np.testing.assert_array_equal(a["chunk_start"].values, b["chunk_start"].values)
+
+
+def test_row_length_is_fixed_per_stream(tmp_path, fixtures):
+    folder = tmp_path / "rec"
+    folder.mkdir()
+    for f in sorted((fixtures / "songmeter" / "S4A03895").glob("*.wav"))[:2]:
+        (folder / f.name).write_bytes(f.read_bytes())
+    src = pi.TimestampedFiles(str(folder), "songmeter")
+    pi.ingest(src, str(tmp_path / "s"), client="serial", row_seconds=5)
+    ds = only_stream(pi.open_store(str(tmp_path / "s")))
+    assert ds.sizes["chunk"] == 4 and ds.attrs["row_samples"] == 110000
+    f = sorted((fixtures / "songmeter" / "S4A03895").glob("*.wav"))[2]
+    (folder / f.name).write_bytes(f.read_bytes())
+    with pytest.raises(pi.ConfigError, match="--row-seconds 5"):
+        pi.ingest(src, str(tmp_path / "s"), client="serial", row_seconds=10)
+
+
+def test_missing_store_is_a_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        pi.open_store(str(tmp_path / "nothing-here"))
