@@ -36,6 +36,23 @@ log = logging.getLogger("pamingest.bench")
 
 # ----------------------------------------------------------------- cli, logs, output
 
+_REAL_STDOUT: int | None = None
+
+
+def guard_stdout() -> None:
+    """Send everything written to fd 1 to stderr, keeping the real stdout for the JSON.
+
+    Icechunk's Rust logger writes its warnings to stdout (e.g. "The
+    LocalFileSystem storage is not safe for concurrent commits"), and Dask worker
+    processes inherit fd 1: without this the JSON would not be alone on stdout.
+    """
+    global _REAL_STDOUT
+    if _REAL_STDOUT is None:
+        sys.stdout.flush()
+        _REAL_STDOUT = os.dup(1)
+        os.dup2(2, 1)
+
+
 def parse_args(description: str, extra=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run in < 60 s")
@@ -46,6 +63,7 @@ def parse_args(description: str, extra=None) -> argparse.Namespace:
     if extra is not None:
         extra(parser)
     args = parser.parse_args()
+    guard_stdout()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
@@ -65,8 +83,12 @@ def emit(result: dict, args: argparse.Namespace) -> None:
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(text + "\n")
-    sys.stdout.write(text + "\n")
     sys.stdout.flush()
+    if _REAL_STDOUT is not None:
+        os.write(_REAL_STDOUT, (text + "\n").encode())
+    else:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
 
 
 def _json_default(obj):

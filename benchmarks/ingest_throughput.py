@@ -70,7 +70,7 @@ def bare_loop(paths: list[Path], row_seconds: float = ROW_SECONDS) -> dict:
                 out = io.BytesIO()
                 soundfile.write(out, data, snd.samplerate, format="FLAC", subtype=subtype)
                 frames += len(data)
-                encoded += out.tell()
+                encoded += out.getbuffer().nbytes
     elapsed = time.perf_counter() - t0
     audio = frames / sample_rate
     return {"elapsed_seconds": elapsed, "audio_seconds": audio, "flac_bytes": encoded}

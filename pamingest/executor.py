@@ -104,7 +104,7 @@ def executor_for(client: Any = None, n_workers: int | None = None) -> Iterator[S
         return
     workers = n_workers or max(1, os.cpu_count() or 1)
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address=":0") as cluster, Client(cluster) as c:
+                      dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster, Client(cluster) as c:
         log.info("Dask dashboard: %s", c.dashboard_link)
         yield DaskExecutor(c)
 

@@ -18,6 +18,12 @@ from ..errors import StoreNotFoundError
 
 _MEMORY: dict[str, icechunk.Storage] = {}
 
+# Icechunk warns on every local-filesystem open that concurrent commits are
+# unsafe there; pamingest serialises its commits (one coordinator per run), so
+# the warning is noise. ICECHUNK_LOG set by the user still wins.
+if "ICECHUNK_LOG" not in os.environ:
+    icechunk.set_logs_filter("error")
+
 
 @dataclass(frozen=True)
 class StoreLocation:

@@ -1,0 +1,113 @@
+"""The ``pamingest`` command line: ingest, info, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from .errors import PamIngestError
+
+
+def _storage_options(args, prefix: str = "") -> dict:
+    opts: dict = {}
+    endpoint = getattr(args, f"{prefix}endpoint_url", None)
+    if endpoint:
+        opts["endpoint_url"] = endpoint
+    if getattr(args, f"{prefix}anon", False):
+        opts["anon"] = True
+    return opts
+
+
+def _client(args):
+    if args.serial:
+        return "serial"
+    return args.scheduler  # None -> LocalCluster
+
+
+def cmd_ingest_files(args) -> int:
+    from .ingest import ingest
+    from .sources.files import TimestampedFiles
+
+    source = TimestampedFiles(args.root, args.template, name=args.source_name, site=args.site,
+                              storage_options=_storage_options(args))
+    report = ingest(source, args.store, row_seconds=args.row_seconds, client=_client(args), n_workers=args.workers,
+                    store_options=_storage_options(args, "store_"), retry_failed=args.retry_failed,
+                    progress=not args.no_progress and sys.stderr.isatty())
+    if report.dashboard_link:
+        print(f"dask dashboard: {report.dashboard_link}", file=sys.stderr)
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report.summary())
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .info import store_info
+
+    info = store_info(args.store, _storage_options(args), snapshot=args.snapshot)
+    print(info.format())
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(workdir=args.workdir, fixtures=args.fixtures, n_workers=args.workers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pamingest", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ing = sub.add_parser("ingest", help="ingest recordings into a store")
+    ing_sub = ing.add_subparsers(dest="source", required=True)
+    f = ing_sub.add_parser("files", help="timestamped files under a folder or bucket prefix")
+    f.add_argument("root", help="folder or URL: /data/dep1, s3://bucket/prefix, gs://bucket/prefix")
+    f.add_argument("--template", required=True,
+                   help="soundtrap | songmeter | audiomoth | sanctsound | sanctsound-clips | a pattern "
+                        "such as '{site}_%%Y%%m%%d_%%H%%M%%S.wav'")
+    f.add_argument("--source-name", default="files", help="first level of the store's groups (default: files)")
+    f.add_argument("--site", help="site name when the template has no {site} field")
+    f.add_argument("--endpoint-url", help="S3-compatible endpoint of the recordings' bucket")
+    f.add_argument("--anon", action="store_true", help="anonymous access to the recordings' bucket")
+    for q in (f,):
+        q.add_argument("--store", required=True, help="store URL: path, s3://bucket/prefix, gs://...")
+        q.add_argument("--store-endpoint-url", help="S3-compatible endpoint of the store's bucket")
+        q.add_argument("--row-seconds", type=float, default=None, help="row length of new streams (default 10)")
+        q.add_argument("--scheduler", help="Dask scheduler address (default: a LocalCluster)")
+        q.add_argument("--workers", type=int, help="LocalCluster workers (default: one per core)")
+        q.add_argument("--serial", action="store_true", help="run in this process (debugging)")
+        q.add_argument("--retry-failed", action="store_true", help="try again objects that failed before")
+        q.add_argument("--json", action="store_true", help="print the report as JSON")
+        q.add_argument("--no-progress", action="store_true")
+    f.set_defaults(func=cmd_ingest_files)
+
+    info = sub.add_parser("info", help="streams, hours, failures and history of a store")
+    info.add_argument("store")
+    info.add_argument("--snapshot")
+    info.add_argument("--endpoint-url")
+    info.add_argument("--anon", action="store_true")
+    info.set_defaults(func=cmd_info)
+
+    demo = sub.add_parser("demo", help="ingest the fixture recordings from a local S3 server (no network)")
+    demo.add_argument("--workdir", default=".demo", help="where the demo store is written (default .demo)")
+    demo.add_argument("--fixtures", help="fixture folder (default: $PAMINGEST_FIXTURES or ../shared/fixtures)")
+    demo.add_argument("--workers", type=int, default=2)
+    demo.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except PamIngestError as exc:
+        print(f"pamingest: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""A store at a glance: streams, hours, files, failures, history."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import zarr
+
+from .store import layout
+from .store.repo import StoreLocation, open_repository
+from .timing import ns_to_iso
+
+
+@dataclass
+class StreamInfo:
+    path: str
+    sample_rate: int
+    channels: int
+    dtype: str
+    bits: int
+    row_seconds: float
+    rows: int
+    files_ok: int
+    files_failed: int
+    hours: float
+    first: str
+    last: str
+
+
+@dataclass
+class StoreInfo:
+    url: str
+    snapshot_id: str
+    streams: list[StreamInfo] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    history: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def format(self) -> str:
+        out = [f"store     {self.url}", f"snapshot  {self.snapshot_id}", ""]
+        header = f"{'stream':<48} {'rate':>8} {'ch':>3} {'bits':>4} {'rows':>8} {'files':>6} {'failed':>6} {'hours':>9}  span"
+        out.append(header)
+        for s in self.streams:
+            out.append(f"{s.path:<48} {s.sample_rate:>8} {s.channels:>3} {s.bits:>4} {s.rows:>8} {s.files_ok:>6} "
+                       f"{s.files_failed:>6} {s.hours:>9.3f}  {s.first} .. {s.last}")
+        total = sum(s.hours for s in self.streams)
+        out.append(f"{len(self.streams)} streams, {total:.3f} h of audio; {len(self.rejected)} objects rejected")
+        for url, reason in self.rejected[:20]:
+            out.append(f"  - {url}: {reason}")
+        if len(self.rejected) > 20:
+            out.append(f"  ... and {len(self.rejected) - 20} more")
+        if self.history:
+            out.append("")
+            out.append("history (newest first)")
+            out += [f"  {sid}  {when}  {msg}" for sid, when, msg in self.history]
+        return "\n".join(out)
+
+
+def store_info(url: str | StoreLocation, storage_options: dict | None = None, snapshot: str | None = None,
+               history: int = 10) -> StoreInfo:
+    repo = open_repository(StoreLocation.from_url(url, storage_options))
+    session = repo.readonly_session(snapshot_id=snapshot) if snapshot else repo.readonly_session("main")
+    root = zarr.open_group(session.store, mode="r")
+    info = StoreInfo(str(url), session.snapshot_id)
+    for path, g in layout.iter_streams(root):
+        n_valid = g["n_valid"][:]
+        starts = g["chunk_start"][:]
+        status = np.asarray(g["file_status"][:])
+        live = n_valid > 0
+        sr = int(g.attrs["sample_rate"])
+        info.streams.append(StreamInfo(
+            path, sr, int(g.attrs["channels"]), str(g.attrs["dtype"]), int(g.attrs["bits_per_sample"]),
+            float(g.attrs["row_seconds"]), int(live.sum()), int((status == "ok").sum()),
+            int((status != "ok").sum()), float(n_valid.sum()) / sr / 3600,
+            ns_to_iso(int(starts[live].min())) if live.any() else "-",
+            ns_to_iso(int(starts[live].max())) if live.any() else "-",
+        ))
+        info.rejected += [(str(u), str(e)) for u, e, s in zip(g["file_url"][:], g["file_error"][:], status) if s != "ok"]
+    if layout.REJECTED_GROUP in root:
+        r = root[layout.REJECTED_GROUP]
+        info.rejected += [(str(u), str(e)) for u, e in zip(r["url"][:], r["reason"][:])]
+    for k, snap in enumerate(repo.ancestry(snapshot_id=session.snapshot_id)):
+        if k >= history:
+            break
+        info.history.append((snap.id, snap.written_at.strftime("%Y-%m-%d %H:%M:%S"), snap.message))
+    return info
