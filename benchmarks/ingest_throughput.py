@@ -50,6 +50,8 @@ def _options(parser) -> None:
     parser.add_argument("--repeats", type=int, help="repeats of each measurement (default 3; quick 1)")
     parser.add_argument("--sample-rate", type=int, default=48_000)
     parser.add_argument("--no-serial", action="store_true", help="skip the informational serial ingest")
+    parser.add_argument("--extra-workers", type=int, nargs="*", default=[],
+                        help="also measure these worker counts (informational), e.g. --extra-workers 3")
 
 
 def bare_loop(paths: list[Path], row_seconds: float = ROW_SECONDS) -> dict:
@@ -74,6 +76,54 @@ def bare_loop(paths: list[Path], row_seconds: float = ROW_SECONDS) -> dict:
     elapsed = time.perf_counter() - t0
     audio = frames / sample_rate
     return {"elapsed_seconds": elapsed, "audio_seconds": audio, "flac_bytes": encoded}
+
+
+def row_write_breakdown(path: Path, n_rows: int, row_seconds: float = ROW_SECONDS) -> dict:
+    """Milliseconds per row for the layers an ingest row goes through, in this process.
+
+    ``decode``: soundfile read of one row; ``flac_encode``: soundfile FLAC
+    encode to BytesIO; ``zarr_memory``: ``audio[i:i+1] = row`` on a zarr array
+    with pamingest's FlacCodec in a MemoryStore; ``zarr_icechunk_local``: the
+    same through an Icechunk session on a local folder (what ``write_rows`` does).
+    """
+    import tempfile
+
+    import icechunk
+    import zarr
+
+    from pamingest.store.codec import FlacCodec
+
+    with soundfile.SoundFile(str(path)) as snd:
+        sr = snd.samplerate
+        block = int(round(row_seconds * sr))
+        t0 = time.perf_counter()
+        rows = []
+        while len(rows) < n_rows:
+            data = snd.read(block, dtype="int16", always_2d=True)
+            if len(data) < block:
+                break
+            rows.append(data)
+        decode = (time.perf_counter() - t0) / len(rows)
+    t0 = time.perf_counter()
+    for r in rows:
+        soundfile.write(io.BytesIO(), r, sr, format="FLAC", subtype="PCM_16")
+    encode = (time.perf_counter() - t0) / len(rows)
+
+    def through(store) -> float:
+        arr = zarr.create_array(store, name="audio", shape=(len(rows), block, 1), chunks=(1, block, 1),
+                                dtype="int16", serializer=FlacCodec(bits=16, sample_rate=sr), compressors=None,
+                                fill_value=0)
+        t = time.perf_counter()
+        for i, r in enumerate(rows):
+            arr[i : i + 1] = r[None]
+        return (time.perf_counter() - t) / len(rows)
+
+    memory = through(zarr.storage.MemoryStore())
+    with tempfile.TemporaryDirectory(prefix="pam-bench-row-") as d:
+        repo = icechunk.Repository.create(icechunk.local_filesystem_storage(d))
+        ice = through(repo.writable_session("main").store)
+    return {"rows": len(rows), "decode_ms": decode * 1e3, "flac_encode_ms": encode * 1e3,
+            "zarr_memory_ms": memory * 1e3, "zarr_icechunk_local_ms": ice * 1e3}
 
 
 def timed_ingest(audio_dir: Path, store: Path, client) -> dict:
@@ -137,6 +187,9 @@ def main() -> None:
         bare = summarise(bare_runs, 1)
         result["bare"] = bare
 
+        result["row_write_breakdown_ms_per_row"] = row_write_breakdown(paths[0], 30 if args.quick else 120)
+        log.info("per-row cost: %s", result["row_write_breakdown_ms_per_row"])
+
         store_n = 0
 
         def fresh_store() -> Path:
@@ -151,7 +204,7 @@ def main() -> None:
                 log.info("serial ingest %d: %.0f audio-s/s", i, runs[-1]["audio_seconds"] / runs[-1]["elapsed_seconds"])
             result["ingest_serial"] = summarise(runs, 1)
 
-        for workers in (1, 2):
+        for workers in (1, 2, *args.extra_workers):
             cluster, client = C.start_cluster(workers)
             try:
                 runs = []

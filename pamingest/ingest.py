@@ -21,6 +21,7 @@ import logging
 import pickle
 import time
 import uuid
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -253,7 +254,7 @@ def ingest(
         repo.create_branch(branch, base)
         session = repo.writable_session(branch)
         root = zarr.open_group(session.store, mode="a")
-        planned = _allocate(root, infos, row_seconds, known)
+        planned = _allocate(root, infos, row_seconds, known, source)
         layout.ensure_rejected(root)
         schema_snapshot = session.commit(f"pamingest run {report.run_id}: allocate rows")
         session = repo.writable_session(branch)
@@ -303,11 +304,14 @@ def ingest(
             report.failed.append(FailedFile(pf.file.url, pf.error))
     report.failed += [FailedFile(r.url, r.reason) for r in rejected]
     report.streams = sorted({pf.stream for pf in planned})
-    snapshot = session.commit(
-        f"pamingest run {report.run_id}: {report.ingested} files, {len(report.failed)} failed",
-        metadata={"run_id": report.run_id, "ingested": report.ingested, "failed": len(report.failed),
-                  "rows": report.rows, "allocated_in": schema_snapshot},
-    )
+    with warnings.catch_warnings():
+        # The forks of failed files are deliberately not merged: their writes are discarded.
+        warnings.filterwarnings("ignore", message="Committing a session after forking")
+        snapshot = session.commit(
+                f"pamingest run {report.run_id}: {report.ingested} files, {len(report.failed)} failed",
+            metadata={"run_id": report.run_id, "ingested": report.ingested, "failed": len(report.failed),
+                      "rows": report.rows, "allocated_in": schema_snapshot},
+        )
     try:
         repo.reset_branch("main", snapshot, from_snapshot_id=base)
     except Exception as exc:
@@ -335,8 +339,15 @@ def _progress_bar(enabled: bool, total_seconds: float):
                 bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}, {rate_fmt}]")
 
 
-def _allocate(root: zarr.Group, infos, row_seconds: float | None, known: dict[str, KnownFile]) -> list[PlannedFile]:
-    """Create or grow each stream's arrays; give each file its rows and table index."""
+def _allocate(root: zarr.Group, infos, row_seconds: float | None, known: dict[str, KnownFile],
+              source: Source | None = None) -> list[PlannedFile]:
+    """Create or grow each stream's arrays; give each file its rows and table index.
+
+    A source may describe its streams (deployment position, instrument...)
+    through an optional ``stream_attributes(file) -> dict``; those are merged
+    into the stream group's attributes.
+    """
+    describe = getattr(source, "stream_attributes", None)
     by_stream: dict[str, list[tuple[SourceFile, AudioInfo]]] = defaultdict(list)
     for file, info in infos:
         by_stream[layout.stream_path(file.source, file.site, info)].append((file, info))
@@ -354,6 +365,10 @@ def _allocate(root: zarr.Group, infos, row_seconds: float | None, known: dict[st
             spec = layout.StreamSpec(**{**spec.__dict__, "row_samples": int(group.attrs["row_samples"])})
         else:
             group = layout.create_stream(root, spec, info0)
+        if describe is not None:
+            extra = describe(file0) or {}
+            if extra:
+                group.attrs.update({k: v for k, v in extra.items() if k not in layout.RESERVED_ATTRS})
         row = group["audio"].shape[0]
         n_files = group["file_url"].shape[0]
         for file, info in files:

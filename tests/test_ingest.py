@@ -177,17 +177,17 @@ def test_bad_input_is_recorded_and_the_rest_ingested(s3, fixtures, store):
 
 
 def test_s3_store_and_dask_local_cluster(s3, fixtures):
-    from distributed import Client, LocalCluster
+    from distributed import LocalCluster
 
     folder = fixtures / "songmeter" / "S4A03895"
     files = sorted(folder.glob("*.wav"))[:12]
     upload(s3, "rec", "S4A03895", files)
     s3.bucket("stores")
     src = pi.TimestampedFiles("s3://rec", "songmeter", storage_options=s3.storage_options)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-            Client(cluster) as client:
-        report = pi.ingest(src, "s3://stores/pam", client=client, store_options=s3.storage_options,
-                           rows_per_task=1)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        # An existing scheduler, given by address as a deployment would.
+        report = pi.ingest(src, "s3://stores/pam", client=cluster.scheduler_address,
+                           store_options=s3.storage_options, rows_per_task=1)
     assert report.ingested == 12
     ds = only_stream(pi.open_store("s3://stores/pam", storage_options=s3.storage_options))
     assert assert_stream_matches(ds, by_name(folder)) == 12
@@ -224,3 +224,32 @@ def test_row_length_is_fixed_per_stream(tmp_path, fixtures):
 def test_missing_store_is_a_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
         pi.open_store(str(tmp_path / "nothing-here"))
+
+
+def test_listing_is_partitioned_and_deterministic(s3, fixtures):
+    folder = fixtures / "songmeter" / "S4A03895"
+    files = sorted(folder.glob("*.wav"))
+    s3.bucket("parts")
+    for k, f in enumerate(files[:12]):
+        s3.put("parts", f"site{k % 3}/{f.name}", f)  # three prefixes
+    s3.put("parts", files[12].name, files[12])      # one object at the root
+    src = pi.TimestampedFiles("s3://parts", "songmeter", storage_options=s3.storage_options)
+    assert src.partitions() == ["", "site0", "site1", "site2"]
+    per_part = {p: src.list_partition(p) for p in src.partitions()}
+    assert [len(v) for v in per_part.values()] == [1, 4, 4, 4]
+    from pamingest.sources import list_source
+
+    listed = list(list_source(src, max_parallel=4))
+    assert [r.url for r in listed] == [r.url for p in src.partitions() for r in per_part[p]]
+    assert listed == list(list_source(src, max_parallel=1))
+
+
+def test_sources_can_describe_their_streams(tmp_path, fixtures):
+    class Deployment(pi.TimestampedFiles):
+        def stream_attributes(self, file):
+            return {"deployment_lat": 36.7, "instrument": f"SoundTrap {file.site}", "sample_rate": 1}
+
+    pi.ingest(Deployment(str(fixtures / "soundtrap"), "soundtrap"), str(tmp_path / "s"), client="serial")
+    ds = only_stream(pi.open_store(str(tmp_path / "s")))
+    assert ds.attrs["instrument"] == "SoundTrap 67416073" and ds.attrs["deployment_lat"] == 36.7
+    assert ds.attrs["sample_rate"] == 8000  # layout attributes cannot be overridden

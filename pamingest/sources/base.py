@@ -60,6 +60,10 @@ class Source(Protocol):
 
     def list_partition(self, partition: str) -> list[SourceFile | RejectedFile]: ...
 
+    # Optional: ``stream_attributes(file: SourceFile) -> dict`` describes the
+    # stream a file lands in (deployment position, instrument, ...); ingest
+    # merges it into the stream group's attributes.
+
 
 def list_source(source: Source, max_parallel: int = 8) -> Iterator[SourceFile | RejectedFile]:
     """Every record of ``source``, partition by partition in order, listed in parallel."""

@@ -60,6 +60,9 @@ REJECTED_ARRAYS = {
     "reason": (str, ""),
 }
 REJECTED_GROUP = "rejected"
+# Stream attributes that sources may not override through stream_attributes().
+RESERVED_ATTRS = frozenset({"pamingest_stream", "source", "site", "sample_rate", "channels", "dtype",
+                            "bits_per_sample", "row_samples", "row_seconds", "time_reference"})
 
 
 def stream_name(info: AudioInfo) -> str:
