@@ -3,13 +3,15 @@
 1. list the source (partition by partition, in parallel);
 2. keep only objects the store has not seen (URL + ETag/size), report
    changed ETags instead of ingesting them twice;
-3. probe headers on the executor (sample rate, channels, frames);
-4. allocate rows per stream, deterministically (start time, then URL), and
-   commit the grown arrays on a private run branch;
+3. probe headers on the executor (sample rate, channels, frames; for HLS
+   segments: frames and first PTS, short/silent/broken segments flagged);
+4. plan units (a file, or a run of HLS segments: ``plan.py``, ``sessions.py``),
+   allocate their rows per stream deterministically (start time, then URL),
+   and commit the grown arrays on a private run branch;
 5. decode + encode + write row ranges on the executor, each task in its own
-   Icechunk fork session, streaming its file (memory is one row);
-6. merge the forks of the files that decoded completely, write the row and
-   file tables, commit, and move ``main`` to that commit in one step.
+   Icechunk fork session, streaming its input (memory is one row);
+6. merge the forks of the units that decoded completely, write the row,
+   file and run tables, commit, and move ``main`` to that commit in one step.
 
 Readers of ``main`` never see a half-written run; a crash leaves ``main``
 where it was, and the next run converges to the same store.
@@ -29,15 +31,17 @@ from typing import Any, Iterable
 import numpy as np
 import zarr
 
-from .decode.sndfile import AudioInfo, probe, read_rows
+from .decode import hls, sndfile
 from .errors import ConcurrentIngestError, DecodeError
 from .executor import executor_for
 from .fsutil import describe_read_error
+from .plan import Unit, file_unit
+from .sessions import plan_runs, segment_audio_info
 from .sources.base import RejectedFile, Source, SourceFile, list_source
 from .store import layout
 from .store.catalog import KnownFile, read_catalog
 from .store.repo import StoreLocation, open_repository
-from .timing import NAT, offset_ns, rows_for, row_valid, samples_per_row
+from .timing import NAT, samples_per_row
 
 log = logging.getLogger(__name__)
 RUN_BRANCH_PREFIX = "pamingest-run-"
@@ -104,10 +108,13 @@ class IngestReport:
 # ---------------------------------------------------------------- worker tasks
 # Plain top-level functions: they are pickled to Dask workers.
 
-def probe_file(file: SourceFile, storage_options: dict) -> AudioInfo | str:
-    """Header of one object, or the reason it cannot be read."""
+PROBES = {"sndfile": sndfile.probe, "hls": hls.probe_segment}
+
+
+def probe_file(file: SourceFile, storage_options: dict, decoder: str = "sndfile"):
+    """Header of one object (AudioInfo / SegmentInfo), or the reason it cannot be read."""
     try:
-        return probe(file.url, file.size, storage_options)
+        return PROBES[decoder](file.url, file.size, storage_options)
     except DecodeError as exc:
         return str(exc)
     except Exception as exc:  # noqa: BLE001 - a bad file must never stop the run
@@ -116,54 +123,69 @@ def probe_file(file: SourceFile, storage_options: dict) -> AudioInfo | str:
 
 @dataclass(frozen=True)
 class WriteTask:
-    """Rows ``first_row .. first_row + n_rows`` of one file -> store rows from ``store_row``."""
+    """Unit samples ``[first_sample, stop)`` -> the store rows ``rows`` (one per row)."""
 
-    file: SourceFile
-    info: AudioInfo
+    decode: tuple
     array_path: str
     row_samples: int
-    first_row: int
-    n_rows: int
-    store_row: int
+    first_sample: int
+    stop: int
+    rows: tuple[int, ...]
+
+
+def _samples(task: WriteTask, storage_options: dict):
+    kind = task.decode[0]
+    if kind == "sndfile":
+        _, url, info = task.decode
+        first_row = task.first_sample // task.row_samples
+        return sndfile.read_rows(url, info, task.row_samples, first_row, len(task.rows), storage_options)
+    if kind == "hls":
+        _, segments, block = task.decode
+        return hls.decode_run(segments, task.first_sample, task.stop, storage_options, block_segments=block)
+    raise ValueError(f"unknown decoder {kind!r}")
 
 
 def write_rows(task: WriteTask, fork, storage_options: dict):
-    """Decode the task's rows and write them through ``fork``; returns (fork, frames, error)."""
+    """Decode the task's samples, cut them into rows, write them through ``fork``.
+
+    Returns (fork, samples written, error). Input blocks of any length are
+    re-cut into rows, so a decoder may yield segments or rows alike.
+    """
     try:
         audio = zarr.open_array(fork.store, path=task.array_path, mode="r+")
-        row = task.store_row
-        frames = 0
-        for block in read_rows(task.file.url, task.info, task.row_samples, task.first_row,
-                               task.n_rows, storage_options):
-            if len(block) < task.row_samples:
-                padded = np.zeros((task.row_samples, block.shape[1]), dtype=audio.dtype)
-                padded[: len(block)] = block
-                block = padded
-            audio[row : row + 1] = block[None, ...]
-            row += 1
-            frames += len(block)
-        return fork, frames, None
+        spr = task.row_samples
+        row = np.zeros((1, spr, audio.shape[2]), dtype=audio.dtype)
+        filled, k, written = 0, 0, 0
+        for block in _samples(task, storage_options):
+            pos = 0
+            while pos < len(block):
+                take = min(spr - filled, len(block) - pos)
+                row[0, filled : filled + take] = block[pos : pos + take]
+                filled += take
+                pos += take
+                if filled == spr:
+                    audio[task.rows[k] : task.rows[k] + 1] = row
+                    k, written, filled = k + 1, written + spr, 0
+        if filled:
+            row[0, filled:] = 0
+            audio[task.rows[k] : task.rows[k] + 1] = row
+            k, written = k + 1, written + filled
+        expected = task.stop - task.first_sample
+        if written != expected:
+            raise DecodeError(f"decoded {written} samples where {expected} were expected")
+        return fork, written, None
     except DecodeError as exc:
         return None, 0, str(exc)
     except Exception as exc:  # noqa: BLE001 - recorded with the file, the run goes on
         return None, 0, f"write failed: {describe_read_error(exc)}"
 
 
+def _write_task(item, fork_bytes: bytes, storage_options: dict):
+    _, task = item
+    return write_rows(task, pickle.loads(fork_bytes), storage_options)
+
+
 # ---------------------------------------------------------------- planning
-
-@dataclass
-class PlannedFile:
-    file: SourceFile
-    info: AudioInfo
-    stream: str
-    store_row: int
-    n_rows: int
-    file_index: int
-    status: str = "pending"
-    error: str = ""
-    tasks_left: int = 0
-    forks: list = field(default_factory=list)
-
 
 def classify(records: Iterable[SourceFile | RejectedFile], known: dict[str, KnownFile], retry_failed: bool):
     """Split a listing into new files, new rejections, skipped and changed objects."""
@@ -206,7 +228,7 @@ def ingest(
     Parameters
     ----------
     source : Source
-        Lists the recordings (e.g. ``TimestampedFiles``).
+        Lists the recordings (``TimestampedFiles``, ``OrcasoundHLS``, ...).
     store : str or StoreLocation
         Store URL: a path, ``s3://bucket/prefix``, ``gs://...`` or ``memory://name``.
     row_seconds : float, optional
@@ -216,7 +238,7 @@ def ingest(
         Where decode+write runs: a client, a scheduler address, in-process
         (``"serial"``) or a new LocalCluster (None).
     rows_per_task : int
-        Rows one task decodes; long files are split into several tasks.
+        Rows one task writes at most; long files and sessions are split.
     retry_failed : bool
         Ingest again objects that failed in an earlier run.
     progress : bool
@@ -238,77 +260,79 @@ def ingest(
         return report
 
     options = dict(getattr(source, "storage_options", {}) or {})
+    decoder = getattr(source, "decoder", "sndfile")
     with executor_for(client, n_workers) as executor:
         report.dashboard_link = executor.dashboard_link
         limit = 4 * executor.n_threads + 8
-        # 3. probe headers
-        infos: list[tuple[SourceFile, AudioInfo]] = []
-        for file, future in executor.map_unordered(probe_file, new, limit, storage_options=options):
+        probed = []
+        for file, future in executor.map_unordered(probe_file, new, limit, storage_options=options,
+                                                   decoder=decoder):
             result = future.result()
             if isinstance(result, str):
                 rejected.append(RejectedFile(file.source, file.url, file.size, file.etag, result))
             else:
-                infos.append((file, result))
-        # 4. allocate rows on a private branch
+                probed.append((file, result))
+        probed.sort(key=lambda fi: fi[0])
         branch = RUN_BRANCH_PREFIX + report.run_id
         repo.create_branch(branch, base)
         session = repo.writable_session(branch)
         root = zarr.open_group(session.store, mode="a")
-        planned = _allocate(root, infos, row_seconds, known, source)
+        units = _plan_units(root, source, decoder, probed, known, row_seconds)
+        _allocate(root, units, row_seconds, source, known)
         layout.ensure_rejected(root)
         schema_snapshot = session.commit(f"pamingest run {report.run_id}: allocate rows")
         session = repo.writable_session(branch)
-        # 5. decode + write
         tasks = []
-        for pf in planned:
-            spr = int(root[pf.stream].attrs["row_samples"])
-            for first in range(0, pf.n_rows, rows_per_task):
-                n = min(rows_per_task, pf.n_rows - first)
-                tasks.append((pf, WriteTask(pf.file, pf.info, f"{pf.stream}/audio", spr, first, n,
-                                            pf.store_row + first)))
-                pf.tasks_left += 1
-        bar = _progress_bar(progress, sum(pf.info.frames / pf.info.sample_rate for pf in planned))
+        for unit in units:
+            spr = int(root[unit.stream].attrs["row_samples"])
+            for k in range(0, len(unit.rows), rows_per_task):
+                first = unit.write_from + k * spr
+                stop = min(unit.n_samples, first + rows_per_task * spr)
+                tasks.append((unit, WriteTask(unit.decode, f"{unit.stream}/audio", spr, first, stop,
+                                              tuple(unit.rows[k : k + rows_per_task]))))
+                unit.tasks_left += 1
+        bar = _progress_bar(progress, sum((u.n_samples - u.write_from) / u.info.sample_rate for u in units))
         # One fork, pickled once: every task unpickles its own copy and returns it
         # with its writes; a session cannot fork again once forks are merged.
         fork_bytes = pickle.dumps(session.fork())
-        for (pf, _), future in executor.map_unordered(
+        for (unit, _), future in executor.map_unordered(
             _write_task, tasks, limit, fork_bytes=fork_bytes, storage_options=options
         ):
-            fork, frames, error = future.result()
-            pf.tasks_left -= 1
+            fork, samples, error = future.result()
+            unit.tasks_left -= 1
             if error:
-                pf.error = pf.error or error
+                unit.error = unit.error or error
             else:
-                pf.forks.append(fork)
+                unit.forks.append(fork)
             if bar is not None:
-                bar.update(frames / pf.info.sample_rate)
-            if pf.tasks_left == 0:
-                if pf.error:
-                    pf.status, pf.forks = "failed", []
-                    log.warning("%s: %s", pf.file.url, pf.error)
+                bar.update(samples / unit.info.sample_rate)
+            if unit.tasks_left == 0:
+                if unit.error:
+                    unit.status, unit.forks = "failed", []
+                    log.warning("%s: %s", unit.files[-1].file.url, unit.error)
                 else:
-                    session.merge(*pf.forks)
-                    pf.status, pf.forks = "ok", []
+                    session.merge(*unit.forks)
+                    unit.status, unit.forks = "ok", []
         if bar is not None:
             bar.close()
-    # 6. tables, commit, move main
     root = zarr.open_group(session.store, mode="a")
-    _write_tables(root, planned, rejected, known)
-    for pf in planned:
-        if pf.status == "ok":
-            report.ingested += 1
-            report.rows += pf.n_rows
-            report.audio_seconds += pf.info.frames / pf.info.sample_rate
-            report.bytes_read += pf.file.size
+    _write_tables(root, units, rejected, known)
+    for unit in units:
+        new_files = unit.new_files
+        if unit.status == "ok":
+            report.ingested += len(new_files)
+            report.rows += len(unit.rows)
+            report.audio_seconds += sum(f.samples for f in new_files) / unit.info.sample_rate
+            report.bytes_read += sum(f.file.size for f in new_files)
         else:
-            report.failed.append(FailedFile(pf.file.url, pf.error))
+            report.failed += [FailedFile(f.file.url, unit.error) for f in new_files]
     report.failed += [FailedFile(r.url, r.reason) for r in rejected]
-    report.streams = sorted({pf.stream for pf in planned})
+    report.streams = sorted({u.stream for u in units})
     with warnings.catch_warnings():
-        # The forks of failed files are deliberately not merged: their writes are discarded.
+        # The forks of failed units are deliberately not merged: their writes are discarded.
         warnings.filterwarnings("ignore", message="Committing a session after forking")
         snapshot = session.commit(
-                f"pamingest run {report.run_id}: {report.ingested} files, {len(report.failed)} failed",
+            f"pamingest run {report.run_id}: {report.ingested} files, {len(report.failed)} failed",
             metadata={"run_id": report.run_id, "ingested": report.ingested, "failed": len(report.failed),
                       "rows": report.rows, "allocated_in": schema_snapshot},
         )
@@ -325,11 +349,6 @@ def ingest(
     return report
 
 
-def _write_task(item, fork_bytes: bytes, storage_options: dict):
-    _, task = item
-    return write_rows(task, pickle.loads(fork_bytes), storage_options)
-
-
 def _progress_bar(enabled: bool, total_seconds: float):
     if not enabled:
         return None
@@ -339,101 +358,113 @@ def _progress_bar(enabled: bool, total_seconds: float):
                 bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}, {rate_fmt}]")
 
 
-def _allocate(root: zarr.Group, infos, row_seconds: float | None, known: dict[str, KnownFile],
-              source: Source | None = None) -> list[PlannedFile]:
-    """Create or grow each stream's arrays; give each file its rows and table index.
+def _row_samples_for(root: zarr.Group, row_seconds: float | None):
+    def row_samples(stream: str, sample_rate: int) -> int:
+        if stream in root:
+            return int(root[stream].attrs["row_samples"])
+        return samples_per_row(sample_rate, row_seconds or DEFAULT_ROW_SECONDS)
+
+    return row_samples
+
+
+def _plan_units(root, source, decoder: str, probed, known, row_seconds) -> list[Unit]:
+    if decoder == "hls":
+        return plan_runs(root, probed, known, _row_samples_for(root, row_seconds),
+                         getattr(source, "capture_delay_s", 0.0),
+                         getattr(source, "block_segments", hls.DEFAULT_BLOCK_SEGMENTS))
+    return [file_unit(layout.stream_path(f.source, f.site, info), f, info) for f, info in probed]
+
+
+def _allocate(root: zarr.Group, units: list[Unit], row_seconds: float | None, source: Source | None,
+              known: dict[str, KnownFile]) -> None:
+    """Create or grow each stream's arrays; give each unit its rows and its new files their index.
 
     A source may describe its streams (deployment position, instrument...)
     through an optional ``stream_attributes(file) -> dict``; those are merged
     into the stream group's attributes.
     """
     describe = getattr(source, "stream_attributes", None)
-    by_stream: dict[str, list[tuple[SourceFile, AudioInfo]]] = defaultdict(list)
-    for file, info in infos:
-        by_stream[layout.stream_path(file.source, file.site, info)].append((file, info))
-    planned: list[PlannedFile] = []
+    by_stream: dict[str, list[Unit]] = defaultdict(list)
+    for unit in units:
+        by_stream[unit.stream].append(unit)
     for path in sorted(by_stream):
-        files = sorted(by_stream[path], key=lambda fi: (fi[0].start_ns, fi[0].url))
-        file0, info0 = files[0]
-        spec = layout.StreamSpec(path, file0.source, file0.site, info0.sample_rate, info0.channels,
-                                 info0.store_dtype, info0.bits,
-                                 samples_per_row(info0.sample_rate, row_seconds or DEFAULT_ROW_SECONDS))
+        group_units = sorted(by_stream[path], key=lambda u: (u.t0_ns, u.files[0].file.url))
+        u0 = group_units[0]
+        first_file = u0.new_files[0].file if u0.new_files else u0.files[0].file
+        spec = layout.StreamSpec(path, first_file.source or source.name, first_file.site or path.split("/")[1],
+                                 u0.info.sample_rate, u0.info.channels, u0.info.store_dtype, u0.info.bits,
+                                 samples_per_row(u0.info.sample_rate, row_seconds or DEFAULT_ROW_SECONDS))
         if path in root:
             group = root[path]
             if row_seconds is not None:
                 layout.check_stream(group, spec)
-            spec = layout.StreamSpec(**{**spec.__dict__, "row_samples": int(group.attrs["row_samples"])})
         else:
-            group = layout.create_stream(root, spec, info0)
+            group = layout.create_stream(root, spec, u0.info)
         if describe is not None:
-            extra = describe(file0) or {}
+            extra = describe(first_file) or {}
             if extra:
                 group.attrs.update({k: v for k, v in extra.items() if k not in layout.RESERVED_ATTRS})
+        spr = int(group.attrs["row_samples"])
         row = group["audio"].shape[0]
         n_files = group["file_url"].shape[0]
-        for file, info in files:
-            n_rows = rows_for(info.frames, spec.row_samples)
-            prior = known.get(file.url)
-            index = prior.file_index if (prior and prior.stream == path) else n_files
-            if index == n_files:
-                n_files += 1
-            planned.append(PlannedFile(file, info, path, row, n_rows, index))
-            row += n_rows
-        group["audio"].resize((row, spec.row_samples, spec.channels))
-    return planned
+        for unit in group_units:
+            for uf in unit.new_files:
+                prior = known.get(uf.file.url)
+                if prior and prior.stream == path:
+                    uf.file_index = prior.file_index  # a retried file keeps its table entry
+                else:
+                    uf.file_index, n_files = n_files, n_files + 1
+            n = unit.n_rows(spr)
+            fresh = n - (1 if unit.rewrite_row is not None else 0)
+            unit.rows = ([unit.rewrite_row] if unit.rewrite_row is not None else []) + list(range(row, row + fresh))
+            row += fresh
+        group["audio"].resize((row, spr, int(group.attrs["channels"])))
 
 
-def _write_tables(root: zarr.Group, planned: list[PlannedFile], rejected: list[RejectedFile],
+def _write_tables(root: zarr.Group, units: list[Unit], rejected: list[RejectedFile],
                   known: dict[str, KnownFile]) -> None:
-    by_stream: dict[str, list[PlannedFile]] = defaultdict(list)
-    for pf in planned:
-        by_stream[pf.stream].append(pf)
-    for path, pfs in by_stream.items():
+    by_stream: dict[str, list[Unit]] = defaultdict(list)
+    for unit in units:
+        by_stream[unit.stream].append(unit)
+    for path, group_units in by_stream.items():
         group = root[path]
         spr = int(group.attrs["row_samples"])
-        sr = int(group.attrs["sample_rate"])
-        first = min(pf.store_row for pf in pfs)
-        n_total = max(pf.store_row + pf.n_rows for pf in pfs)
-        starts = np.full(n_total - first, NAT, dtype=np.int64)
-        n_valid = np.zeros(n_total - first, dtype=np.int32)
-        index = np.full(n_total - first, -1, dtype=np.int32)
-        offsets = np.zeros(n_total - first, dtype=np.int64)
-        for pf in pfs:
-            sl = slice(pf.store_row - first, pf.store_row - first + pf.n_rows)
-            file_offsets = np.arange(pf.n_rows, dtype=np.int64) * spr
-            offsets[sl] = file_offsets
-            index[sl] = pf.file_index
-            if pf.status == "ok":
-                starts[sl] = pf.file.start_ns + offset_ns(file_offsets, sr)
-                n_valid[sl] = [row_valid(pf.info.frames, spr, r) for r in range(pf.n_rows)]
-        for name, values in (("chunk_start", starts), ("n_valid", n_valid),
-                             ("file_index", index), ("file_offset", offsets)):
-            arr = group[name]
-            if arr.shape[0] < n_total:
-                arr.resize((n_total,))
-            arr[first:n_total] = values
-        n_files = max(group["file_url"].shape[0], max(pf.file_index for pf in pfs) + 1)
+        n_rows = group["audio"].shape[0]
+        for name in layout.ROW_ARRAYS:
+            if group[name].shape[0] < n_rows:
+                group[name].resize((n_rows,))
+        for unit in group_units:
+            table = unit.row_table(spr)
+            rows = np.asarray(unit.rows, dtype=np.int64)
+            if unit.status != "ok":
+                # Dead rows: allocated, never written. A rewrite row keeps its earlier content.
+                keep = rows != (unit.rewrite_row if unit.rewrite_row is not None else -1)
+                rows = rows[keep]
+                table = {"chunk_start": np.full(len(rows), NAT, dtype=np.int64),
+                         "n_valid": np.zeros(len(rows), dtype=np.int32),
+                         "file_index": table["file_index"][keep], "file_offset": table["file_offset"][keep]}
+            _scatter(group, rows, table)
+        entries = [(uf, u) for u in group_units for uf in u.new_files]
+        n_files = max(group["file_url"].shape[0], max((uf.file_index for uf, _ in entries), default=-1) + 1)
         columns = {
-            "file_url": [pf.file.url for pf in pfs],
-            "file_etag": [pf.file.etag for pf in pfs],
-            "file_size": [pf.file.size for pf in pfs],
-            "file_start": [pf.file.start_ns for pf in pfs],
-            "file_frames": [pf.info.frames if pf.status == "ok" else 0 for pf in pfs],
-            "file_status": [pf.status for pf in pfs],
-            "file_error": [pf.error for pf in pfs],
+            "file_url": [uf.file.url for uf, _ in entries],
+            "file_etag": [uf.file.etag for uf, _ in entries],
+            "file_size": [uf.file.size for uf, _ in entries],
+            "file_start": [uf.file.start_ns for uf, _ in entries],
+            "file_frames": [uf.samples if u.status == "ok" else 0 for uf, u in entries],
+            "file_status": [u.status for _, u in entries],
+            "file_error": [u.error for _, u in entries],
         }
-        idx = np.array([pf.file_index for pf in pfs])
+        index = np.array([uf.file_index for uf, _ in entries], dtype=np.int64)
         for name, values in columns.items():
             arr = group[name]
             if arr.shape[0] < n_files:
                 arr.resize((n_files,))
             data = layout.as_object(values) if arr.dtype.kind in "OTU" else np.asarray(values, dtype=arr.dtype)
-            # Indices are contiguous except for retried files, which overwrite their old entry.
-            if np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
-                arr[idx[0] : idx[0] + len(idx)] = data
-            else:
-                for i, v in zip(idx, data):
-                    arr[int(i)] = v
+            _scatter_1d(arr, index, data)
+        runs = [u for u in group_units if u.run is not None and u.status == "ok"]
+        if runs:
+            _write_runs(group, runs)
     if rejected:
         group = layout.ensure_rejected(root)
         retried = {r.url: k for r in rejected if (k := known.get(r.url)) and k.stream == layout.REJECTED_GROUP}
@@ -446,3 +477,40 @@ def _write_tables(root: zarr.Group, planned: list[PlannedFile], rejected: list[R
         layout.append(group["size"], np.array([r.size for r in fresh], dtype=np.int64))
         layout.append(group["source"], layout.as_object(r.source for r in fresh))
         layout.append(group["reason"], layout.as_object(r.reason for r in fresh))
+
+
+def _scatter(group: zarr.Group, rows: np.ndarray, table: dict[str, np.ndarray]) -> None:
+    for name, values in table.items():
+        _scatter_1d(group[name], rows, np.asarray(values))
+
+
+def _scatter_1d(arr: zarr.Array, index: np.ndarray, values: np.ndarray) -> None:
+    """``arr[index] = values``, as one slice write when the indices are contiguous."""
+    if not len(index):
+        return
+    if np.array_equal(index, np.arange(index[0], index[0] + len(index))):
+        arr[int(index[0]) : int(index[0]) + len(index)] = values
+    else:
+        for i, v in zip(index, values):
+            arr[int(i)] = v
+
+
+def _write_runs(group: zarr.Group, units: list[Unit]) -> None:
+    runs = layout.ensure_runs(group)
+    for unit in units:
+        r = unit.run
+        values = {
+            "run_session": r["session"], "run_t0": r["t0_ns"], "run_first_pts": r["first_pts_s"],
+            "run_samples": r["samples"], "run_first_segment": r["first_segment"],
+            "run_last_segment": r["last_segment"],
+            "run_first_row": r["first_row"] if r["first_row"] >= 0 else unit.rows[0],
+            "run_last_row": unit.rows[-1],
+        }
+        if r["index"] is None:
+            i = runs["run_session"].shape[0]
+            for name in values:
+                runs[name].resize((i + 1,))
+        else:
+            i = r["index"]
+        for name, v in values.items():
+            runs[name][i] = v

@@ -158,6 +158,10 @@ TEMPLATES: dict[str, tuple[FilenameTemplate, ...]] = {
         FilenameTemplate(r"{site:[A-Za-z0-9-]+}_%Y%m%d_%H%M%S.{ext:wav|WAV}"),
         FilenameTemplate(r"%Y%m%d_%H%M%S.{ext:wav|WAV}"),
     ),
+    # Orcasound research-node archives: 2023-05-01_12-00-00_rpi_orcasound_lab-48000-2.flac
+    "orcasound-flac": (
+        FilenameTemplate(r"%Y-%m-%d_%H-%M-%S_{site:[A-Za-z0-9_]+}-{rate:\d+}-{channels:\d+}.{ext:flac}"),
+    ),
     # The three SanctSound audio name forms (docs/sources.md), most specific first.
     "sanctsound": (
         FilenameTemplate(r"SanctSound_{site:[A-Za-z]{2}\d{2}}_{deployment:\d+}_{serial:\d+}_%Y%m%dT%H%M%SZ.{ext:flac|wav}"),

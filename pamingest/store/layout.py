@@ -60,6 +60,18 @@ REJECTED_ARRAYS = {
     "reason": (str, ""),
 }
 REJECTED_GROUP = "rejected"
+# HLS streams: one entry per run of contiguous segments (see pamingest.sessions).
+RUNS_GROUP = "runs"
+RUN_ARRAYS = {
+    "run_session": (str, ""),
+    "run_t0": ("int64", NAT),
+    "run_first_pts": ("float64", float("nan")),
+    "run_samples": ("int64", 0),
+    "run_first_segment": ("int64", -1),
+    "run_last_segment": ("int64", -1),
+    "run_first_row": ("int64", -1),
+    "run_last_row": ("int64", -1),
+}
 # Stream attributes that sources may not override through stream_attributes().
 RESERVED_ATTRS = frozenset({"pamingest_stream", "source", "site", "sample_rate", "channels", "dtype",
                             "bits_per_sample", "row_samples", "row_seconds", "time_reference"})
@@ -110,7 +122,7 @@ class StreamSpec:
 
 def _table(group: zarr.Group, arrays: dict, dim: str, chunk: int) -> None:
     for name, (dtype, fill) in arrays.items():
-        attrs = TIME_ATTRS if name in ("chunk_start", "file_start") else {}
+        attrs = TIME_ATTRS if name in ("chunk_start", "file_start", "run_t0") else {}
         group.create_array(
             name, shape=(0,), chunks=(chunk,), dtype=dtype, fill_value=fill,
             dimension_names=(dim,), attributes=dict(attrs),
@@ -165,6 +177,14 @@ def ensure_rejected(root: zarr.Group) -> zarr.Group:
         return root[REJECTED_GROUP]
     group = root.create_group(REJECTED_GROUP, attributes={"pamingest_rejected": LAYOUT_VERSION})
     _table(group, REJECTED_ARRAYS, "rejected", TABLE_CHUNK)
+    return group
+
+
+def ensure_runs(stream: zarr.Group) -> zarr.Group:
+    if RUNS_GROUP in stream:
+        return stream[RUNS_GROUP]
+    group = stream.create_group(RUNS_GROUP)
+    _table(group, RUN_ARRAYS, "run", TABLE_CHUNK)
     return group
 
 
