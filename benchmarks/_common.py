@@ -119,6 +119,7 @@ def environment() -> dict:
         "dask": dask.__version__,
         "numpy": np.__version__,
         "timestamp_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -267,6 +268,70 @@ def stop_cluster(cluster, client) -> None:
         client.close()
     finally:
         cluster.close()
+
+
+# ----------------------------------------------------------------- contention
+
+def _own_cpu_seconds() -> float:
+    """CPU seconds of this process, its reaped children and its live descendants."""
+    import psutil
+
+    t = os.times()
+    total = t.user + t.system + t.children_user + t.children_system
+    for child in psutil.Process().children(recursive=True):
+        try:
+            ct = child.cpu_times()
+            total += ct.user + ct.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def _system_busy_seconds() -> float:
+    import psutil
+
+    ct = psutil.cpu_times()
+    return sum(getattr(ct, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq", "steal", "guest"))
+
+
+class CpuMeter:
+    """How busy the machine was with *other* processes over an interval (in cores).
+
+    The machine may be shared (other sessions running tests): every timed
+    measurement records ``other_cores``, the CPU used by processes outside this
+    benchmark's process tree divided by the wall time (0 = quiet machine;
+    2 = both cores of a 2-core machine taken by someone else).
+    """
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.sys0 = _system_busy_seconds()
+        self.own0 = _own_cpu_seconds()
+
+    def read(self) -> dict:
+        wall = time.perf_counter() - self.t0
+        own = _own_cpu_seconds() - self.own0
+        system = _system_busy_seconds() - self.sys0
+        return {"own_cores": round(own / wall, 2) if wall else None,
+                "other_cores": round(max(0.0, system - own) / wall, 2) if wall else None}
+
+
+def wait_for_quiet(max_wait: float, threshold: float = 0.25, probe: float = 2.0) -> dict:
+    """Wait (up to ``max_wait`` s) until other processes use < ``threshold`` cores; what was seen."""
+    t0 = time.perf_counter()
+    seen = None
+    while True:
+        m = CpuMeter()
+        time.sleep(probe)
+        seen = m.read()["other_cores"]
+        if seen is not None and seen < threshold:
+            break
+        if time.perf_counter() - t0 >= max_wait:
+            log.warning("machine still busy (%.2f cores used by other processes) after waiting %.0f s",
+                        seen, time.perf_counter() - t0)
+            break
+        log.info("machine busy (%.2f cores used by other processes); waiting", seen)
+    return {"waited_s": round(time.perf_counter() - t0, 1), "other_cores_at_start": seen}
 
 
 # ----------------------------------------------------------------- sizes

@@ -49,6 +49,9 @@ def _options(parser) -> None:
     parser.add_argument("--file-seconds", type=float, help="seconds per file (default 300; quick 60)")
     parser.add_argument("--repeats", type=int, help="repeats of each measurement (default 3; quick 1)")
     parser.add_argument("--sample-rate", type=int, default=48_000)
+    parser.add_argument("--wait-quiet", type=float,
+                        help="before each timed run, wait up to this many s for other processes to go "
+                             "quiet (default 120; quick 0)")
     parser.add_argument("--no-serial", action="store_true", help="skip the informational serial ingest")
     parser.add_argument("--extra-workers", type=int, nargs="*", default=[],
                         help="also measure these worker counts (informational), e.g. --extra-workers 3")
@@ -141,6 +144,17 @@ def timed_ingest(audio_dir: Path, store: Path, client) -> dict:
             "store_bytes": size["apparent_bytes"]}
 
 
+def measured(fn, wait_quiet: float, *a) -> dict:
+    """``fn(*a)`` after waiting for a quiet machine, with the CPU used by others meanwhile."""
+    quiet = C.wait_for_quiet(wait_quiet) if wait_quiet > 0 else {}
+    meter = C.CpuMeter()
+    out = fn(*a)
+    out.update(meter.read())
+    if quiet:
+        out["waited_for_quiet_s"] = quiet["waited_s"]
+    return out
+
+
 def summarise(runs: list[dict], workers: int) -> dict:
     rates = [r["audio_seconds"] / r["elapsed_seconds"] for r in runs]
     med = statistics.median(rates)
@@ -151,6 +165,8 @@ def summarise(runs: list[dict], workers: int) -> dict:
         "audio_s_per_s": med,
         "audio_s_per_s_per_worker": med / workers,
         "audio_s_per_s_best": max(rates),
+        "audio_s_per_s_per_worker_best": max(rates) / workers,
+        "other_cores_max": max(r.get("other_cores") or 0 for r in runs),
         "repeats": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in runs],
     }
 
@@ -160,12 +176,14 @@ def main() -> None:
     n_files = args.n_files or (4 if args.quick else 24)
     file_seconds = args.file_seconds or (60.0 if args.quick else 300.0)
     repeats = args.repeats or (1 if args.quick else 3)
+    wait = args.wait_quiet if args.wait_quiet is not None else (0.0 if args.quick else 120.0)
     sr = args.sample_rate
     result: dict = {
         "benchmark": "ingest_throughput",
         "quick": bool(args.quick),
         "config": {"n_files": n_files, "file_seconds": file_seconds, "sample_rate": sr, "bits": 16,
                    "channels": 1, "row_seconds": ROW_SECONDS, "repeats": repeats,
+                   "wait_quiet_s": wait,
                    "signal": "pink noise + 2 tones (benchmarks/_common.py ColouredNoise)"},
         "environment": C.environment(),
     }
@@ -182,7 +200,7 @@ def main() -> None:
 
         bare_runs = []
         for i in range(repeats):
-            bare_runs.append(bare_loop(paths))
+            bare_runs.append(measured(bare_loop, wait, paths))
             log.info("bare loop %d: %.0f audio-s/s", i, bare_runs[-1]["audio_seconds"] / bare_runs[-1]["elapsed_seconds"])
         bare = summarise(bare_runs, 1)
         result["bare"] = bare
@@ -200,7 +218,7 @@ def main() -> None:
         if not args.no_serial:
             runs = []
             for i in range(repeats):
-                runs.append(timed_ingest(audio_dir, fresh_store(), "serial"))
+                runs.append(measured(timed_ingest, wait, audio_dir, fresh_store(), "serial"))
                 log.info("serial ingest %d: %.0f audio-s/s", i, runs[-1]["audio_seconds"] / runs[-1]["elapsed_seconds"])
             result["ingest_serial"] = summarise(runs, 1)
 
@@ -209,7 +227,7 @@ def main() -> None:
             try:
                 runs = []
                 for i in range(repeats):
-                    runs.append(timed_ingest(audio_dir, fresh_store(), client))
+                    runs.append(measured(timed_ingest, wait, audio_dir, fresh_store(), client))
                     log.info("ingest %d worker(s) %d: %.0f audio-s/s", workers, i,
                              runs[-1]["audio_seconds"] / runs[-1]["elapsed_seconds"])
             finally:
@@ -221,17 +239,31 @@ def main() -> None:
     speedup = two["audio_s_per_s"] / one["audio_s_per_s"]
     result["ratio_1w_over_bare"] = ratio_1w_bare
     result["speedup_2w_over_1w"] = speedup
+    # Contention only ever slows a run down: the best repeats are the least disturbed.
+    result["ratio_1w_over_bare_best"] = one["audio_s_per_s_best"] / bare["audio_s_per_s_best"]
+    result["speedup_2w_over_1w_best"] = two["audio_s_per_s_best"] / one["audio_s_per_s_best"]
+    result["max_other_cores_during_runs"] = max(
+        result[k]["other_cores_max"] for k in ("bare", "ingest_serial", "ingest_1w", "ingest_2w") if k in result
+    )
     if "ingest_serial" in result:
         result["ratio_serial_over_bare"] = result["ingest_serial"]["audio_s_per_s"] / bare["audio_s_per_s"]
     result["store_over_bare_flac_bytes"] = one["repeats"][0]["store_bytes"] / bare["repeats"][0]["flac_bytes"]
     result["targets"] = {
         "ratio_1w_over_bare": {"target": f">= {TARGET_1W_OVER_BARE}", "value": round(ratio_1w_bare, 3),
+                               "value_best_repeats": round(result["ratio_1w_over_bare_best"], 3),
                                "met": C.verdict(ratio_1w_bare, TARGET_1W_OVER_BARE, True)},
         "speedup_2w_over_1w": {"target": f">= {TARGET_2W_OVER_1W}", "value": round(speedup, 3),
+                               "value_best_repeats": round(result["speedup_2w_over_1w_best"], 3),
                                "met": C.verdict(speedup, TARGET_2W_OVER_1W, True)},
     }
+    result["notes"] = []
+    if result["max_other_cores_during_runs"] > 0.25:
+        result["notes"].append(
+            f"other processes used up to {result['max_other_cores_during_runs']} cores during some timed runs "
+            "(see other_cores per repeat): those numbers are pessimistic."
+        )
     if (os.cpu_count() or 1) < 3:
-        result["notes"] = [
+        result["notes"] += [
             f"this machine has {os.cpu_count()} CPU(s): with 2 workers the scheduler and the client "
             "(planning, merging forks, committing) compete with the workers for the same cores."
         ]

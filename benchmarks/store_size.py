@@ -159,7 +159,10 @@ def totals(rows: list[dict]) -> dict:
             "chunk_bytes", "chunk_du_bytes", "standalone_flac_bytes", "standalone_flac_du_bytes")
     t = {k: sum((r.get(k) or 0) for r in rows) for k in keys}
     t["audio_seconds"] = round(t["audio_seconds"], 3)
-    if t["standalone_flac_bytes"]:
+    if not any(r.get("flac_comparable") for r in rows):
+        t["standalone_flac_bytes"] = t["standalone_flac_du_bytes"] = None
+        t["store_over_original"] = t["store_bytes"] / t["original_bytes"] if t["original_bytes"] else None
+    elif t["standalone_flac_bytes"]:
         t["ratio"] = t["store_bytes"] / t["standalone_flac_bytes"]
         t["ratio_chunks"] = t["chunk_bytes"] / t["standalone_flac_bytes"]
         t["ratio_du"] = t["store_du_bytes"] / t["standalone_flac_du_bytes"]

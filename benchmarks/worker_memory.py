@@ -106,10 +106,12 @@ def measure(folder: Path, store: Path, interval: float) -> dict:
         sampler.start()
         own.start()
         t0 = time.perf_counter()
+        meter = C.CpuMeter()
         try:
             report = ingest(TimestampedFiles(str(folder), "soundtrap"), str(store), client=client)
         finally:
             elapsed = time.perf_counter() - t0
+            cpu = meter.read()
             sampler.stop()
             own.stop()
         hwm_kb = _status_kb(pid, "VmHWM")
@@ -127,6 +129,7 @@ def measure(folder: Path, store: Path, interval: float) -> dict:
         "audio_seconds": report.audio_seconds,
         "rows": report.rows,
         "ingest_seconds": round(elapsed, 2),
+        "other_cores_during_ingest": cpu["other_cores"],
         "worker_baseline_mb": round(baseline / MB, 1),
         "worker_hwm_after_warmup_mb": round((hwm_before or 0) / 1024, 1),
         "worker_peak_rss_sampled_mb": round(sampled_peak / MB, 1),

@@ -27,11 +27,29 @@ def _client(args):
 
 
 def cmd_ingest_files(args) -> int:
-    from .ingest import ingest
     from .sources.files import TimestampedFiles
 
     source = TimestampedFiles(args.root, args.template, name=args.source_name, site=args.site,
                               storage_options=_storage_options(args))
+    return _run_ingest(args, source)
+
+
+def cmd_ingest_orcasound(args) -> int:
+    from .ingest import ingest
+    from .sources.orcasound import OrcasoundFLAC, OrcasoundHLS
+
+    options = _storage_options(args) or {}
+    if not args.endpoint_url:
+        options.setdefault("anon", True)
+    kind = OrcasoundFLAC if args.flac else OrcasoundHLS
+    extra = {} if args.flac else {"capture_delay_s": args.capture_delay}
+    source = kind(args.node, start=args.start, end=args.end, bucket=args.bucket, storage_options=options, **extra)
+    return _run_ingest(args, source)
+
+
+def _run_ingest(args, source) -> int:
+    from .ingest import ingest
+
     report = ingest(source, args.store, row_seconds=args.row_seconds, client=_client(args), n_workers=args.workers,
                     store_options=_storage_options(args, "store_"), retry_failed=args.retry_failed,
                     progress=not args.no_progress and sys.stderr.isatty())
@@ -71,7 +89,19 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--site", help="site name when the template has no {site} field")
     f.add_argument("--endpoint-url", help="S3-compatible endpoint of the recordings' bucket")
     f.add_argument("--anon", action="store_true", help="anonymous access to the recordings' bucket")
-    for q in (f,):
+    f.set_defaults(func=cmd_ingest_files)
+
+    o = ing_sub.add_parser("orcasound", help="Orcasound live HLS sessions (or --flac archives)")
+    o.add_argument("--node", action="append", required=True, help="node folder, e.g. rpi_orcasound_lab (repeatable)")
+    o.add_argument("--start", help="UTC start, e.g. 2024-11-01T00:00:00Z")
+    o.add_argument("--end", help="UTC end")
+    o.add_argument("--bucket", default="audio-orcasound-net")
+    o.add_argument("--flac", action="store_true", help="the node's FLAC archive instead of HLS")
+    o.add_argument("--capture-delay", type=float, default=0.0,
+                   help="seconds added to PTS-derived times for the node's capture start-up (default 0)")
+    o.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS, anonymous)")
+    o.set_defaults(func=cmd_ingest_orcasound)
+    for q in (f, o):
         q.add_argument("--store", required=True, help="store URL: path, s3://bucket/prefix, gs://...")
         q.add_argument("--store-endpoint-url", help="S3-compatible endpoint of the store's bucket")
         q.add_argument("--row-seconds", type=float, default=None, help="row length of new streams (default 10)")
@@ -81,7 +111,6 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--retry-failed", action="store_true", help="try again objects that failed before")
         q.add_argument("--json", action="store_true", help="print the report as JSON")
         q.add_argument("--no-progress", action="store_true")
-    f.set_defaults(func=cmd_ingest_files)
 
     info = sub.add_parser("info", help="streams, hours, failures and history of a store")
     info.add_argument("store")

@@ -60,7 +60,7 @@ class SegmentInfo:
         return self.frames * AAC_FRAME
 
     @property
-    def first_pts_seconds(self) -> float:
+    def first_pts_s(self) -> float:
         return self.first_pts * self.time_base
 
 

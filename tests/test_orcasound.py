@@ -1,0 +1,210 @@
+"""Orcasound HLS sessions and FLAC archives from a moto bucket with the real layout."""
+
+from __future__ import annotations
+
+import io
+
+import av
+import numpy as np
+import pytest
+import soundfile as sf
+
+import pamingest as pi
+from pamingest.sources.orcasound import OrcasoundFLAC, OrcasoundHLS
+from pamingest.testing import hls_segments, tone_and_noise
+from pamingest.timing import NS_PER_S
+
+from helpers import window_ns
+
+BUCKET = "audio-orcasound-net"
+LAB = "rpi_orcasound_lab"
+E1 = 1_622_000_000  # session folder epochs
+E2 = E1 + 3600
+
+
+def reference_decode(segments: list[bytes]) -> np.ndarray:
+    """An independent whole-session decode: one PyAV decoder through every segment, ffmpeg s16 scaling."""
+    decoder = av.CodecContext.create("aac", "r")
+    out = []
+    for data in segments:
+        with av.open(io.BytesIO(data)) as c:
+            for packet in c.demux(c.streams.audio[0]):
+                if packet.size:
+                    out += [f.to_ndarray() for f in decoder.decode(packet)]
+    return np.clip(np.round(np.concatenate(out, axis=1).T * 32768), -32768, 32767).astype(np.int16)
+
+
+def first_pts(data: bytes) -> float:
+    with av.open(io.BytesIO(data)) as c:
+        s = c.streams.audio[0]
+        return next(p.pts for p in c.demux(s) if p.size) * float(s.time_base)
+
+
+@pytest.fixture
+def fixture_segments(fixtures):
+    return [(fixtures / "orcasound" / "hls" / f"live00{i}.ts").read_bytes() for i in range(3)]
+
+
+@pytest.fixture
+def orca_bucket(s3, fixture_segments):
+    """Session 1: the fixture segments as live998/999/1000 (lexical != numeric order);
+    session 2 an hour later: the same three plus a short and an undecodable segment."""
+    s3.bucket(BUCKET)
+    for n, data in zip((998, 999, 1000), fixture_segments):
+        s3.put(BUCKET, f"{LAB}/hls/{E1}/live{n}.ts", data)
+    s3.put(BUCKET, f"{LAB}/hls/{E1}/live.m3u8", b"#EXTM3U\n#EXTINF:10.0,\nlive1000.ts\n")
+    s3.put(BUCKET, f"{LAB}/latest.txt", str(E2).encode())
+    for n, data in enumerate(fixture_segments):
+        s3.put(BUCKET, f"{LAB}/hls/{E2}/live{n:03d}.ts", data)
+    s3.put(BUCKET, f"{LAB}/hls/{E2}/live003.ts", fixture_segments[2][: 188 * 30])  # 0.28 s: short
+    s3.put(BUCKET, f"{LAB}/hls/{E2}/live004.ts", b"\x47" + b"\x00" * 5000)  # not MPEG-TS
+    return s3
+
+
+def lab_stream(store):
+    tree = pi.open_store(store)
+    return tree[f"orcasound/{LAB}/48000Hz_2ch_pcm16"].to_dataset()
+
+
+def session_samples(ds, epoch: int) -> np.ndarray:
+    """A session's rows concatenated in time order."""
+    rows = ds.pam.rows
+    rows = rows[rows["file"].str.contains(f"/hls/{epoch}/")]
+    audio, n_valid = ds["audio"].values, ds["n_valid"].values
+    return np.concatenate([audio[r, : n_valid[r]] for r in rows["row"]])
+
+
+def test_sessions_segments_order_samples_and_timing(orca_bucket, fixture_segments, store):
+    src = OrcasoundHLS([LAB], storage_options=orca_bucket.storage_options)
+    assert src.partitions() == [f"{LAB}/hls/{E1}", f"{LAB}/hls/{E2}"]
+    names = [f.url.rsplit("/", 1)[-1] for f in src.list_partition(f"{LAB}/hls/{E1}")]
+    assert names == ["live998.ts", "live999.ts", "live1000.ts"]  # numeric, not lexical; no m3u8
+    report = pi.ingest(src, store, client="serial")
+    assert report.ingested == 6
+    reasons = {f.url.rsplit("/", 1)[-1]: f.reason for f in report.failed}
+    assert set(reasons) == {"live003.ts", "live004.ts"}
+    assert reasons["live003.ts"].startswith("short segment")
+    assert "MPEG-TS" in reasons["live004.ts"] or "no AAC" in reasons["live004.ts"]
+    ds = lab_stream(store)
+    reference = reference_decode(fixture_segments)
+    np.testing.assert_array_equal(session_samples(ds, E1), reference)
+    np.testing.assert_array_equal(session_samples(ds, E2), reference)
+    # Time: a run starts at epoch + (PTS - 1.4 s); each segment's first sample, counted, is
+    # within one AAC frame of its own PTS (the streamer's timestamps jitter by a few ticks).
+    urls = list(ds["file_url"].values)
+    fstart = ds["file_start"].values.astype("datetime64[ns]").astype(np.int64)
+    rows = ds.pam.rows
+    t0 = rows["start"].iloc[0].value
+    assert t0 == E1 * NS_PER_S + round((first_pts(fixture_segments[0]) - 1.4) * NS_PER_S)
+    counted = 0
+    for n, data in zip((998, 999, 1000), fixture_segments):
+        i = urls.index(f"s3://{BUCKET}/{LAB}/hls/{E1}/live{n}.ts")
+        by_pts = E1 * NS_PER_S + round((first_pts(data) - 1.4) * NS_PER_S)
+        assert fstart[i] == by_pts
+        by_count = t0 + counted * NS_PER_S // 48000
+        assert abs(by_count - by_pts) <= 1024 * NS_PER_S // 48000
+        counted += 469 * 1024
+    # The gap between sessions stays a gap: no sample is invented.
+    w = ds.pam.window(np.datetime64(E1, "s"), np.datetime64(E2 + 60, "s"))
+    assert w.sizes["time"] == 2 * len(reference)
+    t = window_ns(w)
+    jump = np.flatnonzero(np.diff(t) > NS_PER_S)
+    assert len(jump) == 1 and t[jump[0] + 1] - t[jump[0]] > 3500 * NS_PER_S
+    assert ds.attrs["time_uncertainty_seconds"] == 3.0
+    # Re-running adds nothing.
+    again = pi.ingest(src, store, client="serial")
+    assert again.ingested == 0 and not again.failed
+
+
+def test_single_segment_matches_ffmpeg_bit_for_bit(s3, fixtures, store):
+    s3.bucket(BUCKET)
+    s3.put(BUCKET, f"rpi_port_townsend/hls/{E1}/live000.ts", fixtures / "orcasound/hls/live000.ts")
+    pi.ingest(OrcasoundHLS(["rpi_port_townsend"], storage_options=s3.storage_options), store, client="serial")
+    ds = pi.open_store(store)["orcasound/rpi_port_townsend/48000Hz_2ch_pcm16"].to_dataset()
+    got = np.concatenate([ds["audio"].values[r, :n] for r, n in enumerate(ds["n_valid"].values)])
+    want, rate = sf.read(fixtures / "orcasound/hls/live000.ffmpeg-decoded.wav", dtype="int16")
+    assert rate == 48000 and got.shape == want.shape == (480256, 2)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_sliced_and_whole_session_ingests_are_identical(s3, tmp_path):
+    """Tasks of one row, decode blocks of two segments: same samples as one task for all."""
+    s3.bucket(BUCKET)
+    segments = hls_segments(tone_and_noise(75, channels=1, seed=3))
+    for n, data in enumerate(segments):
+        s3.put(BUCKET, f"rpi_bush_point/hls/{E1}/live{n:03d}.ts", data)
+    src = OrcasoundHLS(["rpi_bush_point"], storage_options=s3.storage_options, block_segments=2)
+    pi.ingest(src, str(tmp_path / "whole"), client="serial", rows_per_task=10_000)
+    pi.ingest(src, str(tmp_path / "sliced"), client="serial", rows_per_task=1)
+    a = pi.open_store(str(tmp_path / "whole"))["orcasound/rpi_bush_point/48000Hz_1ch_pcm16"].to_dataset()
+    b = pi.open_store(str(tmp_path / "sliced"))["orcasound/rpi_bush_point/48000Hz_1ch_pcm16"].to_dataset()
+    assert a.sizes["chunk"] == b.sizes["chunk"] == 8
+    np.testing.assert_array_equal(a["audio"].values, b["audio"].values)
+    np.testing.assert_array_equal(a["chunk_start"].values, b["chunk_start"].values)
+    # Within a decode block the samples equal an uninterrupted decode of the session.
+    ref = reference_decode(segments)
+    got = np.concatenate([a["audio"].values[r, :n] for r, n in enumerate(a["n_valid"].values)])
+    assert got.shape == ref.shape
+    np.testing.assert_array_equal(got[: 2 * 469 * 1024], ref[: 2 * 469 * 1024])
+    # Across a block boundary the primed decoder leaves no glitch: the first frame after it matches.
+    k = 2 * 469 * 1024
+    np.testing.assert_array_equal(got[k : k + 1024], ref[k : k + 1024])
+
+
+def test_grown_live_session_continues_without_duplicate_or_gap(s3, fixture_segments, tmp_path):
+    s3.bucket(BUCKET)
+    for n, data in zip((998, 999), fixture_segments):
+        s3.put(BUCKET, f"{LAB}/hls/{E1}/live{n}.ts", data)
+    src = OrcasoundHLS([LAB], storage_options=s3.storage_options)
+    grown = str(tmp_path / "grown")
+    first = pi.ingest(src, grown, client="serial")
+    assert first.ingested == 2 and first.rows == 3  # 960,512 samples: 2 full rows + a partial one
+    s3.put(BUCKET, f"{LAB}/hls/{E1}/live1000.ts", fixture_segments[2])
+    second = pi.ingest(src, grown, client="serial")
+    assert second.ingested == 1 and second.skipped == 2
+    once = str(tmp_path / "once")
+    pi.ingest(src, once, client="serial")
+    a, b = lab_stream(grown), lab_stream(once)
+    assert a.sizes["chunk"] == b.sizes["chunk"] == 4
+    np.testing.assert_array_equal(a["n_valid"].values, b["n_valid"].values)
+    np.testing.assert_array_equal(a["chunk_start"].values, b["chunk_start"].values)
+    np.testing.assert_array_equal(a["audio"].values, b["audio"].values)
+    np.testing.assert_array_equal(session_samples(a, E1), reference_decode(fixture_segments))
+
+
+def test_orcasound_flac_archive(s3, fixtures, store):
+    s3.bucket(BUCKET)
+    files = sorted((fixtures / "soundtrap").glob("*.flac"))
+    names = ["2021-06-10_03-36-55", "2021-06-10_03-41-55", "2021-06-10_03-46-55"]
+    for name, f in zip(names, files):
+        s3.put(BUCKET, f"{LAB}/flac/{name}_{LAB}-8000-1.flac", f)
+    src = OrcasoundFLAC([LAB], start="2021-06-10T03:40:00", end="2021-06-10T04:00:00",
+                        storage_options=s3.storage_options)
+    report = pi.ingest(src, store, client="serial")
+    assert report.ingested == 2  # the first file ends before the range
+    ds = pi.open_store(store)[f"orcasound/{LAB}/8000Hz_1ch_pcm16"].to_dataset()
+    w = ds.pam.window("2021-06-10T03:41:55", "2021-06-10T03:42:05")
+    np.testing.assert_array_equal(w.values, sf.read(files[1], dtype="int16", always_2d=True)[0][:80000])
+
+
+def test_time_range_selects_sessions(orca_bucket):
+    src = OrcasoundHLS([LAB], start=np.datetime64(E2 + 10, "s"), end=np.datetime64(E2 + 20, "s"),
+                       storage_options=orca_bucket.storage_options)
+    assert src.partitions() == [f"{LAB}/hls/{E2}"]
+    names = [f.url.rsplit("/", 1)[-1] for f in src.list_partition(f"{LAB}/hls/{E2}")]
+    assert names[:2] == ["live000.ts", "live001.ts"]
+
+
+def test_command_line(orca_bucket, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "pamingest.cli", "-v", "ingest", "orcasound", "--node", LAB,
+         "--start", "2021-05-26T04:33:20Z", "--end", "2021-05-26T04:34:20Z", "--store", tmp_path / "s",
+         "--endpoint-url", orca_bucket.endpoint, "--serial", "--json"],
+        capture_output=True, text=True, check=True)
+    report = json.loads(out.stdout)
+    # Only the second session is in range: its three good segments and two defective ones.
+    assert report["ingested"] == 3 and len(report["failed"]) == 2, out.stderr
