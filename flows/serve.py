@@ -1,0 +1,46 @@
+"""Serve the pamingest deployments from this process (the local equivalent of a worker).
+
+    python flows/serve.py            # then: prefect deployment run ingest/orcasound
+
+Deployment parameters come from the environment so that the same deployments
+run on a laptop and on a cluster: PAMINGEST_STORE (store URL),
+PAMINGEST_SCHEDULER (Dask scheduler address; a LocalCluster when unset),
+PAMINGEST_ORCASOUND_NODES (comma-separated), PAMINGEST_S3_ENDPOINT (an
+S3-compatible server for tests and MinIO).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from prefect import serve  # noqa: E402
+
+from ingest import ingest  # noqa: E402
+
+ORCASOUND_EVERY_SECONDS = 600  # live segments arrive every 10 s; pick them up every 10 min
+
+
+def deployments():
+    nodes = [n for n in os.environ.get("PAMINGEST_ORCASOUND_NODES", "rpi_orcasound_lab").split(",") if n]
+    files_root = os.environ.get("PAMINGEST_FILES_ROOT", "")
+    return [
+        ingest.to_deployment(
+            name="orcasound", interval=ORCASOUND_EVERY_SECONDS,
+            parameters={"source": "orcasound", "options": {"nodes": nodes}},
+            description="Live Orcasound HLS sessions: picks up new segments of growing sessions.",
+            tags=["pamingest", "orcasound"],
+        ),
+        ingest.to_deployment(
+            name="files", parameters={"source": "files", "options": {"root": files_root, "template": "soundtrap"}},
+            description="Timestamped recordings under a folder or bucket prefix.",
+            tags=["pamingest"],
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    serve(*deployments())

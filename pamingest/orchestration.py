@@ -1,0 +1,111 @@
+"""Plain helpers for orchestrators (Prefect flows, cron, notebooks).
+
+Nothing here imports Prefect: a flow calls ``work_partitions`` to cut a
+source into coarse, independent pieces (node x day for Orcasound) and
+``ingest_partition`` for each, in sequence; the fine-grained work of each
+piece runs as Dask futures on the cluster at ``scheduler``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from typing import Any
+
+import pandas as pd
+
+from .ingest import IngestReport, ingest
+from .sources.files import TimestampedFiles
+from .sources.orcasound import OrcasoundFLAC, OrcasoundHLS
+from .timing import to_ns
+
+# Source kinds a deployment can name, and the class each builds.
+SOURCES: dict[str, Any] = {
+    "files": TimestampedFiles,
+    "orcasound": OrcasoundHLS,
+    "orcasound-flac": OrcasoundFLAC,
+}
+
+# Settings read from the environment, so that a deployment's parameters stay
+# the same from a laptop to a cluster (docs: infra/README.md).
+ENV_STORE = "PAMINGEST_STORE"
+ENV_SCHEDULER = "PAMINGEST_SCHEDULER"
+ENV_ENDPOINT = "PAMINGEST_S3_ENDPOINT"  # S3-compatible endpoint for sources and store (tests, MinIO)
+
+
+def build_source(kind: str, options: dict[str, Any]):
+    """A source from its kind and constructor options (JSON-friendly, as in a deployment)."""
+    if kind not in SOURCES:
+        raise ValueError(f"unknown source {kind!r}; known: {', '.join(sorted(SOURCES))}")
+    options = dict(options)
+    endpoint = os.environ.get(ENV_ENDPOINT)
+    if endpoint:
+        so = dict(options.get("storage_options") or {})
+        so.setdefault("endpoint_url", endpoint)
+        so.pop("anon", None)
+        options["storage_options"] = so
+    return SOURCES[kind](**options)
+
+
+def store_options() -> dict[str, Any]:
+    endpoint = os.environ.get(ENV_ENDPOINT)
+    return {"endpoint_url": endpoint} if endpoint else {}
+
+
+def _days(start: Any, end: Any) -> list[tuple[str, str]]:
+    """UTC day pieces of [start, end): the first and last may be partial days."""
+    t0, t1 = (pd.Timestamp(to_ns(start)), pd.Timestamp(to_ns(end)))
+    out, day = [], t0
+    while day < t1:
+        nxt = min(t1, (day.normalize() + _dt.timedelta(days=1)))
+        out.append((day.isoformat(), nxt.isoformat()))
+        day = nxt
+    return out
+
+
+def work_partitions(kind: str, options: dict[str, Any]) -> list[dict[str, Any]]:
+    """Coarse pieces of a source: node x day for Orcasound (one per node without a range)."""
+    if kind in ("orcasound", "orcasound-flac"):
+        nodes = options.get("nodes") or []
+        if isinstance(nodes, str):
+            nodes = [nodes]
+        pieces = []
+        for node in nodes:
+            if options.get("start") and options.get("end"):
+                pieces += [{**options, "nodes": [node], "start": a, "end": b}
+                           for a, b in _days(options["start"], options["end"])]
+            else:
+                pieces.append({**options, "nodes": [node]})
+        return pieces
+    return [dict(options)]
+
+
+def ingest_partition(kind: str, options: dict[str, Any], store: str | None = None,
+                     scheduler: str | None = None, row_seconds: float | None = None) -> IngestReport:
+    """Ingest one piece; safe to retry (exactly-once by URL + ETag, main moves by compare-and-swap)."""
+    store = store or os.environ.get(ENV_STORE)
+    if not store:
+        raise ValueError(f"no store given and {ENV_STORE} is not set")
+    scheduler = scheduler or os.environ.get(ENV_SCHEDULER) or None
+    return ingest(build_source(kind, options), store, client=scheduler, store_options=store_options(),
+                  row_seconds=row_seconds)
+
+
+def report_markdown(reports: list[dict[str, Any]]) -> str:
+    """A Markdown summary of a run's reports (``IngestReport.as_dict()``), for a Prefect artifact."""
+    ingested = sum(r["ingested"] for r in reports)
+    hours = sum(r["audio_hours"] for r in reports)
+    size = sum(r["bytes_read"] for r in reports)
+    failed = [f for r in reports for f in r["failed"]]
+    snapshot = next((r["snapshot_id"] for r in reversed(reports) if r["snapshot_id"]), "-")
+    lines = [
+        "| files ingested | failed | hours of audio | bytes read | store snapshot |",
+        "|---:|---:|---:|---:|---|",
+        f"| {ingested} | {len(failed)} | {hours:.3f} | {size:,} | `{snapshot}` |",
+    ]
+    if failed:
+        lines += ["", "**Failed files**", ""] + [f"- `{f['url']}`: {f['reason']}" for f in failed]
+    streams = sorted({s for r in reports for s in r["streams"]})
+    if streams:
+        lines += ["", "**Streams written**: " + ", ".join(f"`{s}`" for s in streams)]
+    return "\n".join(lines)
