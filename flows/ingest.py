@@ -42,7 +42,7 @@ def ingest(source: str = "orcasound", options: dict[str, Any] | None = None, sto
             cluster = stack.enter_context(LocalCluster(n_workers=2, threads_per_worker=1,
                                                        dashboard_address="127.0.0.1:0"))
             address = cluster.scheduler_address
-        client = stack.enter_context(Client(address))
+        client = stack.enter_context(Client(address, set_as_default=False))
         log.info("Dask dashboard: %s", client.dashboard_link)
         reports = [ingest_piece(source, piece, store, address, row_seconds)
                    for piece in orchestration.work_partitions(source, options or {})]

@@ -20,7 +20,7 @@ DEMO_LAYOUT = {
 }
 
 
-def find_fixtures(explicit: str | None = None) -> Path:
+def find_fixtures(explicit: str | None = None, required: bool = True) -> Path | None:
     candidates = [explicit, os.environ.get("PAMINGEST_FIXTURES")]
     here = Path.cwd().resolve()
     candidates += [str(p / "shared" / "fixtures") for p in (here, *here.parents)]
@@ -28,6 +28,8 @@ def find_fixtures(explicit: str | None = None) -> Path:
     for c in candidates:
         if c and Path(c).is_dir():
             return Path(c)
+    if not required:
+        return None
     raise FileNotFoundError("fixture recordings not found: pass --fixtures or set PAMINGEST_FIXTURES")
 
 
@@ -56,6 +58,42 @@ def fill_buckets(endpoint: str, fixtures: Path) -> dict[str, int]:
         for f in files:
             s3.put_object(Bucket=bucket, Key=f"{prefix}/{f.name}" if prefix else f.name, Body=f.read_bytes())
         counts[bucket] = len(files)
+    return counts
+
+
+ORCASOUND_BUCKET = "audio-orcasound-net"
+ORCASOUND_NODES = ("rpi_orcasound_lab", "rpi_bush_point")
+# Session folder epochs of the demo bucket: 2024-11-01T00:00:00Z and an hour later.
+DEMO_EPOCHS = (1_730_419_200, 1_730_422_800)
+
+
+def fill_orcasound_bucket(endpoint: str, fixtures: Path | None) -> dict[str, int]:
+    """An Orcasound-layout bucket: the fixture HLS session on ``rpi_orcasound_lab``
+    (synthesised with PyAV's AAC encoder when the fixtures are missing) and a
+    synthesised mono node with two sessions and a gap between them."""
+    import boto3
+
+    from .testing import hls_segments, tone_and_noise
+
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket=ORCASOUND_BUCKET)
+    hls = fixtures / "orcasound" / "hls" if fixtures else None
+    if hls and all((hls / f"live00{i}.ts").is_file() for i in range(3)):
+        lab = [(hls / f"live00{i}.ts").read_bytes() for i in range(3)]
+    else:
+        lab = hls_segments(tone_and_noise(30, channels=2, seed=1))
+    counts = {}
+    for node, sessions in (
+        (ORCASOUND_NODES[0], [(DEMO_EPOCHS[0], lab)]),
+        (ORCASOUND_NODES[1], [(e, hls_segments(tone_and_noise(40, channels=1, seed=k)))
+                              for k, e in enumerate(DEMO_EPOCHS)]),
+    ):
+        for epoch, segments in sessions:
+            for n, data in enumerate(segments):
+                s3.put_object(Bucket=ORCASOUND_BUCKET, Key=f"{node}/hls/{epoch}/live{n:03d}.ts", Body=data)
+            s3.put_object(Bucket=ORCASOUND_BUCKET, Key=f"{node}/hls/{epoch}/live.m3u8", Body=b"#EXTM3U\n")
+            counts[node] = counts.get(node, 0) + len(segments)
+        s3.put_object(Bucket=ORCASOUND_BUCKET, Key=f"{node}/latest.txt", Body=str(sessions[-1][0]).encode())
     return counts
 
 

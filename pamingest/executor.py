@@ -64,7 +64,17 @@ class DaskExecutor:
 
         items = iter(items)
         pending: dict[str, Any] = {}
-        queue = as_completed()
+        first = []
+        for item in items:
+            future = self.submit(fn, item, **kwargs)
+            pending[future.key] = item
+            first.append(future)
+            if len(first) >= max(1, limit):
+                break
+        if not first:
+            return
+        # The client is not the default one (set_as_default=False): give its loop.
+        queue = as_completed(first, loop=self.client.loop)
 
         def submit_next() -> bool:
             for item in items:
@@ -74,9 +84,6 @@ class DaskExecutor:
                 return True
             return False
 
-        for _ in range(max(1, limit)):
-            if not submit_next():
-                break
         for future in queue:
             yield pending.pop(future.key), future
             submit_next()
@@ -98,13 +105,14 @@ def executor_for(client: Any = None, n_workers: int | None = None) -> Iterator[S
     from distributed import Client, LocalCluster
 
     if isinstance(client, str):
-        with Client(client) as c:
+        with Client(client, set_as_default=False) as c:
             log.info("Dask dashboard: %s", c.dashboard_link)
             yield DaskExecutor(c)
         return
     workers = n_workers or max(1, os.cpu_count() or 1)
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster, Client(cluster) as c:
+                      dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster, \
+            Client(cluster, set_as_default=False) as c:
         log.info("Dask dashboard: %s", c.dashboard_link)
         yield DaskExecutor(c)
 

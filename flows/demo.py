@@ -1,0 +1,139 @@
+"""The one-command demo: the Orcasound deployment run for real, on this machine only.
+
+    python flows/demo.py [--workdir .demo] [--keep]
+
+1. a moto S3 server on 127.0.0.1 holding an Orcasound-layout bucket
+   (the fixture HLS segments, or segments synthesised with PyAV's AAC encoder);
+2. a Dask LocalCluster (its dashboard address is printed);
+3. a local Prefect server (SQLite under the workdir);
+4. the deployments served (flows/serve.py), then
+   ``prefect deployment run ingest/orcasound --watch`` run as a user would;
+5. a summary of the store, with the Prefect UI and Dask dashboard addresses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, what: str, timeout: float = 120.0, proc: subprocess.Popen | None = None) -> None:
+    """Poll ``check()`` until it is true; fail early if ``proc`` died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what}: process exited with {proc.returncode}")
+        try:
+            if check():
+                return
+        except Exception:  # noqa: BLE001 - not ready yet
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} not ready after {timeout:.0f} s")
+
+
+def http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as r:
+        return r.status == 200
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", default=".demo")
+    parser.add_argument("--fixtures", help="fixture folder (default: $PAMINGEST_FIXTURES or ../shared/fixtures)")
+    parser.add_argument("--keep", action="store_true", help="keep the servers running until Ctrl-C")
+    args = parser.parse_args(argv)
+
+    from distributed import LocalCluster
+
+    from pamingest.demo import ORCASOUND_NODES, fill_orcasound_bucket, find_fixtures, start_s3_server
+    from pamingest.info import store_info
+
+    workdir = Path(args.workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    store = str(workdir / "store")
+    fixtures = find_fixtures(args.fixtures, required=False)
+    procs: list[subprocess.Popen] = []
+    s3, endpoint = start_s3_server()
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0",
+                           silence_logs=logging.ERROR)
+    try:
+        counts = fill_orcasound_bucket(endpoint, fixtures)
+        print(f"S3 server      {endpoint}  (s3://audio-orcasound-net: "
+              + ", ".join(f"{n} {k} segments" for n, k in counts.items())
+              + ("" if fixtures else "; synthesised, no fixtures found") + ")")
+        print(f"Dask dashboard {cluster.dashboard_link}")
+        port = free_port()
+        api = f"http://127.0.0.1:{port}/api"
+        env = {
+            **os.environ,
+            "PREFECT_HOME": str(workdir / "prefect"),
+            "PREFECT_API_URL": api,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_ENABLED": "true",
+            "PAMINGEST_STORE": store,
+            "PAMINGEST_SCHEDULER": cluster.scheduler_address,
+            "PAMINGEST_S3_ENDPOINT": endpoint,
+            "PAMINGEST_ORCASOUND_NODES": ",".join(ORCASOUND_NODES),
+        }
+        log = open(workdir / "prefect-server.log", "w")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT))
+        wait_until(lambda: http_ok(f"{api}/health"), "Prefect server", proc=procs[-1])
+        print(f"Prefect UI     http://127.0.0.1:{port}")
+        serve_log = open(workdir / "serve.log", "w")
+        procs.append(subprocess.Popen([sys.executable, str(HERE / "serve.py")], env=env,
+                                      stdout=serve_log, stderr=subprocess.STDOUT))
+        prefect = [sys.executable, "-m", "prefect"]
+        wait_until(lambda: subprocess.run([*prefect, "deployment", "inspect", "ingest/orcasound"], env=env,
+                                          capture_output=True).returncode == 0,
+                   "served deployments", proc=procs[-1])
+        print("running        prefect deployment run ingest/orcasound --watch")
+        run = subprocess.run([*prefect, "deployment", "run", "ingest/orcasound", "--watch"], env=env,
+                             capture_output=True, text=True)
+        tail = "\n".join(run.stdout.strip().splitlines()[-3:])
+        print(tail)
+        if run.returncode != 0:
+            print(run.stderr[-3000:], file=sys.stderr)
+            print(f"the flow run failed; logs: {workdir / 'serve.log'}", file=sys.stderr)
+            return 1
+        print()
+        print(store_info(store).format())
+        print(f"\nopen it in a notebook: pamingest.open_store({store!r})")
+        if args.keep:
+            print(f"\nPrefect UI http://127.0.0.1:{port}  Dask dashboard {cluster.dashboard_link}  (Ctrl-C stops)")
+            while True:
+                time.sleep(3600)
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        cluster.close()
+        s3.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Prefect flows for real: a Prefect server, served deployments, Dask schedulers and workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pamingest as pi
+from pamingest.testing import hls_segments, tone_and_noise
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "flows"))
+
+
+def test_demo_runs_the_orcasound_deployment_through_a_prefect_server(tmp_path, fixtures):
+    """The README's first command: prefect server + served deployments + `prefect deployment run`."""
+    out = subprocess.run([sys.executable, str(ROOT / "flows" / "demo.py"), "--workdir", str(tmp_path),
+                          "--fixtures", str(fixtures)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "Flow run finished successfully" in out.stdout
+    assert "Prefect UI     http://127.0.0.1:" in out.stdout and "Dask dashboard http://127.0.0.1:" in out.stdout
+    tree = pi.open_store(str(tmp_path / "store"))
+    assert set(pi.streams(tree)) == {"orcasound/rpi_orcasound_lab/48000Hz_2ch_pcm16",
+                                     "orcasound/rpi_bush_point/48000Hz_1ch_pcm16"}
+    lab = tree["orcasound/rpi_orcasound_lab/48000Hz_2ch_pcm16"].to_dataset()
+    assert int(lab["n_valid"].sum()) == 3 * 469 * 1024
+    bush = tree["orcasound/rpi_bush_point/48000Hz_1ch_pcm16"].to_dataset()
+    assert len(bush.pam.coverage()) == 2  # two sessions, a gap between them
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def dask_processes():
+    """A `dask scheduler` and two `dask worker` processes on loopback, as on a cluster."""
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+    sched = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                              "--port", str(port), "--dashboard-address", "127.0.0.1:0"],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+                                 "--no-nanny", "--name", f"w{i}", "--host", "127.0.0.1"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for i in range(2)]
+    from distributed import Client
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with Client(address, timeout=5, set_as_default=False) as c:
+                c.wait_for_workers(2, timeout=30)
+                pids = c.run(os.getpid)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    yield address, pids, workers
+    for p in [*workers, sched]:
+        if p.poll() is None:
+            p.terminate()
+    for p in [*workers, sched]:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+@pytest.fixture(scope="module")
+def prefect_harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def long_session(s3):
+    """Ten minutes of a synthetic mono node: 60 segments, enough tasks to kill a worker mid-run."""
+    s3.bucket("audio-orcasound-net")
+    for n, data in enumerate(hls_segments(tone_and_noise(600, channels=1, seed=7))):
+        s3.put("audio-orcasound-net", f"rpi_sunset_bay/hls/1730419200/live{n:03d}.ts", data)
+    os.environ["PAMINGEST_S3_ENDPOINT"] = s3.endpoint
+    yield
+    os.environ.pop("PAMINGEST_S3_ENDPOINT", None)
+
+
+def test_flow_on_a_real_scheduler_survives_a_killed_worker(prefect_harness, long_session, dask_processes, tmp_path):
+    from ingest import ingest as ingest_flow
+
+    address, pids, workers = dask_processes
+    options = {"nodes": ["rpi_sunset_bay"], "block_segments": 4}
+    clean = ingest_flow(source="orcasound", options=options, store=str(tmp_path / "clean"),
+                        scheduler_address=address)
+    assert clean["ingested"] == 60 and clean["failed"] == 0
+
+    from distributed import Client
+
+    killed = threading.Event()
+
+    def kill_a_worker_when_busy():
+        with Client(address, set_as_default=False) as c:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                busy = [w for w, tasks in c.processing().items() if any("write" in str(t) for t in tasks)]
+                if busy:
+                    victim = busy[0]
+                    os.kill(c.run(os.getpid, workers=[victim])[victim], signal.SIGKILL)
+                    killed.set()
+                    return
+                time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_a_worker_when_busy)
+    killer.start()
+    result = ingest_flow(source="orcasound", options=options, store=str(tmp_path / "killed"),
+                         scheduler_address=address)
+    killer.join()
+    assert killed.is_set(), "no worker was killed: the test did not test anything"
+    assert result["ingested"] == 60 and result["failed"] == 0
+    a = pi.open_store(str(tmp_path / "clean"))["orcasound/rpi_sunset_bay/48000Hz_1ch_pcm16"].to_dataset()
+    b = pi.open_store(str(tmp_path / "killed"))["orcasound/rpi_sunset_bay/48000Hz_1ch_pcm16"].to_dataset()
+    for name in ("chunk_start", "n_valid", "file_offset"):
+        np.testing.assert_array_equal(np.sort(a[name].values), np.sort(b[name].values))
+    order_a, order_b = np.argsort(a["chunk_start"].values), np.argsort(b["chunk_start"].values)
+    np.testing.assert_array_equal(a["audio"].values[order_a], b["audio"].values[order_b])
+    # A retried run changes nothing.
+    again = ingest_flow(source="orcasound", options=options, store=str(tmp_path / "killed"),
+                        scheduler_address=address)
+    assert again["ingested"] == 0
+
+
+def test_flow_reports_an_artifact(prefect_harness, s3, fixtures, tmp_path):
+    from prefect.client.orchestration import get_client
+
+    from ingest import ingest as ingest_flow
+
+    s3.bucket("audio-orcasound-net")
+    for i in range(3):
+        s3.put("audio-orcasound-net", f"rpi_north_sjc/hls/1730419200/live00{i}.ts",
+               fixtures / "orcasound" / "hls" / f"live00{i}.ts")
+    s3.put("audio-orcasound-net", "rpi_north_sjc/hls/1730419200/live003.ts", b"")
+    os.environ["PAMINGEST_S3_ENDPOINT"] = s3.endpoint
+    try:
+        result = ingest_flow(source="orcasound", options={"nodes": ["rpi_north_sjc"]},
+                             store=str(tmp_path / "s"), scheduler_address=None)
+    finally:
+        os.environ.pop("PAMINGEST_S3_ENDPOINT", None)
+    assert result["ingested"] == 3 and result["failed"] == 1
+    import asyncio
+
+    async def read_artifact():
+        async with get_client() as client:
+            return await client.read_latest_artifacts()
+
+    artifacts = [a for a in asyncio.run(read_artifact()) if a.key == "ingest-orcasound"]
+    assert artifacts and "live003.ts" in artifacts[0].data and result["snapshot_id"] in artifacts[0].data
