@@ -239,7 +239,7 @@ class AttachReport:
             if f.outside_audio:
                 lines.append(f"  {f.outside_audio} events fall outside the ingested audio (kept)")
             for site, n in f.skipped_rows.items():
-                lines.append(f"  {n} rows for {site!r} skipped: no such stream in the store")
+                lines.append(f"  {n} lines for {site!r} skipped: no such stream in the store")
             lines += [f"  note: {n}" for n in f.notes]
         lines.append(f"failed     {len(self.failed)} files")
         lines += [f"  - {msg}" for _, msg in self.failed]
@@ -261,9 +261,9 @@ def read_bytes(url: str, storage_options: dict | None = None) -> bytes:
 
 
 def _route(ann: Annotations, streams: dict[str, zarr.Group], skip_unknown: bool):
-    """stream path -> (event row indices, effort row indices); rows for unknown sites when skipped."""
+    """stream path -> (event row indices, effort row indices); and site -> lines skipped (unknown sites)."""
     targets: dict[str, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
-    skipped: dict[str, int] = defaultdict(int)
+    skipped: dict[str, set] = defaultdict(set)  # site -> lines of the file skipped
     site_of = {p: str(g.attrs.get("site", "")) for p, g in streams.items()}
     cache: dict[tuple[str, str], list[str]] = {}
     for which, frame in ((0, ann.events), (1, ann.effort)):
@@ -286,10 +286,10 @@ def _route(ann: Annotations, streams: dict[str, zarr.Group], skip_unknown: bool)
                                                 f"{', '.join(sorted(streams)) or 'no streams'}", ann.file, line or None)
                 cache[key] = paths
             if not cache[key]:
-                skipped[site] += 1
+                skipped[site].add(line)
             for p in cache[key]:
                 targets[p][which].append(i)
-    return targets, dict(skipped)
+    return targets, {site: len(lines) for site, lines in skipped.items()}
 
 
 def _context_key(ann: Annotations) -> str:
