@@ -30,6 +30,7 @@ or on the fly by ``ds.pam.labels()``.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
@@ -400,6 +401,9 @@ def attach(
             targets, skipped = _route(ann, streams, skip_unknown_streams)
         except AnnotationError as exc:
             report.failed.append((name, str(exc)))
+            continue
+        except csv.Error as exc:  # e.g. a field larger than csv's limit: a broken file, not a crash
+            report.failed.append((name, f"{name}: not a readable table: {exc}"))
             continue
         entry = AttachedFile(name, reader.format, skipped_rows=skipped, notes=list(ann.notes))
         ctx = _context_key(ann)
