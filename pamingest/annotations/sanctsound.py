@@ -60,7 +60,10 @@ class SanctSoundDetections(ReaderBase):
         super().__init__(label_map=label_map, source=source)
         self.label, self.site = label, site
         if isinstance(resolution, str) and resolution not in RESOLUTIONS:
-            resolution = float(resolution)
+            try:
+                resolution = float(resolution)
+            except ValueError:
+                raise ValueError(f"resolution must be 1h, 1d, 1min or seconds, not {resolution!r}") from None
         self.resolution = RESOLUTIONS[resolution] if isinstance(resolution, str) else resolution
 
     def __call__(self, data: bytes, name: str, context: ReadContext | None = None) -> Annotations:

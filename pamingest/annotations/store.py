@@ -318,7 +318,7 @@ def get_reader(format: str | AnnotationReader, **options) -> AnnotationReader:
         raise ConfigError(f"unknown annotation format {format!r}: use one of {', '.join(sorted(READERS))}")
     try:
         return READERS[format](**options)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"bad option for the {format} reader: {exc}") from None
 
 
