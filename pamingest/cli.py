@@ -1,4 +1,4 @@
-"""The ``pamingest`` command line: ingest, info, demo."""
+"""The ``pamingest`` command line: ingest, info, annotate, demo."""
 
 from __future__ import annotations
 
@@ -67,6 +67,32 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_annotate(args) -> int:
+    from .annotations import OverlapRule, Recording, attach
+
+    options = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise PamIngestError(f"--option wants KEY=VALUE, got {item!r}")
+        try:
+            options[key.strip().replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip().replace("-", "_")] = value
+    recording = Recording(args.recording or "", args.start, args.stream or "") if (args.recording or args.start) else None
+    rule = None
+    if args.min_overlap_seconds is not None or args.min_overlap_fraction is not None or args.include_unreviewed:
+        d = OverlapRule()
+        frac = d.min_fraction if args.min_overlap_fraction is None else (args.min_overlap_fraction or None)
+        rule = OverlapRule(d.min_seconds if args.min_overlap_seconds is None else args.min_overlap_seconds, frac,
+                           args.include_unreviewed)
+    report = attach(args.store, args.files, args.format, options=options, recording=recording, stream=args.stream,
+                    rule=rule, skip_unknown_streams=args.skip_unknown_streams,
+                    store_options=_storage_options(args), storage_options=_storage_options(args))
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report.summary())
+    return 1 if report.failed else 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -118,6 +144,27 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--endpoint-url")
     info.add_argument("--anon", action="store_true")
     info.set_defaults(func=cmd_info)
+
+    ann = sub.add_parser("annotate", help="attach annotation files to a store's streams (exit 1 if a file failed)")
+    ann.add_argument("store")
+    ann.add_argument("files", nargs="+", metavar="FILE", help="annotation files (paths or URLs)")
+    ann.add_argument("--format", required=True,
+                     help="raven | audacity | sanctsound | podcast-tsv | orcahello | pods-ai | podcast-json")
+    ann.add_argument("--recording", help="recording the (file-relative) annotations belong to: URL or file name")
+    ann.add_argument("--start", help="its UTC start (default: looked up in the store's files table)")
+    ann.add_argument("--stream", help="stream path or prefix the annotations belong to")
+    ann.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                     help="reader setting, e.g. label_column=Species, resolution=1h, label=orca (JSON values)")
+    ann.add_argument("--min-overlap-seconds", type=float, help="overlap that labels a chunk (default 0.25)")
+    ann.add_argument("--min-overlap-fraction", type=float,
+                     help="fraction of an event that labels a chunk (default 0.5; 0 disables)")
+    ann.add_argument("--include-unreviewed", action="store_true", help="let machine labels make positives")
+    ann.add_argument("--skip-unknown-streams", action="store_true",
+                     help="skip rows for sites the store has no stream of instead of failing the file")
+    ann.add_argument("--endpoint-url", help="S3-compatible endpoint of the store (and annotation files)")
+    ann.add_argument("--anon", action="store_true")
+    ann.add_argument("--json", action="store_true", help="print the report as JSON")
+    ann.set_defaults(func=cmd_annotate)
 
     demo = sub.add_parser("demo", help="ingest the fixture recordings from a local S3 server (no network)")
     demo.add_argument("--workdir", default=".demo", help="where the demo store is written (default .demo)")

@@ -38,3 +38,22 @@ class ConfigError(PamIngestError):
 
 class ConcurrentIngestError(StoreError):
     """Another run moved the store's branch while this run was writing."""
+
+
+class AnnotationError(PamIngestError):
+    """An annotation file cannot be read or attached.
+
+    The message starts with the file and, where one is to blame, the line
+    (``"labels.txt, line 7: ..."``); both are kept as attributes.
+    """
+
+    def __init__(self, message: str, file: str | None = None, line: int | None = None) -> None:
+        self.file, self.line, self.reason = file, line, message
+        where = file or ""
+        if line is not None:
+            where = f"{where}, line {line}" if where else f"line {line}"
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class AnnotationTargetError(AnnotationError):
+    """An annotation names a stream, site or recording that the store does not hold."""

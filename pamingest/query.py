@@ -66,7 +66,8 @@ def open_stream(url: str, stream: str, snapshot: str | None = None, storage_opti
 
 @xr.register_dataset_accessor("pam")
 class PamAccessor:
-    """Time-based access to a stream: ``ds.pam.window(start, end)``, ``ds.pam.rows``."""
+    """Time-based access to a stream: ``ds.pam.window(start, end)``, ``ds.pam.rows``;
+    annotations: ``ds.pam.events()``, ``ds.pam.effort()``, ``ds.pam.labels()``."""
 
     def __init__(self, ds: xr.Dataset) -> None:
         if "audio" not in ds or "chunk_start" not in ds:
@@ -163,6 +164,36 @@ class PamAccessor:
         return xr.DataArray(samples, dims=("time", "channel"), coords={"time": t},
                             attrs={"sample_rate": sr, "bits_per_sample": self._ds.attrs.get("bits_per_sample")},
                             name="audio")
+
+    def events(self) -> "pd.DataFrame":  # noqa: F821
+        """The stream's annotated events, one line each.
+
+        Columns: ``start``, ``end`` (UTC), ``low_hz``, ``high_hz``, ``label``
+        (as written), ``label_norm``, ``source``, ``confidence`` (machine
+        labels), ``annotator``, ``reviewed``, ``kind``, ``verdict``,
+        ``recording``, ``file`` and ``line`` (the annotation file and line it
+        came from) and ``in_audio`` (False for events outside every row).
+        """
+        from .annotations.store import events_frame
+
+        return events_frame(self._ds)
+
+    def effort(self) -> "pd.DataFrame":  # noqa: F821
+        """Reviewed time spans: ``start``, ``end``, ``label_norm`` (``""``: every label), source, file, line."""
+        from .annotations.store import effort_frame
+
+        return effort_frame(self._ds)
+
+    def labels(self, rule=None) -> xr.DataArray:
+        """Chunk labels ``(chunk, label)``: 1 positive, 0 negative (reviewed, no event), -1 unknown.
+
+        Rows ingested after the last attach are labelled from the stored
+        events and effort; ``rule`` (an ``OverlapRule``) recomputes all rows
+        with other thresholds.
+        """
+        from .annotations.store import labels_array
+
+        return labels_array(self._ds, rule)
 
     def _empty(self, channels: int) -> xr.DataArray:
         return xr.DataArray(np.zeros((0, channels), dtype=self._ds["audio"].dtype), dims=("time", "channel"),

@@ -1,0 +1,581 @@
+"""Annotations in a store: the tables in each stream group, attaching files, refreshing labels.
+
+Layout (in the stream group itself, next to the files table, so that
+``tree[stream].to_dataset()`` and the ``.pam`` accessor see it)::
+
+    event_start, event_end           (event,)  int64 ns UTC (CF-encoded)
+    event_low_hz, event_high_hz      (event,)  float64, NaN when unknown
+    event_label, event_label_norm, event_source, event_annotator,
+    event_kind, event_verdict, event_recording   (event,)  str
+    event_confidence                 (event,)  float64, NaN for people
+    event_reviewed                   (event,)  bool
+    event_file, event_line           (event,)  -> annotation_file table, line in it
+    effort_start, effort_end         (effort,) int64 ns UTC
+    effort_label_norm ("" = every label), effort_source, effort_recording  (effort,) str
+    effort_file, effort_line         (effort,)
+    annotation_file_sha256, annotation_file_name, annotation_file_format,
+    annotation_file_context, annotation_file_reader,
+    annotation_file_events, annotation_file_effort   (annotation_file,)
+    labels   (labelled_chunk, label)  int8: 1 positive, 0 negative, -1 unknown
+    label    (label,)  str
+
+Events and effort are the truth; ``labels`` is derived from them for rows
+``0 .. labelled_chunk - 1`` (the rows the stream had when labels were last
+computed) with the rule in the group's ``annotation_rule`` attribute. Its
+first dimension is not ``chunk`` because ingest appends rows without knowing
+about labels, and xarray refuses a group whose arrays disagree on a
+dimension's length: rows added later are labelled by :func:`refresh_labels`
+or on the fly by ``ds.pam.labels()``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+import zarr
+
+from ..errors import AnnotationError, AnnotationTargetError, ConcurrentIngestError, ConfigError, StoreError
+from ..fsutil import filesystem
+from ..store import layout
+from ..store.repo import StoreLocation, open_repository
+from ..timing import NAT, offset_ns
+from .base import Annotations, AnnotationReader, ReadContext, Recording, ResolvedRecording, file_name
+from .labels import OverlapRule, chunk_labels, events_in_audio, row_spans
+
+log = logging.getLogger(__name__)
+
+ANNOTATIONS_ATTR = "pamingest_annotations"
+RULE_ATTR = "annotation_rule"
+LAYOUT_VERSION = 1
+
+# store array -> (record column, dtype, fill)
+EVENT_ARRAYS = {
+    "event_start": ("start", "int64", NAT), "event_end": ("end", "int64", NAT),
+    "event_low_hz": ("low_hz", "float64", np.nan), "event_high_hz": ("high_hz", "float64", np.nan),
+    "event_label": ("label", str, ""), "event_label_norm": ("label_norm", str, ""),
+    "event_source": ("source", str, ""), "event_confidence": ("confidence", "float64", np.nan),
+    "event_annotator": ("annotator", str, ""), "event_reviewed": ("reviewed", "bool", False),
+    "event_kind": ("kind", str, ""), "event_verdict": ("verdict", str, ""),
+    "event_recording": ("recording", str, ""), "event_file": ("file", "int32", -1),
+    "event_line": ("line", "int32", 0),
+}
+EFFORT_ARRAYS = {
+    "effort_start": ("start", "int64", NAT), "effort_end": ("end", "int64", NAT),
+    "effort_label_norm": ("label_norm", str, ""), "effort_source": ("source", str, ""),
+    "effort_recording": ("recording", str, ""), "effort_file": ("file", "int32", -1),
+    "effort_line": ("line", "int32", 0),
+}
+FILE_ARRAYS = {
+    "annotation_file_sha256": ("sha256", str, ""), "annotation_file_name": ("name", str, ""),
+    "annotation_file_format": ("format", str, ""), "annotation_file_context": ("context", str, ""),
+    "annotation_file_reader": ("reader", str, ""), "annotation_file_events": ("events", "int64", 0),
+    "annotation_file_effort": ("effort", "int64", 0),
+}
+TABLES = {"event": EVENT_ARRAYS, "effort": EFFORT_ARRAYS, "annotation_file": FILE_ARRAYS}
+TIME_ARRAYS = {"event_start", "event_end", "effort_start", "effort_end"}
+LABELS, LABEL_NAMES, LABELLED_DIM = "labels", "label", "labelled_chunk"
+
+
+# ---------------------------------------------------------------- layout
+
+def ensure_tables(group: zarr.Group) -> None:
+    """Create the (empty) annotation tables of a stream group if it has none."""
+    if ANNOTATIONS_ATTR in group.attrs:
+        return
+    for dim, arrays in TABLES.items():
+        for name, (_, dtype, fill) in arrays.items():
+            group.create_array(name, shape=(0,), chunks=(layout.TABLE_CHUNK,), dtype=dtype, fill_value=fill,
+                               dimension_names=(dim,),
+                               attributes=dict(layout.TIME_ATTRS) if name in TIME_ARRAYS else {})
+    group.attrs.update({ANNOTATIONS_ATTR: LAYOUT_VERSION})
+
+
+def _column(values, dtype) -> np.ndarray:
+    if dtype is str:
+        return layout.as_object(str(v) for v in values)
+    return np.asarray(values, dtype=dtype)
+
+
+def _append_table(group: zarr.Group, arrays: dict, frame: pd.DataFrame) -> int:
+    first = group[next(iter(arrays))].shape[0]
+    for name, (col, dtype, _) in arrays.items():
+        layout.append(group[name], _column(frame[col].tolist(), dtype))
+    return first
+
+
+def read_table(group: zarr.Group, dim: str) -> dict[str, np.ndarray]:
+    """A stream's event, effort or annotation_file table as column -> numpy array (empty if none)."""
+    arrays = TABLES[dim]
+    if ANNOTATIONS_ATTR not in group.attrs:
+        return {col: np.zeros(0, dtype=object if dtype is str else dtype) for col, dtype, _ in arrays.values()}
+    out = {}
+    for name, (col, dtype, _) in arrays.items():
+        values = group[name][:]
+        out[col] = np.asarray(values, dtype=object) if dtype is str else np.asarray(values)
+    return out
+
+
+def stored_rule(group: zarr.Group) -> OverlapRule:
+    return OverlapRule.from_attrs(group.attrs.get(RULE_ATTR))
+
+
+def _rows(group: zarr.Group) -> tuple[np.ndarray, np.ndarray]:
+    return row_spans(group["chunk_start"][:], group["n_valid"][:], int(group.attrs["sample_rate"]))
+
+
+def stream_labels(group: zarr.Group, rule: OverlapRule | None = None) -> tuple[np.ndarray, list[str]]:
+    """Recompute a stream's ``(chunk, label)`` labels for all its rows from its events and effort.
+
+    Parameters
+    ----------
+    group : zarr.Group
+        A stream group (read-only is enough).
+    rule : OverlapRule, optional
+        Default: the rule stored with the stream's annotations.
+
+    Returns
+    -------
+    (numpy.ndarray, list of str)
+        int8 matrix (1 positive, 0 negative, -1 unknown) and the label names.
+    """
+    start, end = _rows(group)
+    return chunk_labels(start, end, read_table(group, "event"), read_table(group, "effort"),
+                        rule or stored_rule(group))
+
+
+def write_labels(group: zarr.Group, labels: np.ndarray, names: list[str], rule: OverlapRule) -> None:
+    """Replace a stream's ``labels``/``label`` arrays (shape may change, hence recreate)."""
+    for name in (LABELS, LABEL_NAMES):
+        if name in group:
+            del group[name]
+    group.create_array(LABEL_NAMES, shape=(len(names),), chunks=(max(len(names), 1),), dtype=str,
+                       fill_value="", dimension_names=(LABEL_NAMES,))
+    if names:
+        group[LABEL_NAMES][:] = layout.as_object(names)
+    arr = group.create_array(LABELS, shape=labels.shape, chunks=(layout.META_CHUNK, max(len(names), 1)),
+                             dtype="int8", fill_value=-1, dimension_names=(LABELLED_DIM, LABEL_NAMES),
+                             attributes={"flag_values": [1, 0, -1], "flag_meanings": "positive negative unknown",
+                                         "long_name": "chunk labels from events and effort"})
+    if labels.size:
+        arr[:] = labels
+    group.attrs.update({RULE_ATTR: rule.as_attrs()})
+
+
+# ---------------------------------------------------------------- store files as a lookup
+
+class StoreFiles:
+    """Recordings in a store's files tables, found by URL or file name (a ``RecordingLookup``)."""
+
+    def __init__(self, root: zarr.Group) -> None:
+        self.by_url: dict[str, list[ResolvedRecording]] = defaultdict(list)
+        self.by_name: dict[str, list[ResolvedRecording]] = defaultdict(list)
+        for path, g in layout.iter_streams(root):
+            sr = int(g.attrs["sample_rate"])
+            urls, starts, frames = g["file_url"][:], g["file_start"][:], g["file_frames"][:]
+            for url, start, n in zip(urls, starts, frames):
+                start, n = int(start), int(n)
+                if start == NAT:
+                    continue
+                rec = ResolvedRecording(str(url), start, start + int(offset_ns(n, sr)) if n > 0 else None, path)
+                self.by_url[rec.url].append(rec)
+                self.by_name[file_name(rec.url)].append(rec)
+
+    def find(self, name: str, stream: str = "") -> list[ResolvedRecording]:
+        found = self.by_url.get(name) or self.by_name.get(file_name(name), [])
+        return [r for r in found if _under(r.stream, stream)]
+
+
+def _under(path: str, prefix: str) -> bool:
+    prefix = prefix.strip("/")
+    return not prefix or path == prefix or path.startswith(prefix + "/")
+
+
+# ---------------------------------------------------------------- attach
+
+@dataclass
+class AttachedFile:
+    """What attaching one annotation file did."""
+
+    name: str
+    format: str
+    streams: list[str] = field(default_factory=list)
+    events: int = 0
+    effort: int = 0
+    unchanged: list[str] = field(default_factory=list)
+    outside_audio: int = 0
+    skipped_rows: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class AttachReport:
+    """What one ``attach`` did: per file, failures, the labels of each touched stream."""
+
+    store: str
+    snapshot_id: str | None = None
+    files: list[AttachedFile] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    labels: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def committed(self) -> bool:
+        return bool(self.labels)
+
+    def summary(self) -> str:
+        lines = [f"store      {self.store}"]
+        for f in self.files:
+            if f.streams:
+                lines.append(f"attached   {f.name}: {f.events} events, {f.effort} effort spans -> "
+                             f"{', '.join(f.streams)}")
+            if f.unchanged:
+                lines.append(f"unchanged  {f.name}: already attached to {', '.join(f.unchanged)}")
+            if f.outside_audio:
+                lines.append(f"  {f.outside_audio} events fall outside the ingested audio (kept)")
+            for site, n in f.skipped_rows.items():
+                lines.append(f"  {n} lines for {site!r} skipped: no such stream in the store")
+            lines += [f"  note: {n}" for n in f.notes]
+        lines.append(f"failed     {len(self.failed)} files")
+        lines += [f"  - {msg}" for _, msg in self.failed]
+        for path, names in self.labels.items():
+            lines.append(f"labels     {path}: {', '.join(names) or '-'}")
+        lines.append(f"snapshot   {self.snapshot_id or '-'}" + ("" if self.committed else " (nothing new: no commit)"))
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"store": self.store, "snapshot_id": self.snapshot_id, "committed": self.committed,
+                "files": [vars(f) for f in self.files],
+                "failed": [{"file": n, "reason": m} for n, m in self.failed], "labels": self.labels}
+
+
+def read_bytes(url: str, storage_options: dict | None = None) -> bytes:
+    fs, path = filesystem(str(url), storage_options)
+    with fs.open(path, "rb") as f:
+        return f.read()
+
+
+def _route(ann: Annotations, streams: dict[str, zarr.Group], skip_unknown: bool):
+    """stream path -> (event row indices, effort row indices); and site -> lines skipped (unknown sites)."""
+    targets: dict[str, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
+    skipped: dict[str, set] = defaultdict(set)  # site -> lines of the file skipped
+    site_of = {p: str(g.attrs.get("site", "")) for p, g in streams.items()}
+    cache: dict[tuple[str, str], list[str]] = {}
+    for which, frame in ((0, ann.events), (1, ann.effort)):
+        keys = list(zip(frame["stream"].tolist(), frame["site"].tolist(), frame["line"].tolist()))
+        for i, (stream, site, line) in enumerate(keys):
+            key = (stream, site)
+            if key not in cache:
+                paths = [p for p in streams if _under(p, stream)]
+                if site and stream.strip("/") not in streams:
+                    # A row placed through the files table names its stream exactly; a site narrows the rest.
+                    wanted = {site.lower(), layout.safe_segment(site).lower()}
+                    paths = [p for p in paths if site_of[p].lower() in wanted]
+                if not paths and not (site and skip_unknown):
+                    if not stream and not site:
+                        raise AnnotationTargetError("cannot tell which stream the annotations belong to "
+                                                    "(the recording is not in the store): give the stream",
+                                                    ann.file, line or None)
+                    what = f"site {site!r}" + (f" under {stream!r}" if stream else "") if site else f"stream {stream!r}"
+                    raise AnnotationTargetError(f"unknown stream: the store has no {what}; it has "
+                                                f"{', '.join(sorted(streams)) or 'no streams'}", ann.file, line or None)
+                cache[key] = paths
+            if not cache[key]:
+                skipped[site].add(line)
+            for p in cache[key]:
+                targets[p][which].append(i)
+    return targets, {site: len(lines) for site, lines in skipped.items()}
+
+
+def _context_key(ann: Annotations) -> str:
+    return json.dumps([[u, int(s)] for u, s in ann.recordings])
+
+
+def _attached(group: zarr.Group, sha: str, context: str) -> bool:
+    if ANNOTATIONS_ATTR not in group.attrs:
+        return False
+    shas = np.asarray(group["annotation_file_sha256"][:], dtype=object)
+    ctxs = np.asarray(group["annotation_file_context"][:], dtype=object)
+    return bool(((shas == sha) & (ctxs == context)).any())
+
+
+def get_reader(format: str | AnnotationReader, **options) -> AnnotationReader:
+    """The reader for a format name (``raven``, ``audacity``, ``sanctsound``, ``podcast-tsv``,
+    ``orcahello``, ``pods-ai``, ``podcast-json``), built with ``options``; a reader passes through."""
+    from . import READERS
+
+    if not isinstance(format, str):
+        if options:
+            raise ConfigError("reader options go to the reader's constructor, not with a reader instance")
+        return format
+    if format not in READERS:
+        raise ConfigError(f"unknown annotation format {format!r}: use one of {', '.join(sorted(READERS))}")
+    try:
+        return READERS[format](**options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"bad option for the {format} reader: {exc}") from None
+
+
+def attach(
+    store: str | StoreLocation,
+    files: Iterable[str],
+    format: str | AnnotationReader,
+    *,
+    options: dict | None = None,
+    recording: Recording | None = None,
+    recordings: Iterable[Recording] = (),
+    stream: str | None = None,
+    rule: OverlapRule | None = None,
+    skip_unknown_streams: bool = False,
+    store_options: dict | None = None,
+    storage_options: dict | None = None,
+) -> AttachReport:
+    """Attach annotation files to a store's streams; events, effort and labels in one commit.
+
+    Parameters
+    ----------
+    store : str or StoreLocation
+        Store URL (path, ``s3://``, ``gs://``, ``memory://``).
+    files : iterable of str
+        Annotation files (paths or fsspec URLs).
+    format : str or AnnotationReader
+        The format, named explicitly (never guessed): ``raven``, ``audacity``,
+        ``sanctsound``, ``podcast-tsv``, ``orcahello``, ``pods-ai``,
+        ``podcast-json``; or a reader instance.
+    options : dict, optional
+        Settings for the reader's constructor (e.g. ``label_column``).
+    recording, recordings : Recording
+        The recording(s) file-relative annotations belong to (URL, or stream
+        + file name, and UTC start); without a start it is looked up in the
+        store's files tables.
+    stream : str, optional
+        Stream path (or prefix, e.g. ``sanctsound/CI01``) the annotations
+        belong to; an unknown stream is an error.
+    rule : OverlapRule, optional
+        Overlap rule for the labels; default: the stream's stored rule, else
+        ``OverlapRule()``. It is stored and reused for later refreshes.
+    skip_unknown_streams : bool
+        Skip (and count) rows for sites the store has no stream of, instead
+        of failing the file (for exports covering more sites than the store).
+    store_options, storage_options : dict, optional
+        Options for the store and for reading the annotation files.
+
+    Returns
+    -------
+    AttachReport
+        A file that cannot be read or placed is listed in ``failed`` (with
+        file and line) and the others are attached. Attaching a file whose
+        content was already attached (against the same recordings) changes
+        nothing. Events outside any ingested audio are kept and counted.
+    """
+    reader = get_reader(format, **(options or {}))
+    location = StoreLocation.from_url(store, store_options)
+    repo = open_repository(location)
+    session = repo.writable_session("main")
+    root = zarr.open_group(session.store, mode="r+")
+    streams = dict(layout.iter_streams(root))
+    if stream and not any(_under(p, stream) for p in streams):
+        raise AnnotationTargetError(f"unknown stream {stream!r}: the store has "
+                                    f"{', '.join(sorted(streams)) or 'no streams'}")
+    given = tuple(recordings) + ((recording,) if recording is not None else ())
+    context = ReadContext(given, StoreFiles(root), (stream or "").strip("/"))
+    report = AttachReport(location.url)
+    touched: dict[str, list[tuple[int, np.ndarray]]] = defaultdict(list)  # path -> (report index, event rows)
+    seen: set[tuple[str, str, str]] = set()
+    for f in files:
+        name = str(f)
+        try:
+            data = read_bytes(name, storage_options)
+        except (OSError, ValueError) as exc:
+            report.failed.append((name, f"{name}: cannot read: {exc}"))
+            continue
+        sha = hashlib.sha256(data).hexdigest()
+        try:
+            ann = reader(data, name, context)
+            targets, skipped = _route(ann, streams, skip_unknown_streams)
+        except AnnotationError as exc:
+            report.failed.append((name, str(exc)))
+            continue
+        except csv.Error as exc:  # e.g. a field larger than csv's limit: a broken file, not a crash
+            report.failed.append((name, f"{name}: not a readable table: {exc}"))
+            continue
+        entry = AttachedFile(name, reader.format, skipped_rows=skipped, notes=list(ann.notes))
+        ctx = _context_key(ann)
+        outside = np.ones(len(ann.events), dtype=bool)
+        any_new = False
+        for path in sorted(targets):
+            ev_idx, ef_idx = targets[path]
+            group = streams[path]
+            if (path, sha, ctx) in seen or _attached(group, sha, ctx):
+                entry.unchanged.append(path)
+                continue
+            seen.add((path, sha, ctx))
+            ensure_tables(group)
+            file_index = _append_table(group, FILE_ARRAYS, pd.DataFrame({
+                "sha256": [sha], "name": [name], "format": [reader.format], "context": [ctx],
+                "reader": [repr(reader)], "events": [len(ev_idx)], "effort": [len(ef_idx)]}))
+            events = ann.events.iloc[ev_idx].assign(file=file_index)
+            effort = ann.effort.iloc[ef_idx].assign(file=file_index)
+            _append_table(group, EVENT_ARRAYS, events)
+            _append_table(group, EFFORT_ARRAYS, effort)
+            start, end = _rows(group)
+            inside = events_in_audio(start, end, events["start"].to_numpy(np.int64), events["end"].to_numpy(np.int64))
+            outside[np.asarray(ev_idx, dtype=np.int64)[inside]] = False
+            entry.streams.append(path)
+            entry.events += len(ev_idx)
+            entry.effort += len(ef_idx)
+            touched[path].append((len(report.files), np.asarray(ev_idx)))
+            any_new = True
+        if any_new:
+            # An event counts as outside when no stream it went to has audio at its time.
+            placed = np.zeros(len(ann.events), dtype=bool)
+            for path in entry.streams:
+                placed[targets[path][0]] = True
+            entry.outside_audio = int((outside & placed).sum())
+        report.files.append(entry)
+    if not touched:
+        return report
+    for path in sorted(touched):
+        group = streams[path]
+        use = rule or stored_rule(group)
+        labels, names = stream_labels(group, use)
+        write_labels(group, labels, names, use)
+        report.labels[path] = names
+    n_events = sum(f.events for f in report.files)
+    attached = [f for f in report.files if f.streams]
+    message = f"pamingest annotate ({reader.format}): {len(attached)} files, {n_events} events"
+    report.snapshot_id = _commit(session, message, {"format": reader.format, "files": [f.name for f in attached],
+                                                    "events": n_events})
+    return report
+
+
+def _commit(session, message: str, metadata: dict) -> str:
+    import icechunk
+
+    try:
+        return session.commit(message, metadata=metadata)
+    except icechunk.ConflictError as exc:
+        raise ConcurrentIngestError(f"the store's main branch moved while annotating; nothing was "
+                                    f"written: run the command again ({exc})") from exc
+
+
+def refresh_labels(store: str | StoreLocation, streams: Iterable[str] | None = None, *,
+                   rule: OverlapRule | None = None, store_options: dict | None = None) -> dict[str, list[str]]:
+    """Recompute the labels of annotated streams for all their rows (e.g. after an ingest added rows).
+
+    Parameters
+    ----------
+    store : str or StoreLocation
+        Store URL.
+    streams : iterable of str, optional
+        Stream paths (or prefixes); default: every annotated stream.
+    rule : OverlapRule, optional
+        A new rule (stored); default: each stream's stored rule.
+
+    Returns
+    -------
+    dict
+        Stream path -> label names, for the streams whose labels changed
+        (all in one commit; nothing is committed when none changed).
+    """
+    location = StoreLocation.from_url(store, store_options)
+    session = open_repository(location).writable_session("main")
+    root = zarr.open_group(session.store, mode="r+")
+    prefixes = list(streams) if streams is not None else [""]
+    changed: dict[str, list[str]] = {}
+    for path, group in layout.iter_streams(root):
+        if ANNOTATIONS_ATTR not in group.attrs or not any(_under(path, p) for p in prefixes):
+            continue
+        use = rule or stored_rule(group)
+        labels, names = stream_labels(group, use)
+        same = (LABELS in group and group[LABELS].shape == labels.shape
+                and list(group[LABEL_NAMES][:]) == names and np.array_equal(group[LABELS][:], labels)
+                and stored_rule(group) == use and RULE_ATTR in group.attrs)
+        if not same:
+            write_labels(group, labels, names, use)
+            changed[path] = names
+    if changed:
+        _commit(session, f"pamingest labels: refresh {len(changed)} streams", {"streams": sorted(changed)})
+    return changed
+
+
+# ---------------------------------------------------------------- reading back (the .pam accessor)
+
+def _ns(values) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.dtype.kind == "M":
+        return arr.astype("datetime64[ns]").astype(np.int64)
+    return arr.astype(np.int64)
+
+
+def _dataset_table(ds, arrays: dict) -> dict[str, np.ndarray]:
+    out = {}
+    for name, (col, dtype, _) in arrays.items():
+        if name not in ds:
+            return {c: np.zeros(0, dtype=object if d is str else d) for c, d, _ in arrays.values()}
+        v = ds[name].values
+        out[col] = _ns(v) if name in TIME_ARRAYS else (np.asarray(v, dtype=object) if dtype is str else np.asarray(v))
+    return out
+
+
+def events_frame(ds) -> pd.DataFrame:
+    """A stream Dataset's events as a DataFrame (see ``PamAccessor.events``)."""
+    ev = _dataset_table(ds, EVENT_ARRAYS)
+    files = _dataset_table(ds, FILE_ARRAYS)["name"]
+    start, end = row_spans(_ns(ds["chunk_start"].values), ds["n_valid"].values, int(ds.attrs["sample_rate"]))
+    frame = pd.DataFrame({
+        "start": ev["start"].astype("datetime64[ns]"), "end": ev["end"].astype("datetime64[ns]"),
+        **{k: ev[k] for k in ("low_hz", "high_hz", "label", "label_norm", "source", "confidence", "annotator",
+                              "reviewed", "kind", "verdict", "recording")},
+        "file": files[ev["file"]] if len(files) else np.zeros(0, dtype=object),
+        "line": ev["line"],
+        "in_audio": events_in_audio(start, end, ev["start"], ev["end"]),
+    })
+    return frame
+
+
+def effort_frame(ds) -> pd.DataFrame:
+    """A stream Dataset's effort spans as a DataFrame (``label_norm`` ``""`` = every label)."""
+    ef = _dataset_table(ds, EFFORT_ARRAYS)
+    files = _dataset_table(ds, FILE_ARRAYS)["name"]
+    return pd.DataFrame({
+        "start": ef["start"].astype("datetime64[ns]"), "end": ef["end"].astype("datetime64[ns]"),
+        "label_norm": ef["label_norm"], "source": ef["source"], "recording": ef["recording"],
+        "file": files[ef["file"]] if len(files) else np.zeros(0, dtype=object), "line": ef["line"],
+    })
+
+
+def labels_array(ds, rule: OverlapRule | None = None):
+    """``(chunk, label)`` labels of a stream Dataset as an int8 DataArray.
+
+    The stored labels are used for the rows they cover; rows appended since
+    (or all rows, when ``rule`` differs from the stored one) are computed from
+    the stored events and effort.
+    """
+    import xarray as xr
+
+    stored = OverlapRule.from_attrs(ds.attrs.get(RULE_ATTR))
+    use = rule or stored
+    start, end = row_spans(_ns(ds["chunk_start"].values), ds["n_valid"].values, int(ds.attrs["sample_rate"]))
+    n = len(start)
+    have = LABELS in ds and use == stored
+    names = [str(x) for x in ds[LABEL_NAMES].values] if LABELS in ds else None
+    if have and ds[LABELS].shape[0] >= n:
+        values = np.asarray(ds[LABELS].values[:n], dtype=np.int8)
+    else:
+        values, names = chunk_labels(start, end, _dataset_table(ds, EVENT_ARRAYS),
+                                     _dataset_table(ds, EFFORT_ARRAYS), use, names if have else None)
+        if have:
+            k = ds[LABELS].shape[0]
+            values[:k] = np.asarray(ds[LABELS].values, dtype=np.int8)
+    return xr.DataArray(values, dims=("chunk", "label"),
+                        coords={"label": np.asarray(names, dtype=object),
+                                "chunk_start": ("chunk", ds["chunk_start"].values)},
+                        name="labels", attrs={"flag_values": [1, 0, -1],
+                                              "flag_meanings": "positive negative unknown", **use.as_attrs()})
