@@ -38,3 +38,7 @@ class ConfigError(PamIngestError):
 
 class ConcurrentIngestError(StoreError):
     """Another run moved the store's branch while this run was writing."""
+
+
+class SourceNotFoundError(PamIngestError, FileNotFoundError):
+    """A source's root, site or deployment does not exist where the source looks for it."""
