@@ -42,3 +42,7 @@ class ConcurrentIngestError(StoreError):
 
 class SourceNotFoundError(PamIngestError, FileNotFoundError):
     """A source's root, site or deployment does not exist where the source looks for it."""
+
+
+class MetadataError(PamIngestError):
+    """A source's metadata file (deployment JSON, daily index) cannot be read or understood."""
