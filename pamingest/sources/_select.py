@@ -57,13 +57,13 @@ def select_time(
     if lo is None and hi is None:
         return records
     keep: list[bool] = []
-    # For files of unknown duration: per site, the last file starting at or before lo.
+    # Per site, the last file starting at or before lo: the one that may still be recording
+    # at lo, if its duration is unknown.
     in_progress: dict[str, tuple[int, str]] = {}
     for rec in records:
         if isinstance(rec, RejectedFile):
             continue
-        dur = duration_ns(rec) if duration_ns is not None else None
-        if dur is None and lo is not None and rec.start_ns <= lo:
+        if lo is not None and rec.start_ns <= lo:
             best = in_progress.get(rec.site)
             if best is None or (rec.start_ns, rec.url) > best:
                 in_progress[rec.site] = (rec.start_ns, rec.url)
