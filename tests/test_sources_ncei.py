@@ -216,3 +216,13 @@ def test_pifsc_time_range_uses_the_xwav_span(s3, pifsc):
     unchecked = Ncei("pifsc", ROOT, check_subchunks=False, storage_options=opts).list_partition(PIFSC_DEP)
     assert [r.start_ns for r in unchecked] == [to_ns("2012-12-16T19:00"), to_ns("2012-12-16T20:00"),
                                                to_ns("2012-12-16T21:00")]
+
+
+def test_command_line(s3, nrs, tmp_path):
+    from test_cli import run
+
+    out = run("ingest", "ncei", "nrs", "--root", ROOT, "--endpoint-url", s3.endpoint, "--start", "2020-01-01",
+              "--end", "2020-01-01T08:00", "--store", tmp_path / "store", "--serial", "--json")
+    report = json.loads(out.stdout)
+    assert (report["ingested"], report["failed"]) == (3, [])
+    assert report["streams"] == ["ncei/nrs_11_2019-2021/5000Hz_1ch_pcm16"]

@@ -238,3 +238,16 @@ def test_ch01_soundtrap_files_from_a_prefix_partitioned_bucket(s3, fixtures, sto
     records = everything.list_partition("6716.")
     assert [type(r) for r in records] == [SourceFile] * 3 + [RejectedFile]
     assert [r.url for r in records[:3]] == sorted(local)
+
+
+def test_command_line(s3, mars, tmp_path):
+    from test_cli import run
+
+    out = run("ingest", "pacific-sound", "256khz", "--endpoint-url", s3.endpoint, "--start", "2022-09-01T00:05",
+              "--end", "2022-09-01T00:15", "--row-seconds", "0.5", "--store", tmp_path / "store", "--serial", "--json")
+    report = json.loads(out.stdout)
+    assert (report["ingested"], report["failed"]) == (2, [])
+    assert report["streams"] == ["pacific-sound/mars/256000Hz_1ch_pcm24"]
+    bad = run("ingest", "pacific-sound", "ch01", "--start", "2023-02-01", "--end", "2023-01-01",
+              "--store", tmp_path / "store", "--serial", check=False)
+    assert bad.returncode == 2 and "before it starts" in bad.stderr and "Traceback" not in bad.stderr

@@ -228,3 +228,16 @@ def test_default_root_is_the_public_google_bucket_read_anonymously():
     assert src.root == "gs://noaa-passive-bioacoustic/sanctsound"
     assert src.storage_options == {"token": "anon"}
     assert isinstance(src, pi.Source)
+
+
+def test_command_line(s3, archive, tmp_path):
+    from test_cli import run
+
+    out = run("ingest", "sanctsound", "--root", ROOT, "--endpoint-url", s3.endpoint, "--site", "ci01",
+              "--deployment", "03", "--store", tmp_path / "store", "--serial", "--json")
+    report = json.loads(out.stdout)
+    assert report["ingested"] == 2 and report["failed"] == []
+    assert report["streams"] == ["sanctsound/ci01_03/48000Hz_1ch_pcm16"]
+    bad = run("ingest", "sanctsound", "--root", ROOT, "--endpoint-url", s3.endpoint, "--site", "xx99",
+              "--store", tmp_path / "store", "--serial", check=False)
+    assert bad.returncode == 2 and "audio/xx99: no such site folder" in bad.stderr

@@ -142,6 +142,6 @@ def as_list(value: Any) -> list[str] | None:
     if value is None:
         return None
     if isinstance(value, (str, int)):
-        value = str(value).split(",")
-    out = [str(v).strip() for v in value if str(v).strip()]
+        value = [value]
+    out = [part.strip() for v in value for part in str(v).split(",") if part.strip()]
     return out or None
