@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,6 +174,10 @@ class SanctSound:
                     found.append(f"{site}/{folder}")
         if not found and self._deployments:
             raise SourceNotFoundError(f"{self.root}/audio: no deployment folder matches {self._deployment_names}")
+        if self._lo is not None or self._hi is not None:
+            # One small metadata read per deployment decides whether it is listed: read them together.
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(pool.map(self.deployment_metadata, found))
         return sorted(p for p in found if self._may_overlap(p))
 
     def list_partition(self, partition: str) -> list[SourceFile | RejectedFile]:
