@@ -241,3 +241,13 @@ def test_command_line(s3, archive, tmp_path):
     bad = run("ingest", "sanctsound", "--root", ROOT, "--endpoint-url", s3.endpoint, "--site", "xx99",
               "--store", tmp_path / "store", "--serial", check=False)
     assert bad.returncode == 2 and "audio/xx99: no such site folder" in bad.stderr
+
+
+def test_metadata_failures_never_raise_from_stream_attributes():
+    """Ingest calls stream_attributes while allocating rows: an unreachable bucket must not abort the run."""
+    dead = {"endpoint_url": "http://127.0.0.1:9", "key": "k", "secret": "s",
+            "config_kwargs": {"retries": {"max_attempts": 1}}}
+    src = SanctSound(ROOT, storage_options=dead)
+    file = SourceFile("sanctsound", "ci01_01", 0, f"{ROOT}/audio/ci01/sanctsound_ci01_01/audio/x.flac", 1)
+    attrs = src.stream_attributes(file)
+    assert attrs["deployment"] == "01" and "cannot list the deployment folder" in attrs["metadata_error"]

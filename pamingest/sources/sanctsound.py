@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import MetadataError, SourceNotFoundError
-from ..fsutil import filesystem, join_url
+from ..fsutil import describe_read_error, filesystem, join_url
 from ..timing import to_ns
 from ._select import as_list, list_folders, list_objects, overlaps, select_time, time_range, with_site
 from .base import RejectedFile, SourceFile
@@ -215,7 +215,13 @@ class SanctSound:
             return self._metadata[partition]
         fs, root = self._fs()
         folder = f"{root}/audio/{partition}"
-        path = self._find_metadata(fs, folder, partition.rsplit("/", 1)[-1])
+        try:
+            path = self._find_metadata(fs, folder, partition.rsplit("/", 1)[-1])
+        except Exception as exc:  # noqa: BLE001 - metadata must never stop an ingest
+            reason = f"{join_url(fs, folder)}: cannot list the deployment folder ({describe_read_error(exc)})"
+            log.warning("%s", reason)
+            self._metadata[partition] = {"metadata_error": reason}
+            return self._metadata[partition]
         if path is None:
             meta: dict[str, Any] = {}
         else:
