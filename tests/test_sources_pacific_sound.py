@@ -9,9 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import pamingest as pi
 from pamingest.errors import ConfigError
+from pamingest.sources._select import months, select_time
 from pamingest.sources.base import RejectedFile, SourceFile
 from pamingest.sources.pacific_sound import PacificSound, listing_entries
 from pamingest.timing import NS_PER_S
@@ -251,3 +254,40 @@ def test_command_line(s3, mars, tmp_path):
     bad = run("ingest", "pacific-sound", "ch01", "--start", "2023-02-01", "--end", "2023-01-01",
               "--store", tmp_path / "store", "--serial", check=False)
     assert bad.returncode == 2 and "before it starts" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# ---------------------------------------------------------------- partition and selection arithmetic
+
+T_MIN, T_MAX = to_ns("2015-01-01"), to_ns("2030-01-01")
+
+
+@settings(max_examples=300, deadline=None)
+@given(lo=st.integers(T_MIN, T_MAX), length=st.integers(1, 800 * 86400 * NS_PER_S))
+def test_months_are_exactly_those_meeting_the_range(lo, length):
+    hi = lo + length
+    got = months(lo, hi)
+    first, last = np.datetime64(lo, "ns").astype("datetime64[M]"), np.datetime64(hi - 1, "ns").astype("datetime64[M]")
+    want = np.arange(first, last + 1)
+    assert got == [(int(str(m)[:4]), int(str(m)[5:7])) for m in want]
+
+
+@settings(max_examples=200, deadline=None)
+@given(starts=st.lists(st.integers(0, 10**6), min_size=1, max_size=30, unique=True),
+       durations=st.lists(st.one_of(st.none(), st.integers(1, 10**5)), min_size=30, max_size=30),
+       lo=st.integers(-10**5, 10**6), length=st.integers(1, 10**6))
+def test_select_time_keeps_every_file_that_may_overlap(starts, durations, lo, length):
+    hi = lo + length
+    records = [SourceFile("s", "site", t, f"u{i:03d}", 1) for i, t in enumerate(starts)]
+    dur = {r.url: d for r, d in zip(records, durations)}
+    got = {r.url for r in select_time(records, lo, hi, lambda r: dur[r.url])}
+    for r in records:
+        d = dur[r.url]
+        if d is not None:
+            assert (r.url in got) == (r.start_ns < hi and r.start_ns + d > lo)
+        elif lo <= r.start_ns < hi:
+            assert r.url in got
+    # Of the files of unknown length starting before lo, only the last file to start by lo may be kept.
+    before = [r for r in records if r.start_ns <= lo]
+    last = max(before, key=lambda r: r.start_ns).url if before else None
+    extra = {r.url for r in records if dur[r.url] is None and r.start_ns < lo and r.url in got}
+    assert extra <= {last}
