@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import pamingest as pi
@@ -275,6 +275,7 @@ def test_months_are_exactly_those_meeting_the_range(lo, length):
 @given(starts=st.lists(st.integers(0, 10**6), min_size=1, max_size=30, unique=True),
        durations=st.lists(st.one_of(st.none(), st.integers(1, 10**5)), min_size=30, max_size=30),
        lo=st.integers(-10**5, 10**6), length=st.integers(1, 10**6))
+@example(starts=[0, 20], durations=[10, 5] + [None] * 28, lo=10, length=10)  # ends exactly at lo / starts at hi
 def test_select_time_keeps_every_file_that_may_overlap(starts, durations, lo, length):
     hi = lo + length
     records = [SourceFile("s", "site", t, f"u{i:03d}", 1) for i, t in enumerate(starts)]
