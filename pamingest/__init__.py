@@ -24,7 +24,10 @@ from .query import PamAccessor, open_store, open_stream, streams
 from .sources import (
     TEMPLATES,
     FilenameTemplate,
+    Ncei,
+    PacificSound,
     RejectedFile,
+    SanctSound,
     Source,
     SourceFile,
     TimestampedFiles,
@@ -38,4 +41,5 @@ __all__ = [
     "PamAccessor", "PamIngestError", "RejectedFile", "Source", "SourceFile", "StoreError",
     "StoreLocation", "StoreNotFoundError", "StreamNotFoundError", "TEMPLATES", "TemplateError",
     "TimestampedFiles", "ingest", "open_store", "open_stream", "streams",
+    "SanctSound", "Ncei", "PacificSound",
 ]

@@ -59,6 +59,34 @@ def _run_ingest(args, source) -> int:
     return 0
 
 
+def cmd_ingest_sanctsound(args) -> int:
+    from .sources.sanctsound import SanctSound
+
+    # No access options given: the source's own default (anonymous for the public bucket).
+    source = SanctSound(args.root, sites=args.site, deployments=args.deployment, start=args.start, end=args.end,
+                        storage_options=_storage_options(args) or None, name=args.source_name)
+    return _run_ingest(args, source)
+
+
+def cmd_ingest_ncei(args) -> int:
+    from .sources.ncei import Ncei
+
+    source = Ncei(args.collection, args.root, stations=args.station, deployments=args.deployment,
+                  start=args.start, end=args.end, storage_options=_storage_options(args) or None,
+                  name=args.source_name, check_subchunks=not args.no_subchunk_check)
+    return _run_ingest(args, source)
+
+
+def cmd_ingest_pacific_sound(args) -> int:
+    from .sources.pacific_sound import CH01_SERIALS, PacificSound
+
+    source = PacificSound(args.product, start=args.start, end=args.end, url=args.url,
+                          metadata_url=args.metadata_url, deployment_metadata_url=args.deployment_metadata_url,
+                          serials=args.recorder or CH01_SERIALS,
+                          storage_options=_storage_options(args) or None, name=args.source_name)
+    return _run_ingest(args, source)
+
+
 def cmd_info(args) -> int:
     from .info import store_info
 
@@ -99,6 +127,24 @@ def cmd_demo(args) -> int:
     return run_demo(workdir=args.workdir, fixtures=args.fixtures, n_workers=args.workers)
 
 
+def _ingest_options(q, time_range: bool = False) -> None:
+    """Options every ``ingest`` subcommand shares: access to the recordings, the store, the run."""
+    if time_range:
+        q.add_argument("--start", help="UTC start of the recordings to ingest (e.g. 2019-12-20 or 2019-12-20T06:00)")
+        q.add_argument("--end", help="UTC end (exclusive)")
+    q.add_argument("--endpoint-url", help="S3-compatible endpoint of the recordings' bucket")
+    q.add_argument("--anon", action="store_true", help="anonymous access to the recordings' bucket")
+    q.add_argument("--store", required=True, help="store URL: path, s3://bucket/prefix, gs://...")
+    q.add_argument("--store-endpoint-url", help="S3-compatible endpoint of the store's bucket")
+    q.add_argument("--row-seconds", type=float, default=None, help="row length of new streams (default 10)")
+    q.add_argument("--scheduler", help="Dask scheduler address (default: a LocalCluster)")
+    q.add_argument("--workers", type=int, help="LocalCluster workers (default: one per core)")
+    q.add_argument("--serial", action="store_true", help="run in this process (debugging)")
+    q.add_argument("--retry-failed", action="store_true", help="try again objects that failed before")
+    q.add_argument("--json", action="store_true", help="print the report as JSON")
+    q.add_argument("--no-progress", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pamingest", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -109,34 +155,57 @@ def build_parser() -> argparse.ArgumentParser:
     f = ing_sub.add_parser("files", help="timestamped files under a folder or bucket prefix")
     f.add_argument("root", help="folder or URL: /data/dep1, s3://bucket/prefix, gs://bucket/prefix")
     f.add_argument("--template", required=True,
-                   help="soundtrap | songmeter | audiomoth | sanctsound | sanctsound-clips | a pattern "
-                        "such as '{site}_%%Y%%m%%d_%%H%%M%%S.wav'")
+                   help="soundtrap | songmeter | audiomoth | sanctsound | sanctsound-clips | nrs | pifsc | mars | "
+                        "mars-daily | orcasound-flac | a pattern such as '{site}_%%Y%%m%%d_%%H%%M%%S.wav'")
     f.add_argument("--source-name", default="files", help="first level of the store's groups (default: files)")
     f.add_argument("--site", help="site name when the template has no {site} field")
-    f.add_argument("--endpoint-url", help="S3-compatible endpoint of the recordings' bucket")
-    f.add_argument("--anon", action="store_true", help="anonymous access to the recordings' bucket")
+    _ingest_options(f)
     f.set_defaults(func=cmd_ingest_files)
 
     o = ing_sub.add_parser("orcasound", help="Orcasound live HLS sessions (or --flac archives)")
     o.add_argument("--node", action="append", required=True, help="node folder, e.g. rpi_orcasound_lab (repeatable)")
-    o.add_argument("--start", help="UTC start, e.g. 2024-11-01T00:00:00Z")
-    o.add_argument("--end", help="UTC end")
     o.add_argument("--bucket", default="audio-orcasound-net")
     o.add_argument("--flac", action="store_true", help="the node's FLAC archive instead of HLS")
     o.add_argument("--capture-delay", type=float, default=0.0,
                    help="seconds added to PTS-derived times for the node's capture start-up (default 0)")
-    o.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS, anonymous)")
+    _ingest_options(o, time_range=True)
     o.set_defaults(func=cmd_ingest_orcasound)
-    for q in (f, o):
-        q.add_argument("--store", required=True, help="store URL: path, s3://bucket/prefix, gs://...")
-        q.add_argument("--store-endpoint-url", help="S3-compatible endpoint of the store's bucket")
-        q.add_argument("--row-seconds", type=float, default=None, help="row length of new streams (default 10)")
-        q.add_argument("--scheduler", help="Dask scheduler address (default: a LocalCluster)")
-        q.add_argument("--workers", type=int, help="LocalCluster workers (default: one per core)")
-        q.add_argument("--serial", action="store_true", help="run in this process (debugging)")
-        q.add_argument("--retry-failed", action="store_true", help="try again objects that failed before")
-        q.add_argument("--json", action="store_true", help="print the report as JSON")
-        q.add_argument("--no-progress", action="store_true")
+
+    from .sources.ncei import COLLECTIONS
+    from .sources.ncei import DEFAULT_ROOT as NCEI_ROOT
+    from .sources.pacific_sound import CH01_SERIALS, PRODUCTS
+    from .sources.sanctsound import DEFAULT_ROOT as SANCTSOUND_ROOT
+
+    s = ing_sub.add_parser("sanctsound", help="NOAA SanctSound recordings (gs://noaa-passive-bioacoustic/sanctsound)")
+    s.add_argument("--root", default=SANCTSOUND_ROOT, help=f"collection root or a copy of it (default {SANCTSOUND_ROOT})")
+    s.add_argument("--site", action="append", help="site such as ci01 (repeat or comma-separate; default all)")
+    s.add_argument("--deployment", action="append", help="deployment such as 02 or ci01_02 (repeat; default all)")
+    s.add_argument("--source-name", default="sanctsound", help="first level of the store's groups")
+    _ingest_options(s, time_range=True)
+    s.set_defaults(func=cmd_ingest_sanctsound)
+
+    n = ing_sub.add_parser("ncei", help=f"NOAA NCEI NRS or PIFSC recordings ({NCEI_ROOT})")
+    n.add_argument("collection", choices=sorted(COLLECTIONS))
+    n.add_argument("--root", default=NCEI_ROOT, help=f"archive root or a copy of it (default {NCEI_ROOT})")
+    n.add_argument("--station", action="append", help="NRS station (11) or PIFSC project (pipan); repeat")
+    n.add_argument("--deployment", action="append", help="deployment folder or its number; repeat")
+    n.add_argument("--no-subchunk-check", action="store_true",
+                   help="PIFSC: do not read XWAV directories (files timed by name; duty-cycled files mistimed)")
+    n.add_argument("--source-name", default="ncei", help="first level of the store's groups")
+    _ingest_options(n, time_range=True)
+    n.set_defaults(func=cmd_ingest_ncei)
+
+    ps = ing_sub.add_parser("pacific-sound", help="MBARI Pacific Sound recordings (AWS, public)")
+    ps.add_argument("product", choices=sorted(PRODUCTS))
+    ps.add_argument("--url", help="the product's bucket URL, replacing the default (256khz: keep {year})")
+    ps.add_argument("--metadata-url", help="daily metadata prefix (256khz); '' to ignore it")
+    ps.add_argument("--deployment-metadata-url", help="deployment JSON kept as stream attributes")
+    ps.add_argument("--recorder", action="append",
+                    help=f"ch01 recorder serial to list (repeat; default {', '.join(CH01_SERIALS)})")
+    ps.add_argument("--source-name", default="pacific-sound", help="first level of the store's groups")
+    _ingest_options(ps, time_range=True)
+    ps.set_defaults(func=cmd_ingest_pacific_sound)
+
 
     info = sub.add_parser("info", help="streams, hours, failures and history of a store")
     info.add_argument("store")

@@ -57,3 +57,11 @@ class AnnotationError(PamIngestError):
 
 class AnnotationTargetError(AnnotationError):
     """An annotation names a stream, site or recording that the store does not hold."""
+
+
+class SourceNotFoundError(PamIngestError, FileNotFoundError):
+    """A source's root, site or deployment does not exist where the source looks for it."""
+
+
+class MetadataError(PamIngestError):
+    """A source's metadata file (deployment JSON, daily index) cannot be read or understood."""

@@ -26,6 +26,12 @@ def filesystem(url: str, storage_options: dict[str, Any] | None = None):
             options.setdefault("client_kwargs", {})
             options["client_kwargs"] = {**options["client_kwargs"], "endpoint_url": endpoint}
         options.setdefault("use_listings_cache", False)
+    elif protocol in ("gs", "gcs"):
+        # gcsfs spells anonymous access token="anon"; accept the s3fs spelling too, so that
+        # one ``--anon`` works for every public bucket.
+        if options.pop("anon", False):
+            options.setdefault("token", "anon")
+        options.setdefault("use_listings_cache", False)
     fs, path = fsspec.core.url_to_fs(url, **options)
     return fs, path
 

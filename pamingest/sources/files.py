@@ -89,25 +89,56 @@ class TimestampedFiles:
             entries = [e for e in fs.ls(prefix, detail=True) if e["type"] != "directory"]
         else:
             entries = list(fs.find(prefix, detail=True).values())
-        records: list[SourceFile | RejectedFile] = []
-        for info in entries:
-            path = info["name"]
-            base = path.rsplit("/", 1)[-1]
-            if not base.lower().endswith(self.suffixes):
-                continue
-            url = join_url(fs, path)
-            size, etag = int(info.get("size") or 0), _etag(info)
-            try:
-                start_ns, fields = parse_name(base, self.templates)
-            except TemplateError as exc:
-                records.append(RejectedFile(self.name, url, size, etag, str(exc)))
-                continue
-            site = fields.get("site") or self.site
-            if not site:
-                records.append(RejectedFile(self.name, url, size, etag, f"{base}: the template gives no site and none was set"))
-                continue
-            records.append(
-                SourceFile(self.name, site, start_ns, url, size, etag, tuple(sorted(fields.items())))
-            )
-        return sorted(records, key=lambda r: r.url)
+        return records_from_listing(fs, entries, self.templates, self.name, self.site, self.suffixes)
 
+
+def records_from_listing(
+    fs,
+    entries: list[dict[str, Any]],
+    templates: tuple[FilenameTemplate, ...],
+    source: str,
+    site: str | None = None,
+    suffixes: tuple[str, ...] = AUDIO_SUFFIXES,
+) -> list[SourceFile | RejectedFile]:
+    """Records for listed objects (fsspec ``info`` dicts: ``name``, ``size``, ``ETag``...).
+
+    Objects whose names do not end with one of ``suffixes`` are ignored; names
+    no template matches become RejectedFile records. Sorted by URL, so the same
+    listing always gives the same records. Shared by every source that lists
+    objects, so that a listing held in a file (a saved ``aws s3 ls``) gives
+    exactly what a live listing would.
+
+    Parameters
+    ----------
+    fs : fsspec.AbstractFileSystem
+        The filesystem the entries come from (it makes their URLs).
+    entries : list of dict
+        Listed objects, as ``fs.ls(..., detail=True)`` or ``fs.find(..., detail=True)`` give them.
+    templates : tuple of FilenameTemplate
+        Name templates, tried in order.
+    source : str
+        The records' source name.
+    site : str, optional
+        Site of files whose template has no ``{site}`` field.
+    suffixes : tuple of str
+        Object name endings to consider (case-insensitive).
+    """
+    records: list[SourceFile | RejectedFile] = []
+    for info in entries:
+        path = info["name"]
+        base = path.rsplit("/", 1)[-1]
+        if not base.lower().endswith(suffixes):
+            continue
+        url = join_url(fs, path)
+        size, etag = int(info.get("size") or 0), _etag(info)
+        try:
+            start_ns, fields = parse_name(base, templates)
+        except TemplateError as exc:
+            records.append(RejectedFile(source, url, size, etag, str(exc)))
+            continue
+        file_site = fields.get("site") or site
+        if not file_site:
+            records.append(RejectedFile(source, url, size, etag, f"{base}: the template gives no site and none was set"))
+            continue
+        records.append(SourceFile(source, file_site, start_ns, url, size, etag, tuple(sorted(fields.items()))))
+    return sorted(records, key=lambda r: r.url)

@@ -168,6 +168,15 @@ TEMPLATES: dict[str, tuple[FilenameTemplate, ...]] = {
         FilenameTemplate(r"SanctSound_{site:[A-Za-z]{2}\d{2}}_{deployment:\d+}_{serial:\d+}_%y%m%d%H%M%S_{suffix:[A-Za-z0-9]+}.{ext:flac|wav}"),
         FilenameTemplate(r"SanctSound_{site:[A-Za-z]{2}\d{2}}_{deployment:\d+}_{serial:\d+}_%y%m%d%H%M%S.{ext:flac|wav}"),
     ),
+    # NOAA NCEI Noise Reference Station: NRS11_20191231_230836.flac; some names carry seconds = 60.
+    "nrs": (FilenameTemplate(r"NRS{station:\d{2}}_%Y%m%d_%H%M%S.{ext:flac|wav}"),),
+    # NOAA PIFSC HARP recordings as FLAC-compressed XWAV: Hawaii_K_14_121216_190000.df20.x.flac
+    # (``.dfNN`` marks a product decimated by NN).
+    "pifsc": (FilenameTemplate(r"{prefix:[A-Za-z0-9_]+?}_%y%m%d_%H%M%S{product:(?:\.df\d+)?}.x.{ext:flac|wav}"),),
+    # MBARI MARS hydrophone: 10 min files MARS_20220901_000016.wav (256 kHz buckets) and
+    # day-long decimated files MARS-20220901T000000Z-16kHz.wav / -2kHz.wav.
+    "mars": (FilenameTemplate(r"MARS_%Y%m%d_%H%M%S.{ext:wav|flac}"),),
+    "mars-daily": (FilenameTemplate(r"MARS-%Y%m%dT%H%M%SZ-{product:\d+kHz}.{ext:wav|flac}"),),
     # The exemplar clips of noaa-onms/sanctsound carry a label where the serial goes.
     "sanctsound-clips": (
         FilenameTemplate(r"{prefix:(?:[a-z]+_)?}SanctSound_{site:[A-Za-z]{2}\d{2}}_{deployment:\d+}_{label:[a-z]+}_%Y%m%dT%H%M%SZ.{ext:wav|flac}"),

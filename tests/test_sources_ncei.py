@@ -1,0 +1,228 @@
+"""NCEI NRS and PIFSC sources against a moto bucket laid out as gs://noaa-passive-bioacoustic."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import pamingest as pi
+from pamingest.errors import SourceNotFoundError
+from pamingest.sources.base import SourceFile
+from pamingest.sources.ncei import Ncei, read_xwav_directory
+
+from helpers import assert_stream_matches, by_name, to_ns
+
+BUCKET = "noaa-passive-bioacoustic"
+ROOT = f"s3://{BUCKET}"
+
+
+def write_flac(path: Path, seconds: float, rate: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    samples = rng.integers(-2**15, 2**15, size=(int(seconds * rate), 1), dtype=np.int16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), samples, rate, format="FLAC", subtype="PCM_16")
+    return path
+
+
+# ---------------------------------------------------------------- NRS
+
+NRS = {
+    "11/nrs_11_2019-2021": ["NRS11_20191231_230836.flac", "NRS11_20200101_030843.flac",
+                            "NRS11_20200101_070850.flac",
+                            "NRS11_20200101_110860.flac"],  # seconds = 60: 11:09:00
+    "11/nrs_11_2015-2017": ["NRS11_20160101_000004.flac"],
+    "01/nrs_01_2019": ["NRS01_20190601_000000.flac"],
+}
+
+
+@pytest.fixture
+def nrs(s3, tmp_path):
+    s3.bucket(BUCKET)
+    for i, (folder, names) in enumerate(NRS.items()):
+        for j, name in enumerate(names):
+            path = write_flac(tmp_path / "nrs" / name, 2.2, 5000, seed=10 * i + j)
+            s3.put(BUCKET, f"nrs/audio/{folder}/audio/{name}", path)
+    return tmp_path / "nrs"
+
+
+def test_nrs_names_with_seconds_sixty_ingest_at_the_rolled_over_time(s3, nrs, store):
+    src = Ncei("nrs", ROOT, stations="11", deployments="nrs_11_2019-2021", storage_options=s3.storage_options)
+    assert src.partitions() == ["11/nrs_11_2019-2021"]
+    report = pi.ingest(src, store, client="serial", row_seconds=1)
+    assert report.ingested == 4 and not report.failed, report.summary()
+    ds = pi.open_store(store)["ncei/nrs_11_2019-2021/5000Hz_1ch_pcm16"].to_dataset()
+    assert assert_stream_matches(ds, by_name(nrs)) == 4
+    starts = dict(zip([u.rsplit("/", 1)[-1] for u in ds["file_url"].values], ds["file_start"].values))
+    assert starts["NRS11_20200101_110860.flac"] == np.datetime64("2020-01-01T11:09:00")
+    assert starts["NRS11_20191231_230836.flac"] == np.datetime64("2019-12-31T23:08:36")
+    # The second row of the rolled-over file starts 1 s after 11:09:00.
+    i = [u.rsplit("/", 1)[-1] for u in ds["file_url"].values].index("NRS11_20200101_110860.flac")
+    row = np.flatnonzero((ds["file_index"].values == i) & (ds["file_offset"].values == 5000))[0]
+    assert ds["chunk_start"].values[row] == np.datetime64("2020-01-01T11:09:01")
+    assert ds.attrs["collection"] == "nrs" and ds.attrs["deployment"] == "nrs_11_2019-2021"
+
+
+def test_nrs_time_range_prunes_deployments_by_their_years_and_files_by_4h_spans(s3, nrs):
+    opts = s3.storage_options
+    assert Ncei("nrs", ROOT, storage_options=opts).partitions() == [
+        "01/nrs_01_2019", "11/nrs_11_2015-2017", "11/nrs_11_2019-2021"]
+    src = Ncei("nrs", ROOT, start="2020-01-01T00:00", end="2020-01-01T08:00", storage_options=opts)
+    assert src.partitions() == ["11/nrs_11_2019-2021"]
+    # 23:08:36 + 4 h runs into the range; 11:09:00 starts after it.
+    assert [r.name for r in src.list_partition("11/nrs_11_2019-2021")] == [
+        "NRS11_20191231_230836.flac", "NRS11_20200101_030843.flac", "NRS11_20200101_070850.flac"]
+    with pytest.raises(SourceNotFoundError, match="no deployment folder matches 2019-2021"):
+        Ncei("nrs", ROOT, deployments="2019-2021", storage_options=opts).partitions()  # not a number
+    assert Ncei("nrs", ROOT, stations=["01"], storage_options=opts).partitions() == ["01/nrs_01_2019"]
+    with pytest.raises(SourceNotFoundError, match="nrs/audio/39: no such nrs folder"):
+        Ncei("nrs", ROOT, stations="39", storage_options=opts).partitions()
+
+
+def test_nrs_name_times_agree_with_the_archive_metadata(s3, fixtures):
+    """The real NRS11 file names of three days, listed from the bucket layout, give the metadata's starts."""
+    s3.bucket(BUCKET)
+    want = {}
+    for day in sorted((fixtures / "noaa-nrs" / "metadata").glob("*.json")):
+        for entry in json.loads(day.read_text()):
+            key = entry["uri"].split(f"{BUCKET}/", 1)[1]
+            want[f"{ROOT}/{key}"] = to_ns(entry["start"])
+            s3.put(BUCKET, key, b"")  # listing only: the records come from names, no audio is read
+    src = Ncei("nrs", ROOT, storage_options=s3.storage_options)
+    records = [r for p in src.partitions() for r in src.list_partition(p)]
+    assert len(records) == len(want) == 19
+    assert {r.url: r.start_ns for r in records} == want
+    assert all(isinstance(r, SourceFile) and r.site == "nrs_11_2019-2021" for r in records)
+
+
+# ---------------------------------------------------------------- PIFSC (XWAV in FLAC)
+
+def harp_chunk(starts: list[dt.datetime], frames: list[int], rate: int) -> bytes:
+    """A Triton ``harp`` chunk: 56-byte header, 32 bytes per raw file."""
+    body = struct.pack("<B10s4s4s8sB8sHiih8s", 1, b"V2.64", b"K", b"Hawa", b"Hawaii14", 1, b"12345678",
+                       len(starts), -157_000_000, 19_500_000, -700, b"")
+    loc = 0
+    for start, n in zip(starts, frames):
+        body += struct.pack("<6BHIIIIB7s", start.year - 2000, start.month, start.day, start.hour, start.minute,
+                            start.second, start.microsecond // 1000, loc, 2 * n, 2 * n, rate, 1, b"")
+        loc += 2 * n
+    assert len(body) == 56 + 32 * len(starts)
+    return b"harp" + struct.pack("<I", len(body)) + body
+
+
+def riff_header_chunks(rate: int, n_frames: int, harp: bytes) -> list[bytes]:
+    fmt = b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, rate, 2 * rate, 2, 16)
+    return [b"RIFF" + struct.pack("<I", 0) + b"WAVE", fmt, harp, b"data" + struct.pack("<I", 2 * n_frames)]
+
+
+def write_xflac(path: Path, seconds_per_chunk: float, rate: int, starts: list[dt.datetime] | None, seed: int):
+    """A FLAC as ``flac --keep-foreign-metadata`` makes from an XWAV: RIFF chunks in 'riff' APPLICATION blocks."""
+    n = int(seconds_per_chunk * rate)
+    plain = write_flac(path.with_suffix(".plain.flac"), seconds_per_chunk * (len(starts) if starts else 3), rate, seed)
+    data = plain.read_bytes()
+    plain.unlink()
+    blocks, pos, last = [], 4, False
+    while not last:
+        last, kind, size = bool(data[pos] & 0x80), data[pos] & 0x7F, int.from_bytes(data[pos + 1 : pos + 4], "big")
+        blocks.append((kind, data[pos + 4 : pos + 4 + size]))
+        pos += 4 + size
+    if starts:
+        frames = [n] * len(starts)
+        riff = [(2, b"riff" + c) for c in riff_header_chunks(rate, sum(frames), harp_chunk(starts, frames, rate))]
+        blocks = blocks[:1] + riff + blocks[1:]
+    out = bytearray(b"fLaC")
+    for i, (kind, body) in enumerate(blocks):
+        out += bytes([kind | (0x80 if i == len(blocks) - 1 else 0)]) + len(body).to_bytes(3, "big") + body
+    path.write_bytes(bytes(out) + data[pos:])
+    return path
+
+
+T0 = dt.datetime(2012, 12, 16, 19, 0, 0, 125_000)
+PIFSC_DEP = "pipan/hawaii/pipan_hawaii_14"
+
+
+@pytest.fixture
+def pifsc(s3, tmp_path):
+    s3.bucket(BUCKET)
+    folder = tmp_path / "pifsc"
+    folder.mkdir()
+    files = {
+        # continuous: three 1.5 s raw files back to back, the first at 19:00:00.125
+        "Hawaii_K_14_121216_190000.df20.x.flac": [T0 + dt.timedelta(seconds=1.5 * i) for i in range(3)],
+        # duty-cycled: 1.5 s every 5 min
+        "Hawaii_K_14_121216_200000.df20.x.flac": [dt.datetime(2012, 12, 16, 20, 5 * i) for i in range(3)],
+        # no harp chunk at all
+        "Hawaii_K_14_121216_210000.df20.x.flac": None,
+    }
+    for i, (name, starts) in enumerate(files.items()):
+        path = write_xflac(folder / name, 1.5, 10_000, starts, seed=i)
+        s3.put(BUCKET, f"pifsc/audio/{PIFSC_DEP}/audio/{name}", path)
+    s3.put(BUCKET, f"pifsc/audio/{PIFSC_DEP}/audio/README.flac", b"not an x.flac")  # ignored by suffix
+    return folder
+
+
+def test_xwav_directory_is_read_from_flac_foreign_metadata(s3, pifsc):
+    url = f"{ROOT}/pifsc/audio/{PIFSC_DEP}/audio/Hawaii_K_14_121216_190000.df20.x.flac"
+    subchunks, rate = read_xwav_directory(url, s3.storage_options)
+    assert rate == 10_000 and [s.frames for s in subchunks] == [15_000] * 3
+    assert subchunks[0].start_ns == to_ns("2012-12-16T19:00:00.125")
+    assert subchunks[2].start_ns == to_ns("2012-12-16T19:00:03.125")
+    plain = f"{ROOT}/pifsc/audio/{PIFSC_DEP}/audio/Hawaii_K_14_121216_210000.df20.x.flac"
+    assert read_xwav_directory(plain, s3.storage_options) is None
+    # ... and from an uncompressed .x.wav.
+    header = b"".join(riff_header_chunks(10_000, 30_000, harp_chunk([T0, T0 + dt.timedelta(seconds=2)],
+                                                                    [20_000, 10_000], 10_000)))
+    s3.put(BUCKET, "pifsc/x.x.wav", header + bytes(60_000))
+    subchunks, rate = read_xwav_directory(f"{ROOT}/pifsc/x.x.wav", s3.storage_options)
+    assert [s.frames for s in subchunks] == [20_000, 10_000]
+
+
+def test_pifsc_continuous_xwav_ingested_at_its_directory_time_duty_cycled_rejected(s3, pifsc, store):
+    src = Ncei("pifsc", ROOT, stations="pipan", deployments=14, storage_options=s3.storage_options)
+    assert src.partitions() == [PIFSC_DEP]
+    report = pi.ingest(src, store, client="serial")
+    assert report.ingested == 2, report.summary()
+    [failed] = report.failed
+    assert failed.url.endswith("Hawaii_K_14_121216_200000.df20.x.flac")
+    assert "duty-cycled XWAV (3 raw files, gaps up to 298.5 s)" in failed.reason
+    ds = pi.open_store(store)["ncei/pipan_hawaii_14/10000Hz_1ch_pcm16"].to_dataset()
+    assert assert_stream_matches(ds, by_name(pifsc)) == 2
+    # The directory's first raw file (ms precision) times the file, not its name.
+    assert ds["file_start"].values[0] == np.datetime64("2012-12-16T19:00:00.125")
+    assert ds["file_start"].values[1] == np.datetime64("2012-12-16T21:00:00")
+
+
+def test_pifsc_time_range_uses_the_xwav_span(s3, pifsc):
+    opts = s3.storage_options
+
+    def selected(**kw):
+        records = Ncei("pifsc", ROOT, storage_options=opts, **kw).list_partition(PIFSC_DEP)
+        # The duty-cycled file is reported whatever the range: it cannot be placed in time.
+        assert [r.url.rsplit("/", 1)[-1] for r in records if not isinstance(r, SourceFile)] == [
+            "Hawaii_K_14_121216_200000.df20.x.flac"]
+        return [r.name for r in records if isinstance(r, SourceFile)]
+
+    # 19:00:00.125 + 4.5 s of raw files: a range from 19:00:04 still meets it, one from 19:00:05 does not
+    # (files of unknown span, like the one without a directory, start inside the range or are dropped).
+    assert selected(start="2012-12-16T19:00:04", end="2012-12-16T19:30") == ["Hawaii_K_14_121216_190000.df20.x.flac"]
+    assert selected(start="2012-12-16T19:00:05", end="2012-12-16T19:30") == []
+    assert selected(start="2012-12-16T20:30", end="2012-12-16T21:30") == ["Hawaii_K_14_121216_210000.df20.x.flac"]
+    # Without the header check, files are timed (and selected) by name only.
+    unchecked = Ncei("pifsc", ROOT, check_subchunks=False, storage_options=opts).list_partition(PIFSC_DEP)
+    assert [r.start_ns for r in unchecked] == [to_ns("2012-12-16T19:00"), to_ns("2012-12-16T20:00"),
+                                               to_ns("2012-12-16T21:00")]
+
+
+def test_command_line(s3, nrs, tmp_path):
+    from test_cli import run
+
+    out = run("ingest", "ncei", "nrs", "--root", ROOT, "--endpoint-url", s3.endpoint, "--start", "2020-01-01",
+              "--end", "2020-01-01T08:00", "--store", tmp_path / "store", "--serial", "--json")
+    report = json.loads(out.stdout)
+    assert (report["ingested"], report["failed"]) == (3, [])
+    assert report["streams"] == ["ncei/nrs_11_2019-2021/5000Hz_1ch_pcm16"]
