@@ -35,6 +35,19 @@ def deployments():
             tags=["pamingest", "orcasound"],
         ),
         ingest.to_deployment(
+            name="sanctsound",
+            parameters={"source": "sanctsound",
+                        "options": {"sites": os.environ.get("PAMINGEST_SANCTSOUND_SITES", "ci01").split(",")}},
+            description="NOAA SanctSound recordings (gs://noaa-passive-bioacoustic/sanctsound).",
+            tags=["pamingest", "sanctsound"],
+        ),
+        ingest.to_deployment(
+            name="pacific-sound",
+            parameters={"source": "pacific-sound", "options": {"product": "256khz"}},
+            description="MBARI Pacific Sound recordings (give start/end when running it).",
+            tags=["pamingest", "pacific-sound"],
+        ),
+        ingest.to_deployment(
             name="files", parameters={"source": "files", "options": {"root": files_root, "template": "soundtrap"}},
             description="Timestamped recordings under a folder or bucket prefix.",
             tags=["pamingest"],

@@ -16,7 +16,10 @@ import pandas as pd
 
 from .ingest import IngestReport, ingest
 from .sources.files import TimestampedFiles
+from .sources.ncei import Ncei
 from .sources.orcasound import OrcasoundFLAC, OrcasoundHLS
+from .sources.pacific_sound import PacificSound
+from .sources.sanctsound import SanctSound
 from .timing import to_ns
 
 # Source kinds a deployment can name, and the class each builds.
@@ -24,6 +27,9 @@ SOURCES: dict[str, Any] = {
     "files": TimestampedFiles,
     "orcasound": OrcasoundHLS,
     "orcasound-flac": OrcasoundFLAC,
+    "sanctsound": SanctSound,
+    "ncei": Ncei,
+    "pacific-sound": PacificSound,
 }
 
 # Settings read from the environment, so that a deployment's parameters stay

@@ -9,6 +9,7 @@ drift from rounding: ``t = file_start + round(offset * 1e9 / sample_rate)``.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,8 @@ def samples_per_row(sample_rate: int, row_seconds: float) -> int:
         raise ValueError(f"sample rate must be positive, got {sample_rate}")
     if row_seconds <= 0:
         raise ValueError(f"row length must be positive, got {row_seconds} s")
-    n = int(round(row_seconds * sample_rate))
+    # Half up, not Python's half-to-even: 0.5 s at 1 Hz is one sample, not none.
+    n = int(math.floor(row_seconds * sample_rate + 0.5))
     if n < 1:
         raise ValueError(f"a {row_seconds} s row at {sample_rate} Hz holds no sample")
     return n
