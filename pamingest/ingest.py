@@ -430,9 +430,7 @@ def _write_tables(root: zarr.Group, units: list[Unit], rejected: list[RejectedFi
         group = root[path]
         spr = int(group.attrs["row_samples"])
         n_rows = group["audio"].shape[0]
-        for name in layout.ROW_ARRAYS:
-            if group[name].shape[0] < n_rows:
-                group[name].resize((n_rows,))
+        layout.grow_row_arrays(group, n_rows)
         for unit in group_units:
             table = unit.row_table(spr)
             rows = np.asarray(unit.rows, dtype=np.int64)

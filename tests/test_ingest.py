@@ -253,3 +253,29 @@ def test_sources_can_describe_their_streams(tmp_path, fixtures):
     ds = only_stream(pi.open_store(str(tmp_path / "s")))
     assert ds.attrs["instrument"] == "SoundTrap 67416073" and ds.attrs["deployment_lat"] == 36.7
     assert ds.attrs["sample_rate"] == 8000  # layout attributes cannot be overridden
+
+
+def test_later_per_row_arrays_grow_with_new_rows(tmp_path, fixtures):
+    """An array another stage added on the chunk dimension (scores) grows with the rows."""
+    from pamingest.store.repo import StoreLocation, open_repository
+
+    folder = tmp_path / "rec"
+    folder.mkdir()
+    files = sorted((fixtures / "songmeter" / "S4A03895").glob("*.wav"))
+    for f in files[:2]:
+        (folder / f.name).write_bytes(f.read_bytes())
+    store = str(tmp_path / "s")
+    src = pi.TimestampedFiles(str(folder), "songmeter")
+    pi.ingest(src, store, client="serial")
+    repo = open_repository(StoreLocation.from_url(store))
+    session = repo.writable_session("main")
+    group = zarr.open_group(session.store, mode="a")["files/S4A03895/22000Hz_1ch_pcm16"]
+    scores = group.create_array("score_demo", shape=(2, 3), chunks=(1024, 3), dtype="float32",
+                                fill_value=float("nan"), dimension_names=("chunk", "class"))
+    scores[:] = 0.5
+    session.commit("add scores")
+    (folder / files[2].name).write_bytes(files[2].read_bytes())
+    pi.ingest(src, store, client="serial")
+    ds = pi.open_store(store)["files/S4A03895/22000Hz_1ch_pcm16"].to_dataset()
+    assert ds["score_demo"].shape == (3, 3)
+    assert np.isnan(ds["score_demo"].values[2]).all() and (ds["score_demo"].values[:2] == 0.5).all()

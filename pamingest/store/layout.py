@@ -180,6 +180,19 @@ def ensure_rejected(root: zarr.Group) -> zarr.Group:
     return group
 
 
+def grow_row_arrays(stream: zarr.Group, n_rows: int) -> None:
+    """Grow every array of a stream whose first dimension is ``chunk`` to ``n_rows``.
+
+    Per-row arrays added by later stages (scores, labels) grow with the rows,
+    holding their fill value ("not computed yet"), so the group stays openable
+    as one Dataset after every ingest.
+    """
+    for name, array in stream.arrays():
+        dims = array.metadata.dimension_names or ()
+        if dims and dims[0] == "chunk" and array.shape[0] < n_rows:
+            array.resize((n_rows, *array.shape[1:]))
+
+
 def ensure_runs(stream: zarr.Group) -> zarr.Group:
     if RUNS_GROUP in stream:
         return stream[RUNS_GROUP]
