@@ -145,31 +145,49 @@ def _samples(task: WriteTask, storage_options: dict):
     raise ValueError(f"unknown decoder {kind!r}")
 
 
-def write_rows(task: WriteTask, fork, storage_options: dict):
+def write_rows(task: WriteTask, fork, storage_options: dict, batch_rows: int = 8):
     """Decode the task's samples, cut them into rows, write them through ``fork``.
 
     Returns (fork, samples written, error). Input blocks of any length are
-    re-cut into rows, so a decoder may yield segments or rows alike.
+    re-cut into rows, so a decoder may yield segments or rows alike. Rows
+    that land on consecutive store rows are written ``batch_rows`` at a time:
+    zarr then encodes their chunks concurrently.
     """
     try:
         audio = zarr.open_array(fork.store, path=task.array_path, mode="r+")
         spr = task.row_samples
-        row = np.zeros((1, spr, audio.shape[2]), dtype=audio.dtype)
-        filled, k, written = 0, 0, 0
+        buf = np.zeros((batch_rows, spr, audio.shape[2]), dtype=audio.dtype)
+        held: list[int] = []  # store rows of the rows filled in buf
+        filled = written = 0
+
+        def flush() -> None:
+            k = 0
+            while k < len(held):
+                j = k + 1
+                while j < len(held) and held[j] == held[j - 1] + 1:
+                    j += 1
+                audio[held[k] : held[k] + (j - k)] = buf[k:j]
+                k = j
+            held.clear()
+
         for block in _samples(task, storage_options):
             pos = 0
             while pos < len(block):
                 take = min(spr - filled, len(block) - pos)
-                row[0, filled : filled + take] = block[pos : pos + take]
+                buf[len(held), filled : filled + take] = block[pos : pos + take]
                 filled += take
                 pos += take
                 if filled == spr:
-                    audio[task.rows[k] : task.rows[k] + 1] = row
-                    k, written, filled = k + 1, written + spr, 0
+                    held.append(task.rows[written // spr])
+                    written += spr
+                    filled = 0
+                    if len(held) == batch_rows:
+                        flush()
         if filled:
-            row[0, filled:] = 0
-            audio[task.rows[k] : task.rows[k] + 1] = row
-            k, written = k + 1, written + filled
+            buf[len(held), filled:] = 0
+            held.append(task.rows[written // spr])
+            written += filled
+        flush()
         expected = task.stop - task.first_sample
         if written != expected:
             raise DecodeError(f"decoded {written} samples where {expected} were expected")
