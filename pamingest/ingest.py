@@ -145,7 +145,10 @@ def _samples(task: WriteTask, storage_options: dict):
     raise ValueError(f"unknown decoder {kind!r}")
 
 
-def write_rows(task: WriteTask, fork, storage_options: dict, batch_rows: int = 8):
+WRITE_BATCH_BYTES = 8 * 2**20  # rows written together: ~8 MB of samples at most
+
+
+def write_rows(task: WriteTask, fork, storage_options: dict):
     """Decode the task's samples, cut them into rows, write them through ``fork``.
 
     Returns (fork, samples written, error). Input blocks of any length are
