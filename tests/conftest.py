@@ -86,3 +86,23 @@ def copy_tree(src: Path, dst: Path, pattern: str = "*") -> list[Path]:
         shutil.copy(p, dst / p.name)
         out.append(dst / p.name)
     return out
+
+
+# (folder under the fixtures, template, source name) of the recordings the demo serves.
+DEMO_RECORDINGS = [
+    ("songmeter/S4A03895", "songmeter", "songmeter"),  # duty-cycled: 10 s every 15 min, 22 kHz
+    ("soundtrap", "soundtrap", "soundtrap"),  # three consecutive 5 min FLAC files, 8 kHz
+    ("sanctsound/clips", "sanctsound-clips", "sanctsound"),  # labelled clips, many sites and rates
+]
+
+
+@pytest.fixture(scope="session")
+def demo_store(tmp_path_factory) -> str:
+    """A store like the demo's, ingested in-process from the fixture folders (read in place)."""
+    import pamingest as pi
+
+    store = str(tmp_path_factory.mktemp("demo") / "store")
+    for folder, template, name in DEMO_RECORDINGS:
+        report = pi.ingest(pi.TimestampedFiles(str(FIXTURES / folder), template, name=name), store, client="serial")
+        assert report.ingested and not report.failed, report.summary()
+    return store
