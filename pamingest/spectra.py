@@ -166,12 +166,15 @@ def row_spectra(ds: xr.Dataset, *, start: Any = None, end: Any = None, channel: 
         import dask.array as da
 
         audio = ds["audio"]
-        if audio.chunks is None:  # opened without Dask: wrap lazily, one row per chunk
+        if audio.chunks is None or any(c != 1 for c in audio.chunks[0]):
+            # Without Dask (or with other chunks): wrap lazily, one row per Dask chunk, as stored.
             audio = audio.chunk({"chunk": 1})
         data = audio.data
         for first in range(0, len(ids), max(1, int(batch_rows))):
             sel = slice(first, first + max(1, int(batch_rows)))
-            block = data[ids[sel], :, channel].rechunk({0: 1})
+            # The rows' own blocks, in time order: each task reads exactly one row (no fancy-index shuffle).
+            block = da.concatenate([data.blocks[int(i)] for i in ids[sel]], axis=0)[:, :, channel]
+            block = block.rechunk({1: -1})
             n = valid[sel]
 
             def psd(x: np.ndarray, block_info=None, n=n) -> np.ndarray:
