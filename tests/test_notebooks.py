@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -14,6 +15,9 @@ from pamingest.info import store_info
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 EXPLORE = NOTEBOOKS / "01_explore_store.ipynb"
+ORCASOUND = NOTEBOOKS / "02_orcasound_session.ipynb"
+BUSH_POINT = "orcasound/rpi_bush_point/48000Hz_1ch_pcm16"  # two synthesised sessions an hour apart
+LAB = "orcasound/rpi_orcasound_lab/48000Hz_2ch_pcm16"  # the fixture segments: one real session
 SONGMETER = "songmeter/S4A03895/22000Hz_1ch_pcm16"
 SOUNDTRAP = "soundtrap/67416073/8000Hz_1ch_pcm16"
 
@@ -44,9 +48,16 @@ def has_image(c) -> bool:
     return any("image/png" in o.get("data", {}) for o in c.outputs)
 
 
+def assert_quiet(nb) -> None:
+    """No error and nothing on stderr: no warning noise in front of a reader."""
+    noise = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+             if o.output_type == "error" or (o.output_type == "stream" and o.name == "stderr")]
+    assert not noise, noise
+
+
 def test_notebooks_are_stored_without_outputs():
     paths = sorted(NOTEBOOKS.glob("*.ipynb"))
-    assert EXPLORE in paths
+    assert EXPLORE in paths and ORCASOUND in paths
     for path in paths:
         nb = nbformat.read(path, as_version=4)
         nbformat.validate(nb)
@@ -57,10 +68,7 @@ def test_notebooks_are_stored_without_outputs():
 
 def test_explore_store_on_the_demo_store(demo_store, tmp_path, monkeypatch):
     nb = execute(EXPLORE, tmp_path, monkeypatch, PAMINGEST_STORE=demo_store)
-    # Nothing on stderr either: no warning noise in front of a reader.
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
-              if o.output_type == "error" or (o.output_type == "stream" and o.name == "stderr")]
-    assert not errors, errors
+    assert_quiet(nb)
     names = pi.streams(pi.open_store(demo_store))
     assert SONGMETER in names and SOUNDTRAP in names and len(names) > 30
     listed = stdout(cell(nb, "streams"))
@@ -86,6 +94,33 @@ def test_explore_store_on_a_duty_cycled_stream(demo_store, tmp_path, monkeypatch
     assert "LTSA of 2019-05-22: 353 bins of 2 min, 48 with audio, 513 frequencies up to 11000 Hz" in \
         stdout(cell(nb, "ltsa-compute"))
     assert has_image(cell(nb, "ltsa"))
+
+
+def test_orcasound_session_across_the_gap_between_sessions(demo_store, tmp_path, monkeypatch):
+    nb = execute(ORCASOUND, tmp_path, monkeypatch, PAMINGEST_STORE=demo_store)
+    assert_quiet(nb)
+    listed = stdout(cell(nb, "streams"))
+    assert f"{BUSH_POINT}  (2 runs)" in listed and f"{LAB}  (1 runs)" in listed
+    assert f"stream {BUSH_POINT}: 48000 Hz, 1 channel(s), int16" in listed  # the stream with the most runs
+    assert "time_uncertainty_seconds: 3.0" in listed
+    runs = cell(nb, "runs").outputs[0]["data"]["text/plain"]
+    assert "1730419200" in runs and "1730422800" in runs  # the session folders' epochs
+    assert "3559.978667" in runs  # 01:00:00 - 00:00:40.021333: the second run's gap_before_s
+    assert "2 span(s); gaps between them: 3559.98 s" in stdout(cell(nb, "coverage"))
+    assert "480000 samples (10.00 s of audio) in 2 continuous piece(s)" in stdout(cell(nb, "window"))
+    assert has_image(cell(nb, "gap-plot"))
+
+
+def test_orcasound_session_of_the_real_segments(demo_store, tmp_path, monkeypatch):
+    nb = execute(ORCASOUND, tmp_path, monkeypatch, PAMINGEST_STORE=demo_store, PAMINGEST_ORCASOUND_STREAM=LAB)
+    assert f"stream {LAB}: 48000 Hz, 2 channel(s), int16" in stdout(cell(nb, "streams"))
+    # The streamer's PTS jitter by a fraction of a millisecond: within one AAC frame, so one run.
+    text = stdout(cell(nb, "segments"))
+    jitter = float(re.search(r"inside a session: ([0-9.]+) ms", text).group(1))
+    assert text.startswith("3 segments") and 0 < jitter < 1024 / 48
+    assert "1 span(s); gaps between them: none" in stdout(cell(nb, "coverage"))
+    assert "in 1 continuous piece(s)" in stdout(cell(nb, "window"))
+    assert has_image(cell(nb, "gap-plot"))
 
 
 def test_a_missing_store_fails_with_its_name(tmp_path, monkeypatch):
