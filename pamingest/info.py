@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,6 +59,14 @@ class StoreInfo:
 
 def store_info(url: str | StoreLocation, storage_options: dict | None = None, snapshot: str | None = None,
                history: int = 10) -> StoreInfo:
+    with warnings.catch_warnings():
+        # PCodec streams (32-bit, float) make zarr warn that numcodecs is outside the v3 spec (as open_store).
+        warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3")
+        return _store_info(url, storage_options, snapshot, history)
+
+
+def _store_info(url: str | StoreLocation, storage_options: dict | None, snapshot: str | None,
+                history: int) -> StoreInfo:
     repo = open_repository(StoreLocation.from_url(url, storage_options))
     session = repo.readonly_session(snapshot_id=snapshot) if snapshot else repo.readonly_session("main")
     root = zarr.open_group(session.store, mode="r")
