@@ -25,6 +25,8 @@ from .sources import (
     TEMPLATES,
     FilenameTemplate,
     Ncei,
+    OrcasoundFLAC,
+    OrcasoundHLS,
     PacificSound,
     RejectedFile,
     SanctSound,
@@ -41,5 +43,5 @@ __all__ = [
     "PamAccessor", "PamIngestError", "RejectedFile", "Source", "SourceFile", "StoreError",
     "StoreLocation", "StoreNotFoundError", "StreamNotFoundError", "TEMPLATES", "TemplateError",
     "TimestampedFiles", "ingest", "open_store", "open_stream", "streams",
-    "SanctSound", "Ncei", "PacificSound",
+    "SanctSound", "Ncei", "PacificSound", "OrcasoundHLS", "OrcasoundFLAC",
 ]

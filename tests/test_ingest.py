@@ -224,6 +224,7 @@ def test_row_length_is_fixed_per_stream(tmp_path, fixtures):
 def test_missing_store_is_a_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
         pi.open_store(str(tmp_path / "nothing-here"))
+    assert not (tmp_path / "nothing-here").exists()  # looking does not create it
 
 
 def test_listing_is_partitioned_and_deterministic(s3, fixtures):

@@ -3,11 +3,14 @@
 from .base import RejectedFile, Source, SourceFile, list_source
 from .files import TimestampedFiles, records_from_listing
 from .ncei import Ncei
+from .orcasound import OrcasoundFLAC, OrcasoundHLS
 from .pacific_sound import PacificSound
 from .sanctsound import SanctSound, parse_detection_product
 from .templates import TEMPLATES, FilenameTemplate, get_templates, parse_name
 
 __all__ = [
+    "OrcasoundFLAC",
+    "OrcasoundHLS",
     "FilenameTemplate",
     "Ncei",
     "PacificSound",

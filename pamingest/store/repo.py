@@ -75,6 +75,11 @@ class StoreLocation:
 
 
 def open_repository(location: StoreLocation, create: bool = False) -> icechunk.Repository:
+    url = location.url
+    if not create and ("://" not in url or url.startswith("file://")):
+        # Checked first: opening local storage would leave an empty folder behind.
+        if not os.path.isdir(os.path.abspath(url.removeprefix("file://"))):
+            raise StoreNotFoundError(f"no pamingest store at {url}")
     storage = location.storage()
     if icechunk.Repository.exists(storage):
         return icechunk.Repository.open(storage)
