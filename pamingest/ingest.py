@@ -153,12 +153,16 @@ def write_rows(task: WriteTask, fork, storage_options: dict):
 
     Returns (fork, samples written, error). Input blocks of any length are
     re-cut into rows, so a decoder may yield segments or rows alike. Rows
-    that land on consecutive store rows are written ``batch_rows`` at a time:
-    zarr then encodes their chunks concurrently.
+    that land on consecutive store rows are written several at a time (up to
+    ``WRITE_BATCH_BYTES``): zarr then encodes their chunks concurrently. A
+    256 kHz 24-bit row is 10 MB, so such rows go one by one and memory stays
+    bounded whatever the rate.
     """
     try:
         audio = zarr.open_array(fork.store, path=task.array_path, mode="r+")
         spr = task.row_samples
+        row_bytes = spr * audio.shape[2] * audio.dtype.itemsize
+        batch_rows = max(1, min(8, WRITE_BATCH_BYTES // row_bytes))
         buf = np.zeros((batch_rows, spr, audio.shape[2]), dtype=audio.dtype)
         held: list[int] = []  # store rows of the rows filled in buf
         filled = written = 0
