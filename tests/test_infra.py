@@ -453,6 +453,26 @@ def test_dockerfile_installs_what_the_flows_and_commands_need():
     assert {"bokeh", "asyncpg"} <= installed
 
 
+def test_image_reaches_the_storage_of_every_deployment_source():
+    """A source on gs:// needs gcsfs in the image, one on s3:// s3fs (found in the source's module)."""
+    from fsspec.registry import known_implementations
+    from packaging.utils import canonicalize_name
+
+    from pamingest import orchestration
+
+    installed = _distributions_installed(_extras_installed_by_dockerfile())
+    dists = md.packages_distributions()
+    for name, d in deployments().items():
+        module = Path(inspect.getsourcefile(orchestration.SOURCES[d["parameters"]["source"]]))
+        protocols = set(re.findall(r"[\"'](\w+)://", module.read_text())) - {"file", "memory", "http", "https"}
+        for proto in protocols:
+            impl = known_implementations.get(proto)
+            assert impl, (name, proto)
+            top = impl["class"].split(".")[0]
+            needed = {canonicalize_name(x) for x in dists.get(top, [top])}
+            assert needed & installed, f"ingest/{name} reads {proto}:// through {top}, which the image does not install"
+
+
 def test_dockerfile_base_version_and_copies():
     from packaging.specifiers import SpecifierSet
 
