@@ -893,3 +893,94 @@ def test_readme_points_at_real_ports_services_and_deployments():
         var = m.group(1)
         in_compose = var in json.dumps(compose_raw())
         assert in_compose or var.startswith(("AWS_", "PREFECT_")), f"README sets {var}, which compose.yaml does not use"
+
+
+# --------------------------------------------------------------------------- the worker entrypoint, for real
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _api(url: str, body: dict | None = None):
+    import urllib.request
+
+    req = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"}, method="GET" if body is None else "POST")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def _wait(check, what: str, procs, timeout: float = 180.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p in procs:
+            assert p.poll() is None, f"{what}: {p.args[:3]} exited with {p.returncode}"
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(1)
+    raise TimeoutError(what)
+
+
+def test_worker_entrypoint_registers_the_deployments_on_a_real_server(tmp_path):
+    """infra/prefect-worker.sh against a local Prefect server: pool, deployments, worker, health."""
+    bin_dir = Path(sys.executable).parent
+    port, health = _free_port(), _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+           "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": api,
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_WORKER_WEBSERVER_PORT": str(health),
+           "PAMINGEST_FILES_ROOT": "/data/recordings"}
+    procs = []
+    try:
+        procs.append(subprocess.Popen([str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1",
+                                       "--port", str(port)], env=env, cwd=tmp_path,
+                                      stdout=open(tmp_path / "server.log", "w"), stderr=subprocess.STDOUT))
+        _wait(lambda: _api(f"{api}/health") is True, "Prefect server", procs)
+        # The image runs the script from its WORKDIR, which holds prefect.yaml and flows/ as the repository does.
+        procs.append(subprocess.Popen(["sh", str(WORKER_SCRIPT)], env=env, cwd=ROOT,
+                                      stdout=open(tmp_path / "worker.log", "w"), stderr=subprocess.STDOUT))
+        _wait(lambda: _api(f"http://127.0.0.1:{health}/health") is not None, "worker health", procs)
+
+        pool = _api(f"{api}/work_pools/pamingest")
+        assert (pool["type"], pool["concurrency_limit"]) == ("process", 1)
+        registered = {d["name"]: d for d in _api(f"{api}/deployments/filter", {})}
+        assert set(registered) == set(deployments())
+        flows = {f["id"]: f["name"] for f in _api(f"{api}/flows/filter", {})}
+        for name, d in registered.items():
+            assert flows[d["flow_id"]] == "ingest"
+            assert d["work_pool_name"] == "pamingest"
+            assert d["entrypoint"] == deployments()[name]["entrypoint"]
+            assert d["pull_steps"] == prefect_yaml()["pull"]
+        assert registered["files"]["parameters"]["options"]["root"] == "/data/recordings"
+        (schedule,) = registered["orcasound"]["schedules"]
+        assert schedule["schedule"]["interval"] == 600
+        wanted = deployments()["orcasound"]["concurrency_limit"]
+        assert registered["orcasound"]["global_concurrency_limit"]["limit"] == wanted["limit"] == 1
+        assert registered["orcasound"]["concurrency_options"]["collision_strategy"] == wanted["collision_strategy"]
+        assert not registered["files"]["schedules"]
+        _wait(lambda: _api(f"{api}/work_pools/pamingest/workers/filter", {}), "worker heartbeat", procs, 60)
+        workers = _api(f"{api}/work_pools/pamingest/workers/filter", {})
+        assert [w["status"] for w in workers] == ["ONLINE"]
+    except BaseException:
+        for log in ("server.log", "worker.log"):
+            if (tmp_path / log).exists():
+                print(f"--- {log}\n" + (tmp_path / log).read_text()[-4000:])
+        raise
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
