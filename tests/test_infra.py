@@ -23,6 +23,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -836,7 +837,7 @@ def test_dask_commands_use_real_options():
 @cache
 def _prefect_help(*words: str) -> str:
     prefect = Path(sys.executable).with_name("prefect")
-    env = {**os.environ, "PREFECT_HOME": str(ROOT / ".pytest_cache" / "prefect-home"), "COLUMNS": "200"}
+    env = {**os.environ, "PREFECT_HOME": str(Path(tempfile.gettempdir()) / "pamingest-test-prefect-home"), "COLUMNS": "200"}
     return subprocess.run([str(prefect), *words, "--help"], capture_output=True, text=True, check=True, env=env,
                           timeout=120).stdout
 
