@@ -35,7 +35,10 @@ def ingest(source: str = "orcasound", options: dict[str, Any] | None = None, sto
     from distributed import Client, LocalCluster
 
     log = get_run_logger()
-    store = store or os.environ.get(orchestration.ENV_STORE) or "pamingest-store"
+    store = store or os.environ.get(orchestration.ENV_STORE)
+    if not store:
+        # A relative default would land inside a worker's container and vanish with it.
+        raise ValueError(f"give the flow a store or set {orchestration.ENV_STORE}")
     address = scheduler_address or os.environ.get(orchestration.ENV_SCHEDULER)
     with contextlib.ExitStack() as stack:
         if not address:

@@ -36,16 +36,38 @@ SOURCES: dict[str, Any] = {
 # the same from a laptop to a cluster (docs: infra/README.md).
 ENV_STORE = "PAMINGEST_STORE"
 ENV_SCHEDULER = "PAMINGEST_SCHEDULER"
-ENV_ENDPOINT = "PAMINGEST_S3_ENDPOINT"  # S3-compatible endpoint for sources and store (tests, MinIO)
+ENV_ENDPOINT = "PAMINGEST_S3_ENDPOINT"  # S3-compatible endpoint for s3:// sources (and the store by default)
+ENV_STORE_ENDPOINT = "PAMINGEST_STORE_ENDPOINT"  # the store's own endpoint (a MinIO store, public sources)
+
+
+def _source_url(kind: str, options: dict[str, Any]) -> str:
+    """The bucket or root URL a source reads, from its options or its class default."""
+    import dataclasses
+
+    cls = SOURCES[kind]
+    for key in ("root", "url", "bucket"):
+        value = options.get(key)
+        if value is None and dataclasses.is_dataclass(cls):
+            value = next((f.default for f in dataclasses.fields(cls) if f.name == key
+                          and f.default is not dataclasses.MISSING), None)
+        if isinstance(value, str) and value:
+            return value if "://" in value or key != "bucket" else f"s3://{value}"
+    return ""
 
 
 def build_source(kind: str, options: dict[str, Any]):
-    """A source from its kind and constructor options (JSON-friendly, as in a deployment)."""
+    """A source from its kind and constructor options (JSON-friendly, as in a deployment).
+
+    ``PAMINGEST_S3_ENDPOINT`` points sources that read ``s3://`` at an
+    S3-compatible server; ``gs://`` sources are left alone. Comma-separated
+    strings are accepted for list options (``nodes``, ``sites``), as
+    environment-templated deployment parameters produce them.
+    """
     if kind not in SOURCES:
         raise ValueError(f"unknown source {kind!r}; known: {', '.join(sorted(SOURCES))}")
-    options = dict(options)
+    options = {k: _split_list(k, v) for k, v in options.items()}
     endpoint = os.environ.get(ENV_ENDPOINT)
-    if endpoint:
+    if endpoint and not _source_url(kind, options).startswith(("gs://", "gcs://")):
         so = dict(options.get("storage_options") or {})
         so.setdefault("endpoint_url", endpoint)
         so.pop("anon", None)
@@ -53,8 +75,17 @@ def build_source(kind: str, options: dict[str, Any]):
     return SOURCES[kind](**options)
 
 
+LIST_OPTIONS = ("nodes", "sites", "deployments", "stations", "serials")
+
+
+def _split_list(key: str, value: Any) -> Any:
+    if key in LIST_OPTIONS and isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
 def store_options() -> dict[str, Any]:
-    endpoint = os.environ.get(ENV_ENDPOINT)
+    endpoint = os.environ.get(ENV_STORE_ENDPOINT) or os.environ.get(ENV_ENDPOINT)
     return {"endpoint_url": endpoint} if endpoint else {}
 
 
@@ -72,9 +103,7 @@ def _days(start: Any, end: Any) -> list[tuple[str, str]]:
 def work_partitions(kind: str, options: dict[str, Any]) -> list[dict[str, Any]]:
     """Coarse pieces of a source: node x day for Orcasound (one per node without a range)."""
     if kind in ("orcasound", "orcasound-flac"):
-        nodes = options.get("nodes") or []
-        if isinstance(nodes, str):
-            nodes = [nodes]
+        nodes = _split_list("nodes", options.get("nodes") or [])
         pieces = []
         for node in nodes:
             if options.get("start") and options.get("end"):
