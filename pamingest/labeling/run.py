@@ -1,0 +1,422 @@
+"""Take the queue in batches, score them on Dask workers, commit each batch.
+
+1. read the queue from one snapshot of ``main`` (``queue.py``);
+2. cut each stream's queued rows into batches (rows of one stream, bounded
+   in samples so a worker's memory does not depend on the rate);
+3. on the executor, each batch reads its rows from that snapshot (a pickled
+   read-only Icechunk session) and runs the labeller, built from its spec and
+   loaded once per worker process (``_labeler_for``);
+4. the client writes the scores, the status and the detections of each
+   finished batch in one commit on ``main``, writing only rows still queued
+   there. If ``main`` moved meanwhile (an ingest, another labelling run) the
+   commit fails as a whole (Icechunk checks the parent) and is re-applied on
+   the new tip, again only to rows still queued.
+
+So a run killed at any point leaves every committed batch scored and the
+rest queued; running again scores the rest, and a row is never written twice
+for the same labeller version. A batch computed but not committed before a
+kill is computed again: work can be repeated, results cannot.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import threading
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+import zarr
+
+from ..errors import ConcurrentIngestError, LabelingError
+from ..executor import executor_for
+from ..store import layout
+from ..store.repo import StoreLocation, open_repository
+from ..timing import NS_PER_S
+from .base import Detection, Labeler, LabelerSpec, full_scale
+from .queue import (DETECTION_ARRAYS, FAILED, FAILURE_ARRAYS, QUEUED, SCORED, LabelerInfo, ensure_labeler,
+                    score_name, status_name, store_queue)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_ROWS = 16
+# A batch holds at most this many samples (x channels) of audio: 128 MiB as float32.
+MAX_BATCH_SAMPLES = 32 * 1024 * 1024
+COMMIT_ATTEMPTS = 20
+
+
+# ---------------------------------------------------------------- worker side
+
+_LOADED: dict[LabelerSpec, Labeler] = {}
+_LOCK = threading.Lock()
+
+
+def _labeler_for(spec: LabelerSpec) -> Labeler:
+    """The labeller of ``spec``, built and loaded once per process, then reused by every task.
+
+    A module-level cache is what a Dask worker keeps between tasks (the
+    worker process imports this module once), so a model file is read once
+    per worker, not per batch; the lock covers workers with several threads.
+    """
+    labeler = _LOADED.get(spec)
+    if labeler is None:
+        with _LOCK:
+            labeler = _LOADED.get(spec)
+            if labeler is None:
+                labeler = spec.build()
+                labeler.load()
+                _LOADED[spec] = labeler
+    return labeler
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Rows of one stream to score together."""
+
+    stream: str
+    rows: tuple[int, ...]
+
+
+@dataclass
+class BatchResult:
+    """Scores for a batch, or the reason it failed (the batch is carried with its result)."""
+
+    batch: Batch
+    scores: np.ndarray | None = None
+    detections: list[Detection] = field(default_factory=list)
+    error: str | None = None
+    audio_seconds: float = 0.0
+    compute_seconds: float = 0.0
+
+
+def read_rows(session, stream: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """(audio float32 ``(n, samples, channels)`` scaled to [-1, 1), n_valid, sample rate) of rows."""
+    group = zarr.open_group(session.store, path=stream, mode="r")
+    audio = group["audio"]
+    data = audio.get_orthogonal_selection((rows, slice(None), slice(None)))
+    n_valid = np.asarray(group["n_valid"].get_orthogonal_selection((rows,)), dtype=np.int64)
+    scale = full_scale(audio.dtype, group.attrs.get("bits_per_sample"))
+    x = data.astype(np.float32)
+    if scale != 1.0:
+        x *= np.float32(1.0 / scale)
+    return x, n_valid, int(group.attrs["sample_rate"])
+
+
+def label_batch(batch: Batch, session_bytes: bytes, spec: LabelerSpec) -> BatchResult:
+    """Worker task: read a batch's rows from the pinned snapshot and score them."""
+    try:
+        labeler = _labeler_for(spec)
+        session = pickle.loads(session_bytes)
+        rows = np.asarray(batch.rows, dtype=np.int64)
+        audio, n_valid, rate = read_rows(session, batch.stream, rows)
+        t0 = time.perf_counter()
+        out = labeler(audio, n_valid, rate)
+        elapsed = time.perf_counter() - t0
+        scores = np.asarray(out.scores, dtype=np.float32)
+        if scores.shape != (len(rows), len(labeler.classes)):
+            raise LabelingError(f"labeler {labeler.name} returned scores of shape {scores.shape} for "
+                                f"{len(rows)} chunks and {len(labeler.classes)} classes")
+        for d in out.detections:
+            if not 0 <= d.chunk < len(rows):
+                raise LabelingError(f"labeler {labeler.name} returned a detection for chunk {d.chunk} "
+                                    f"of a batch of {len(rows)}")
+        return BatchResult(batch, scores, list(out.detections), None, float(n_valid.sum()) / rate, elapsed)
+    except Exception as exc:  # noqa: BLE001 - recorded with the rows, the run goes on
+        where = f"{batch.stream} rows {batch.rows[0]}..{batch.rows[-1]}"
+        return BatchResult(batch, error=f"{where}: {type(exc).__name__}: {exc}")
+
+
+# ---------------------------------------------------------------- report
+
+@dataclass
+class PseudolabelReport:
+    """What one ``pseudolabel`` run did. ``summary()`` is what the CLI prints."""
+
+    store: str
+    labeler: str
+    version: str
+    key: str
+    params: dict[str, Any]
+    run_id: str = ""
+    queued: int = 0
+    scored: int = 0
+    failed: int = 0
+    unfinished: int = 0
+    skipped_done: int = 0
+    batches: int = 0
+    commits: int = 0
+    detections: int = 0
+    audio_seconds: float = 0.0
+    compute_seconds: float = 0.0
+    elapsed_seconds: float = 0.0
+    streams: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    snapshot_id: str | None = None
+    dashboard_link: str | None = None
+
+    def summary(self) -> str:
+        lines = [
+            f"store      {self.store}",
+            f"labeler    {self.labeler} v{self.version} (scores: {score_name(self.key)})",
+            f"queued     {self.queued} chunks in {len(self.streams)} streams",
+            f"scored     {self.scored} chunks ({self.audio_seconds / 3600:.3f} h of audio) in {self.commits} commits"
+            + (f"; {self.skipped_done} already scored by another run" if self.skipped_done else ""),
+            f"detections {self.detections}",
+            f"failed     {self.failed} chunks",
+        ]
+        lines += [f"  - {e}" for e in self.errors[:20]]
+        if self.unfinished:
+            lines.append(f"unfinished {self.unfinished} chunks stay queued (a worker was lost): run again")
+        lines.append(f"snapshot   {self.snapshot_id or '-'}")
+        lines.append(f"elapsed    {self.elapsed_seconds:.1f} s")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in (
+            "store", "labeler", "version", "key", "params", "run_id", "queued", "scored", "failed", "unfinished",
+            "skipped_done", "batches", "commits", "detections", "audio_seconds", "compute_seconds",
+            "elapsed_seconds", "streams", "errors", "snapshot_id")}
+
+
+# ---------------------------------------------------------------- client side
+
+def make_batches(root: zarr.Group, queued: dict[str, np.ndarray], batch_rows: int) -> list[Batch]:
+    """Each stream's queued rows in row order, cut into batches of at most ``batch_rows`` rows
+    and ``MAX_BATCH_SAMPLES`` samples."""
+    batches = []
+    for path in sorted(queued):
+        rows = queued[path]
+        if not len(rows):
+            continue
+        shape = root[path]["audio"].shape
+        per_row = max(1, shape[1] * shape[2])
+        size = max(1, min(batch_rows, MAX_BATCH_SAMPLES // per_row))
+        for k in range(0, len(rows), size):
+            batches.append(Batch(path, tuple(int(r) for r in rows[k : k + size])))
+    return batches
+
+
+def _append(group: zarr.Group, arrays: dict, columns: dict[str, list]) -> None:
+    for name, (dtype, _) in arrays.items():
+        values = columns[name]
+        data = layout.as_object(values) if dtype is str else np.asarray(values, dtype=dtype)
+        layout.append(group[name], data)
+
+
+def _apply(root: zarr.Group, info: LabelerInfo, results: list[BatchResult]) -> tuple[int, int, int, int]:
+    """Write results into a writable session's groups; only rows still queued there.
+
+    Returns (rows scored, rows failed, rows skipped as already done, detections).
+    """
+    scored = failed = skipped = n_det = 0
+    by_stream: dict[str, list[BatchResult]] = defaultdict(list)
+    for r in results:
+        by_stream[r.batch.stream].append(r)
+    for path, items in sorted(by_stream.items()):
+        group = root[path]
+        ensure_labeler(group, info, path)
+        n_rows = group["n_valid"].shape[0]
+        layout.grow_row_arrays(group, n_rows)
+        status_arr, score_arr = group[status_name(info.key)], group[score_name(info.key)]
+        rows = np.concatenate([np.asarray(r.batch.rows, dtype=np.int64) for r in items])
+        status = np.asarray(status_arr.get_orthogonal_selection((rows,)))
+        starts = np.asarray(group["chunk_start"].get_orthogonal_selection((rows,)), dtype=np.int64)
+        pos = 0
+        det = {name: [] for name in DETECTION_ARRAYS}
+        fail = {name: [] for name in FAILURE_ARRAYS}
+        ok_rows, ok_scores, bad_rows = [], [], []
+        for r in items:
+            n = len(r.batch.rows)
+            fresh = (status[pos : pos + n] == QUEUED) | (status[pos : pos + n] == FAILED)
+            batch_rows = rows[pos : pos + n]
+            batch_starts = starts[pos : pos + n]
+            skipped += int((~fresh).sum())
+            if r.error is None:
+                ok_rows.append(batch_rows[fresh])
+                ok_scores.append(r.scores[fresh])
+                for d in r.detections:
+                    if not fresh[d.chunk]:
+                        continue
+                    t0 = int(batch_starts[d.chunk])
+                    det["detection_chunk"].append(int(batch_rows[d.chunk]))
+                    det["detection_start"].append(t0 + int(round(d.start * NS_PER_S)))
+                    det["detection_end"].append(t0 + int(round(d.end * NS_PER_S)))
+                    det["detection_low_hz"].append(d.low_hz)
+                    det["detection_high_hz"].append(d.high_hz)
+                    det["detection_score"].append(d.score)
+                    det["detection_class"].append(d.label)
+                    det["detection_labeler"].append(info.key)
+            else:
+                bad = batch_rows[fresh]
+                bad_rows.append(bad)
+                fail["labeling_failure_chunk"] += bad.tolist()
+                fail["labeling_failure_labeler"] += [info.key] * len(bad)
+                fail["labeling_failure_reason"] += [r.error] * len(bad)
+            pos += n
+        if ok_rows:
+            good = np.concatenate(ok_rows)
+            if len(good):
+                score_arr.set_orthogonal_selection((good, slice(None)), np.concatenate(ok_scores))
+                status_arr.set_orthogonal_selection((good,), np.full(len(good), SCORED, dtype=np.int8))
+                scored += len(good)
+        if bad_rows:
+            bad = np.concatenate(bad_rows)
+            if len(bad):
+                status_arr.set_orthogonal_selection((bad,), np.full(len(bad), FAILED, dtype=np.int8))
+                failed += len(bad)
+        if det["detection_chunk"]:
+            _append(group, DETECTION_ARRAYS, det)
+            n_det += len(det["detection_chunk"])
+        if fail["labeling_failure_chunk"]:
+            _append(group, FAILURE_ARRAYS, fail)
+    return scored, failed, skipped, n_det
+
+
+def commit_results(repo, info: LabelerInfo, results: list[BatchResult], run_id: str,
+                   attempts: int = COMMIT_ATTEMPTS) -> tuple[str | None, tuple[int, int, int, int]]:
+    """Write finished batches to ``main`` in one commit; re-applied on the new tip if ``main`` moved.
+
+    Returns (snapshot id or None when nothing was left to write, counts from ``_apply``).
+    """
+    import icechunk
+
+    for attempt in range(attempts):
+        session = repo.writable_session("main")
+        root = zarr.open_group(session.store, mode="r+")
+        counts = _apply(root, info, results)
+        scored, failed, _, _ = counts
+        if not scored and not failed:
+            return None, counts
+        rows = sorted({(r.batch.stream, r.batch.rows[0]) for r in results})
+        try:
+            snapshot = session.commit(
+                f"pamingest pseudolabel {info.name} v{info.version}: {scored} chunks"
+                + (f", {failed} failed" if failed else ""),
+                metadata={"pamingest": "pseudolabel", "labeler": info.name, "version": info.version,
+                          "key": info.key, "run_id": run_id, "scored": scored, "failed": failed,
+                          "first_rows": [[s, int(r)] for s, r in rows[:8]]})
+            return snapshot, counts
+        except icechunk.ConflictError:
+            # main moved (an ingest or another run committed): redo the writes on the new tip.
+            time.sleep(min(1.0, 0.05 * (attempt + 1)))
+    raise ConcurrentIngestError(f"main kept moving while committing {info.name} scores ({attempts} attempts); "
+                                "nothing of this batch was written: run again")
+
+
+def pseudolabel(
+    store: str | StoreLocation,
+    labeler: str | LabelerSpec,
+    *,
+    params: dict[str, Any] | None = None,
+    tag: str = "",
+    streams: Iterable[str] | None = None,
+    client: Any = None,
+    n_workers: int | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    max_chunks: int | None = None,
+    retry_failed: bool = False,
+    store_options: dict | None = None,
+) -> PseudolabelReport:
+    """Score every queued chunk of a store with a labeller; one commit per finished batch.
+
+    Parameters
+    ----------
+    store : str or StoreLocation
+        Store URL.
+    labeler : str
+        ``NAME[:VARIANT]``: ``energy:killer-whale``, ``energy:humpback``,
+        ``birdnet``, or a name from the ``pamingest.labelers`` entry points.
+    params : dict, optional
+        Labeller settings (e.g. ``{"threshold_db": 8}``); stored with the scores.
+    tag : str
+        Name for a variant with other parameters (scored as another labeller).
+    streams : iterable of str, optional
+        Stream paths or prefixes (default: every stream).
+    client : distributed.Client, str, "serial" or None
+        Where labelling runs (as for ``ingest``); None starts a LocalCluster.
+    batch_rows : int
+        Chunks per task (and per commit).
+    max_chunks : int, optional
+        Score at most this many chunks in this run (the rest stays queued).
+    retry_failed : bool
+        Queue again chunks whose labelling failed before.
+
+    Returns
+    -------
+    PseudolabelReport
+    """
+    t0 = time.perf_counter()
+    spec = LabelerSpec.parse(labeler, params, tag)
+    info = LabelerInfo.of(spec.build())  # on the client: bad settings fail before any work
+    location = StoreLocation.from_url(store, store_options)
+    repo = open_repository(location)
+    base = repo.lookup_branch("main")
+    session = repo.readonly_session(snapshot_id=base)
+    root = zarr.open_group(session.store, mode="r")
+    report = PseudolabelReport(location.url, info.name, info.version, info.key, info.params,
+                               run_id=uuid.uuid4().hex[:12], snapshot_id=base)
+    queues = store_queue(root, info.key, streams, retry_failed)
+    for q in queues:
+        known = root[q.stream].attrs.get("pamingest_labelers") or {}
+        if info.key in known:
+            ensure_labeler_check(root[q.stream], info, q.stream)
+    queued = {q.stream: q.queued_rows for q in queues if q.queued}
+    if max_chunks is not None:
+        left, capped = max(0, int(max_chunks)), {}
+        for path in sorted(queued):
+            capped[path], left = queued[path][:left], left - min(left, len(queued[path]))
+        queued = {p: r for p, r in capped.items() if len(r)}
+    report.queued = int(sum(len(r) for r in queued.values()))
+    report.streams = sorted(queued)
+    batches = make_batches(root, queued, batch_rows)
+    report.batches = len(batches)
+    if not batches:
+        report.elapsed_seconds = time.perf_counter() - t0
+        return report
+    session_bytes = pickle.dumps(session)
+    with executor_for(client, n_workers) as executor:
+        report.dashboard_link = executor.dashboard_link
+        limit = 2 * executor.n_threads + 1
+        for batch, future in executor.map_unordered(label_batch, batches, limit, session_bytes=session_bytes,
+                                                    spec=spec):
+            try:
+                result = future.result()
+            except Exception as exc:  # noqa: BLE001 - a lost worker: the rows stay queued
+                report.unfinished += len(batch.rows)
+                report.errors.append(f"{batch.stream} rows {batch.rows[0]}..{batch.rows[-1]}: not scored "
+                                     f"({type(exc).__name__}: {exc}); still queued")
+                continue
+            snapshot, (scored, failed, skipped, n_det) = commit_results(repo, info, [result], report.run_id)
+            if snapshot is not None:
+                report.snapshot_id = snapshot
+                report.commits += 1
+            report.scored += scored
+            report.failed += failed
+            report.skipped_done += skipped
+            report.detections += n_det
+            if result.error is None:
+                report.audio_seconds += result.audio_seconds
+                report.compute_seconds += result.compute_seconds
+            elif failed:
+                report.errors.append(result.error)
+                log.warning("%s", result.error)
+    report.elapsed_seconds = time.perf_counter() - t0
+    return report
+
+
+def ensure_labeler_check(group: zarr.Group, info: LabelerInfo, path: str) -> None:
+    """Raise ConfigError now (before any work) if the stored labeller has other parameters."""
+    from .queue import labelers_in
+
+    have = labelers_in(group).get(info.key)
+    if have is not None and (have.get("params") != info.params or tuple(have.get("classes", ())) != info.classes):
+        # ensure_labeler raises the detailed message; it is only reached on mismatch.
+        ensure_labeler(group, info, path)
+
+
+__all__ = ["Batch", "BatchResult", "DEFAULT_BATCH_ROWS", "PseudolabelReport", "commit_results", "label_batch",
+           "make_batches", "pseudolabel", "read_rows"]
