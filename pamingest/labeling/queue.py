@@ -130,15 +130,19 @@ def ensure_labeler(group: zarr.Group, info: LabelerInfo, path: str = "") -> bool
                        fill_value=QUEUED, dimension_names=("chunk",),
                        attributes={**attrs, "flag_values": [QUEUED, SCORED, FAILED],
                                    "flag_meanings": "queued scored failed"})
-    for dim, arrays in ((DETECTION_DIM, DETECTION_ARRAYS), (FAILURE_DIM, FAILURE_ARRAYS)):
-        for name, (dtype, fill) in arrays.items():
-            if name not in group:
-                group.create_array(name, shape=(0,), chunks=(layout.TABLE_CHUNK,), dtype=dtype, fill_value=fill,
-                                   dimension_names=(dim,),
-                                   attributes=dict(layout.TIME_ATTRS) if name in ("detection_start",
-                                                                                  "detection_end") else {})
     group.attrs.update({LABELERS_ATTR: {**known, info.key: info.as_attrs()}})
     return True
+
+
+def ensure_table(group: zarr.Group, arrays: dict) -> None:
+    """Create the (empty) detection or failure table of a stream group when first needed."""
+    dim = DETECTION_DIM if arrays is DETECTION_ARRAYS else FAILURE_DIM
+    for name, (dtype, fill) in arrays.items():
+        if name not in group:
+            group.create_array(name, shape=(0,), chunks=(layout.TABLE_CHUNK,), dtype=dtype, fill_value=fill,
+                               dimension_names=(dim,),
+                               attributes=dict(layout.TIME_ATTRS) if name in ("detection_start",
+                                                                              "detection_end") else {})
 
 
 def annotated_rows(group: zarr.Group) -> np.ndarray:

@@ -39,7 +39,7 @@ from ..store.repo import StoreLocation, open_repository
 from ..timing import NS_PER_S
 from .base import Detection, Labeler, LabelerSpec, full_scale
 from .queue import (DETECTION_ARRAYS, FAILED, FAILURE_ARRAYS, QUEUED, SCORED, LabelerInfo, ensure_labeler,
-                    score_name, status_name, store_queue)
+                    ensure_table, score_name, status_name, store_queue)
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +75,13 @@ def _labeler_for(spec: LabelerSpec) -> Labeler:
 
 @dataclass(frozen=True)
 class Batch:
-    """Rows of one stream to score together."""
+    """Rows of one stream to score together, with what the client already knows of them."""
 
     stream: str
     rows: tuple[int, ...]
+    n_valid: tuple[int, ...] = ()
+    sample_rate: int = 0
+    full_scale: float = 0.0
 
 
 @dataclass
@@ -93,17 +96,27 @@ class BatchResult:
     compute_seconds: float = 0.0
 
 
+def _read_audio(audio: zarr.Array, rows: np.ndarray) -> np.ndarray:
+    """Rows of the audio array; one slice read per contiguous run (the usual case)."""
+    if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and (np.diff(rows) == 1).all():
+        return audio[int(rows[0]) : int(rows[-1]) + 1]
+    return audio.get_orthogonal_selection((rows, slice(None), slice(None)))
+
+
 def read_rows(session, stream: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """(audio float32 ``(n, samples, channels)`` scaled to [-1, 1), n_valid, sample rate) of rows."""
     group = zarr.open_group(session.store, path=stream, mode="r")
     audio = group["audio"]
-    data = audio.get_orthogonal_selection((rows, slice(None), slice(None)))
     n_valid = np.asarray(group["n_valid"].get_orthogonal_selection((rows,)), dtype=np.int64)
     scale = full_scale(audio.dtype, group.attrs.get("bits_per_sample"))
+    return _scaled(_read_audio(audio, rows), scale), n_valid, int(group.attrs["sample_rate"])
+
+
+def _scaled(data: np.ndarray, scale: float) -> np.ndarray:
     x = data.astype(np.float32)
     if scale != 1.0:
         x *= np.float32(1.0 / scale)
-    return x, n_valid, int(group.attrs["sample_rate"])
+    return x
 
 
 def label_batch(batch: Batch, session_bytes: bytes, spec: LabelerSpec) -> BatchResult:
@@ -112,7 +125,12 @@ def label_batch(batch: Batch, session_bytes: bytes, spec: LabelerSpec) -> BatchR
         labeler = _labeler_for(spec)
         session = pickle.loads(session_bytes)
         rows = np.asarray(batch.rows, dtype=np.int64)
-        audio, n_valid, rate = read_rows(session, batch.stream, rows)
+        if batch.sample_rate:
+            audio = _scaled(_read_audio(zarr.open_array(session.store, path=f"{batch.stream}/audio", mode="r"),
+                                        rows), batch.full_scale)
+            n_valid, rate = np.asarray(batch.n_valid, dtype=np.int64), batch.sample_rate
+        else:
+            audio, n_valid, rate = read_rows(session, batch.stream, rows)
         t0 = time.perf_counter()
         out = labeler(audio, n_valid, rate)
         elapsed = time.perf_counter() - t0
@@ -192,15 +210,22 @@ def make_batches(root: zarr.Group, queued: dict[str, np.ndarray], batch_rows: in
         rows = queued[path]
         if not len(rows):
             continue
-        shape = root[path]["audio"].shape
-        per_row = max(1, shape[1] * shape[2])
+        group = root[path]
+        audio = group["audio"]
+        per_row = max(1, audio.shape[1] * audio.shape[2])
         size = max(1, min(batch_rows, MAX_BATCH_SAMPLES // per_row))
+        n_valid = np.asarray(group["n_valid"][:], dtype=np.int64)
+        rate = int(group.attrs["sample_rate"])
+        scale = full_scale(audio.dtype, group.attrs.get("bits_per_sample"))
         for k in range(0, len(rows), size):
-            batches.append(Batch(path, tuple(int(r) for r in rows[k : k + size])))
+            part = rows[k : k + size]
+            batches.append(Batch(path, tuple(int(r) for r in part), tuple(int(v) for v in n_valid[part]), rate,
+                                 scale))
     return batches
 
 
 def _append(group: zarr.Group, arrays: dict, columns: dict[str, list]) -> None:
+    ensure_table(group, arrays)
     for name, (dtype, _) in arrays.items():
         values = columns[name]
         data = layout.as_object(values) if dtype is str else np.asarray(values, dtype=dtype)
@@ -220,8 +245,11 @@ def _apply(root: zarr.Group, info: LabelerInfo, results: list[BatchResult]) -> t
         group = root[path]
         ensure_labeler(group, info, path)
         n_rows = group["n_valid"].shape[0]
-        layout.grow_row_arrays(group, n_rows)
         status_arr, score_arr = group[status_name(info.key)], group[score_name(info.key)]
+        if status_arr.shape[0] < n_rows or score_arr.shape[0] < n_rows:
+            # Rows appended by a writer that did not know about per-row arrays.
+            layout.grow_row_arrays(group, n_rows)
+            status_arr, score_arr = group[status_name(info.key)], group[score_name(info.key)]
         rows = np.concatenate([np.asarray(r.batch.rows, dtype=np.int64) for r in items])
         status = np.asarray(status_arr.get_orthogonal_selection((rows,)))
         starts = np.asarray(group["chunk_start"].get_orthogonal_selection((rows,)), dtype=np.int64)

@@ -193,7 +193,11 @@ class EnergyDetector:
     def _time_floor(self, p, freqs, band, times, frame_s, hop_s):
         s = self.settings
         pb = p[band]
-        floor = np.percentile(pb, s.floor_percentile, axis=1) + 1e-30
+        # A periodogram bin of noise is exponentially distributed: its q-quantile is
+        # -ln(1 - q) times its mean. Dividing by that makes the floor an estimate of the
+        # noise's mean power, so pure noise sits near 0 dB whatever the percentile.
+        q = s.floor_percentile / 100
+        floor = np.percentile(pb, s.floor_percentile, axis=1) / -math.log1p(-q) + 1e-30
         ratio = pb.sum(axis=0) / floor.sum()
         # Average over the minimum duration: one loud frame is a click, not a call.
         width = max(1, int(round(s.min_duration / hop_s)))
