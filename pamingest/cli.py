@@ -295,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="labeler setting, e.g. threshold_db=8 (JSON values)")
     lab.add_argument("--tag", help="name a variant with other parameters (queued as another labeler)")
     lab.add_argument("--stream", action="append", help="stream path or prefix (repeat; default all)")
-    lab.add_argument("--batch-rows", type=int, default=16, help="chunks per task and per commit (default 16)")
+    lab.add_argument("--batch-rows", type=int, default=32, help="chunks per task and per commit (default 32)")
     lab.add_argument("--max-chunks", type=int, help="score at most this many chunks in this run")
     lab.add_argument("--retry-failed", action="store_true", help="queue again chunks whose labelling failed")
     lab.add_argument("--scheduler", help="Dask scheduler address (default: a LocalCluster)")

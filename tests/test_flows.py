@@ -28,6 +28,9 @@ def test_demo_runs_the_orcasound_deployment_through_a_prefect_server(tmp_path, f
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert "Flow run finished successfully" in out.stdout
     assert "Prefect UI     http://127.0.0.1:" in out.stdout and "Dask dashboard http://127.0.0.1:" in out.stdout
+    # The ingest flow started pseudolabel/default for the new rows; it scored every chunk.
+    assert "pseudolabel    COMPLETED" in out.stdout, out.stdout[-3000:]
+    assert "labelled       orcasound/rpi_orcasound_lab/48000Hz_2ch_pcm16: 4 chunks scored, 0 queued" in out.stdout
     tree = pi.open_store(str(tmp_path / "store"))
     assert set(pi.streams(tree)) == {"orcasound/rpi_orcasound_lab/48000Hz_2ch_pcm16",
                                      "orcasound/rpi_bush_point/48000Hz_1ch_pcm16"}

@@ -43,7 +43,7 @@ from .queue import (DETECTION_ARRAYS, FAILED, FAILURE_ARRAYS, QUEUED, SCORED, La
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH_ROWS = 16
+DEFAULT_BATCH_ROWS = 32
 # A batch holds at most this many samples (x channels) of audio: 128 MiB as float32.
 MAX_BATCH_SAMPLES = 32 * 1024 * 1024
 COMMIT_ATTEMPTS = 20
@@ -94,6 +94,7 @@ class BatchResult:
     error: str | None = None
     audio_seconds: float = 0.0
     compute_seconds: float = 0.0
+    read_seconds: float = 0.0
 
 
 def _read_audio(audio: zarr.Array, rows: np.ndarray) -> np.ndarray:
@@ -119,12 +120,28 @@ def _scaled(data: np.ndarray, scale: float) -> np.ndarray:
     return x
 
 
+_SESSIONS: dict[bytes, Any] = {}
+
+
+def _session_for(session_bytes: bytes):
+    """The pinned read-only session, unpickled once per process and run: later batches reuse its
+    cached manifests instead of reading them again."""
+    session = _SESSIONS.get(session_bytes)
+    if session is None:
+        with _LOCK:
+            if len(_SESSIONS) >= 4:  # runs come and go; keep the last few
+                _SESSIONS.pop(next(iter(_SESSIONS)))
+            session = _SESSIONS[session_bytes] = pickle.loads(session_bytes)
+    return session
+
+
 def label_batch(batch: Batch, session_bytes: bytes, spec: LabelerSpec) -> BatchResult:
     """Worker task: read a batch's rows from the pinned snapshot and score them."""
     try:
         labeler = _labeler_for(spec)
-        session = pickle.loads(session_bytes)
+        session = _session_for(session_bytes)
         rows = np.asarray(batch.rows, dtype=np.int64)
+        t_read = time.perf_counter()
         if batch.sample_rate:
             audio = _scaled(_read_audio(zarr.open_array(session.store, path=f"{batch.stream}/audio", mode="r"),
                                         rows), batch.full_scale)
@@ -134,6 +151,7 @@ def label_batch(batch: Batch, session_bytes: bytes, spec: LabelerSpec) -> BatchR
         t0 = time.perf_counter()
         out = labeler(audio, n_valid, rate)
         elapsed = time.perf_counter() - t0
+        read = t0 - t_read
         scores = np.asarray(out.scores, dtype=np.float32)
         if scores.shape != (len(rows), len(labeler.classes)):
             raise LabelingError(f"labeler {labeler.name} returned scores of shape {scores.shape} for "
@@ -142,7 +160,7 @@ def label_batch(batch: Batch, session_bytes: bytes, spec: LabelerSpec) -> BatchR
             if not 0 <= d.chunk < len(rows):
                 raise LabelingError(f"labeler {labeler.name} returned a detection for chunk {d.chunk} "
                                     f"of a batch of {len(rows)}")
-        return BatchResult(batch, scores, list(out.detections), None, float(n_valid.sum()) / rate, elapsed)
+        return BatchResult(batch, scores, list(out.detections), None, float(n_valid.sum()) / rate, elapsed, read)
     except Exception as exc:  # noqa: BLE001 - recorded with the rows, the run goes on
         where = f"{batch.stream} rows {batch.rows[0]}..{batch.rows[-1]}"
         return BatchResult(batch, error=f"{where}: {type(exc).__name__}: {exc}")
@@ -170,6 +188,8 @@ class PseudolabelReport:
     detections: int = 0
     audio_seconds: float = 0.0
     compute_seconds: float = 0.0
+    read_seconds: float = 0.0
+    commit_seconds: float = 0.0
     elapsed_seconds: float = 0.0
     streams: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -197,7 +217,7 @@ class PseudolabelReport:
         return {k: getattr(self, k) for k in (
             "store", "labeler", "version", "key", "params", "run_id", "queued", "scored", "failed", "unfinished",
             "skipped_done", "batches", "commits", "detections", "audio_seconds", "compute_seconds",
-            "elapsed_seconds", "streams", "errors", "snapshot_id")}
+            "read_seconds", "commit_seconds", "elapsed_seconds", "streams", "errors", "snapshot_id")}
 
 
 # ---------------------------------------------------------------- client side
@@ -232,6 +252,23 @@ def _append(group: zarr.Group, arrays: dict, columns: dict[str, list]) -> None:
         layout.append(group[name], data)
 
 
+def _contiguous(rows: np.ndarray) -> bool:
+    return bool(len(rows)) and int(rows[-1]) - int(rows[0]) == len(rows) - 1 and bool((np.diff(rows) == 1).all())
+
+
+def _get(arr: zarr.Array, rows: np.ndarray) -> np.ndarray:
+    if _contiguous(rows):
+        return arr[int(rows[0]) : int(rows[-1]) + 1]
+    return arr.get_orthogonal_selection((rows,) + (slice(None),) * (arr.ndim - 1))
+
+
+def _set(arr: zarr.Array, rows: np.ndarray, values: np.ndarray) -> None:
+    if _contiguous(rows):
+        arr[int(rows[0]) : int(rows[-1]) + 1] = values
+    else:
+        arr.set_orthogonal_selection((rows,) + (slice(None),) * (arr.ndim - 1), values)
+
+
 def _apply(root: zarr.Group, info: LabelerInfo, results: list[BatchResult]) -> tuple[int, int, int, int]:
     """Write results into a writable session's groups; only rows still queued there.
 
@@ -251,8 +288,10 @@ def _apply(root: zarr.Group, info: LabelerInfo, results: list[BatchResult]) -> t
             layout.grow_row_arrays(group, n_rows)
             status_arr, score_arr = group[status_name(info.key)], group[score_name(info.key)]
         rows = np.concatenate([np.asarray(r.batch.rows, dtype=np.int64) for r in items])
-        status = np.asarray(status_arr.get_orthogonal_selection((rows,)))
-        starts = np.asarray(group["chunk_start"].get_orthogonal_selection((rows,)), dtype=np.int64)
+        status = np.asarray(_get(status_arr, rows))
+        # Row start times only matter for detection boxes.
+        starts = (np.asarray(_get(group["chunk_start"], rows), dtype=np.int64)
+                  if any(r.detections for r in items) else np.zeros(len(rows), dtype=np.int64))
         pos = 0
         det = {name: [] for name in DETECTION_ARRAYS}
         fail = {name: [] for name in FAILURE_ARRAYS}
@@ -288,8 +327,8 @@ def _apply(root: zarr.Group, info: LabelerInfo, results: list[BatchResult]) -> t
         if ok_rows:
             good = np.concatenate(ok_rows)
             if len(good):
-                score_arr.set_orthogonal_selection((good, slice(None)), np.concatenate(ok_scores))
-                status_arr.set_orthogonal_selection((good,), np.full(len(good), SCORED, dtype=np.int8))
+                _set(score_arr, good, np.concatenate(ok_scores))
+                _set(status_arr, good, np.full(len(good), SCORED, dtype=np.int8))
                 scored += len(good)
         if bad_rows:
             bad = np.concatenate(bad_rows)
@@ -418,7 +457,9 @@ def pseudolabel(
                 report.errors.append(f"{batch.stream} rows {batch.rows[0]}..{batch.rows[-1]}: not scored "
                                      f"({type(exc).__name__}: {exc}); still queued")
                 continue
+            t_commit = time.perf_counter()
             snapshot, (scored, failed, skipped, n_det) = commit_results(repo, info, [result], report.run_id)
+            report.commit_seconds += time.perf_counter() - t_commit
             if snapshot is not None:
                 report.snapshot_id = snapshot
                 report.commits += 1
@@ -429,6 +470,7 @@ def pseudolabel(
             if result.error is None:
                 report.audio_seconds += result.audio_seconds
                 report.compute_seconds += result.compute_seconds
+                report.read_seconds += result.read_seconds
             elif failed:
                 report.errors.append(result.error)
                 log.warning("%s", result.error)
