@@ -96,8 +96,8 @@ def queued_run(base: str, work, spec_text: str, batch_rows: int, client) -> dict
     return {"elapsed_seconds": elapsed, "audio_seconds": report.audio_seconds, "scored": report.scored,
             "commits": report.commits, "read_seconds": report.read_seconds,
             "compute_seconds": report.compute_seconds, "commit_seconds": report.commit_seconds,
-            # In-process (serial) runs: the share of the run not spent reading rows or labelling.
-            "queue_share": 1 - (report.read_seconds + report.compute_seconds) / elapsed,
+            **({"queue_share": 1 - (report.read_seconds + report.compute_seconds) / elapsed}
+               if client == "serial" else {}),  # in-process only: the share not spent reading or labelling
             **meter.read()}
 
 

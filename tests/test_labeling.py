@@ -340,3 +340,28 @@ def test_cli_pseudolabel_and_queue(tmp_path, fixtures):
     bad = subprocess.run([*PAMINGEST, "pseudolabel", store, "--labeler", "energy:dolphin", "--serial"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown preset 'dolphin'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("subtype,ext", [("PCM_24", ".flac"), ("PCM_32", ".wav")])
+def test_review_clips_keep_the_stored_samples_of_wide_streams(tmp_path, subtype, ext):
+    """24-bit streams go out as 24-bit FLAC; 32-bit ones (beyond FLAC) as 32-bit WAV; both bit for bit."""
+    folder = tmp_path / "rec"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    data = (rng.standard_normal(8000 * 25) * 0.1 * 2**31).astype(np.int32)
+    if subtype == "PCM_24":
+        data = (data >> 8) << 8  # what a 24-bit file holds, left-aligned in an int32
+    sf.write(folder / "site_20240101_000000.wav", data, 8000, subtype=subtype)
+    store = str(tmp_path / "store")
+    pi.ingest(pi.TimestampedFiles(str(folder), "{site}_%Y%m%d_%H%M%S.wav"), store, client="serial")
+    pseudolabel(store, "energy:humpback", client="serial")
+    batch = review(store, "energy:humpback", tmp_path / "review", n=3, strategy="random")
+    [path] = pi.streams(pi.open_store(store))
+    ds = dataset(store, path)
+    for (_, row), clip in zip(batch.chunks, batch.clips):
+        assert clip.endswith(ext)
+        got, rate = sf.read(clip, dtype="int32")
+        stored = ds["audio"].values[row, : ds["n_valid"].values[row], 0]
+        want = stored << 8 if subtype == "PCM_24" else stored  # the store keeps 24-bit right-aligned
+        assert rate == 8000
+        np.testing.assert_array_equal(got, want)
