@@ -140,7 +140,7 @@ def cmd_pseudolabel(args) -> int:
     report = pseudolabel(args.store, args.labeler, params=_params(args.param), tag=args.tag or "",
                          streams=args.stream, client=_client(args), n_workers=args.workers,
                          batch_rows=args.batch_rows, max_chunks=args.max_chunks, retry_failed=args.retry_failed,
-                         store_options=_storage_options(args))
+                         commit_seconds=args.commit_seconds, store_options=_storage_options(args))
     if report.dashboard_link:
         print(f"dask dashboard: {report.dashboard_link}", file=sys.stderr)
     print(json.dumps(report.as_dict(), indent=2) if args.json else report.summary())
@@ -295,7 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="labeler setting, e.g. threshold_db=8 (JSON values)")
     lab.add_argument("--tag", help="name a variant with other parameters (queued as another labeler)")
     lab.add_argument("--stream", action="append", help="stream path or prefix (repeat; default all)")
-    lab.add_argument("--batch-rows", type=int, default=32, help="chunks per task and per commit (default 32)")
+    lab.add_argument("--batch-rows", type=int, default=32, help="chunks per task (default 32)")
+    lab.add_argument("--commit-seconds", type=float, default=2.0,
+                     help="commit finished batches together at most this often (default 2; 0: every batch)")
     lab.add_argument("--max-chunks", type=int, help="score at most this many chunks in this run")
     lab.add_argument("--retry-failed", action="store_true", help="queue again chunks whose labelling failed")
     lab.add_argument("--scheduler", help="Dask scheduler address (default: a LocalCluster)")

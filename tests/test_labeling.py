@@ -66,7 +66,7 @@ def test_queue_scores_each_chunk_once_across_partial_runs(tmp_path, fixtures):
     store = soundtrap_store(tmp_path, fixtures)
     [q] = queue(store, "energy:humpback")
     assert (q.stream, q.live, q.queued, q.scored, q.annotated) == (STREAM, 93, 93, 0, 0)
-    first = pseudolabel(store, "energy:humpback", client="serial", batch_rows=8, max_chunks=20)
+    first = pseudolabel(store, "energy:humpback", client="serial", batch_rows=8, max_chunks=20, commit_seconds=0)
     assert (first.queued, first.scored, first.commits) == (20, 20, 3)
     [q] = queue(store, "energy:humpback")
     assert (q.scored, q.queued) == (20, 73)
@@ -124,8 +124,9 @@ def test_rows_ingested_later_are_queued(tmp_path, fixtures):
     assert np.isnan(scores.values[62:]).all() and (scores["status"].values[62:] == QUEUED).all()
     [q] = queue(store, "energy:humpback")
     np.testing.assert_array_equal(q.queued_rows, np.arange(62, 93))
-    report = pseudolabel(store, "energy:humpback", client="serial")
-    assert report.scored == 31
+    # Finished batches are committed together every commit_seconds: here all 8 in one commit.
+    report = pseudolabel(store, "energy:humpback", client="serial", batch_rows=4, commit_seconds=3600)
+    assert (report.scored, report.batches, report.commits) == (31, 8, 1)
     assert sum(c["scored"] for c in labelling_commits(store, report.key)) == 93
     np.testing.assert_array_equal(dataset(store).pam.scores("energy:humpback").values,
                                   bare_scores(store, "energy:humpback"))
