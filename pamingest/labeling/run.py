@@ -392,7 +392,7 @@ def pseudolabel(
     commit_seconds: float = DEFAULT_COMMIT_SECONDS,
     store_options: dict | None = None,
 ) -> PseudolabelReport:
-    """Score every queued chunk of a store with a labeller; one commit per finished batch.
+    """Score every queued chunk of a store with a labeller, committing finished batches as it goes.
 
     Parameters
     ----------
@@ -410,7 +410,7 @@ def pseudolabel(
     client : distributed.Client, str, "serial" or None
         Where labelling runs (as for ``ingest``); None starts a LocalCluster.
     batch_rows : int
-        Chunks per task (and per commit).
+        Chunks per task.
     max_chunks : int, optional
         Score at most this many chunks in this run (the rest stays queued).
     retry_failed : bool
