@@ -8,6 +8,8 @@
 3. a local Prefect server (SQLite under the workdir);
 4. the deployments served (flows/serve.py), then
    ``prefect deployment run ingest/orcasound --watch`` run as a user would;
+   the ingest flow starts ``pseudolabel/default`` for the new rows, which the
+   demo waits for;
 5. a summary of the store, with the Prefect UI and Dask dashboard addresses.
 """
 
@@ -50,6 +52,27 @@ def wait_until(check, what: str, timeout: float = 120.0, proc: subprocess.Popen 
 def http_ok(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=2) as r:
         return r.status == 200
+
+
+def wait_for_flow_run(api: str, flow_name: str, timeout: float = 300.0) -> str:
+    """Final state of the (first) run of ``flow_name``, through the server's REST API."""
+    import json
+    import urllib.request
+
+    body = json.dumps({"flows": {"name": {"any_": [flow_name]}}, "limit": 1}).encode()
+    deadline = time.monotonic() + timeout
+    state = "not started"
+    while time.monotonic() < deadline:
+        req = urllib.request.Request(f"{api}/flow_runs/filter", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            runs = json.loads(resp.read())
+        if runs:
+            state = runs[0]["state_type"]
+            if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                return state
+        time.sleep(1)
+    return f"{state} after {timeout:.0f} s"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,8 +136,16 @@ def main(argv: list[str] | None = None) -> int:
             print(run.stderr[-3000:], file=sys.stderr)
             print(f"the flow run failed; logs: {workdir / 'serve.log'}", file=sys.stderr)
             return 1
+        # The ingest flow committed new rows, so it started pseudolabel/default: wait for that run.
+        print("waiting        pseudolabel/default, started by the ingest flow for the new rows")
+        state = wait_for_flow_run(api, "pseudolabel")
+        print(f"pseudolabel    {state}")
         print()
         print(store_info(store).format())
+        from pamingest.labeling import queue
+
+        for q in queue(store, os.environ.get("PAMINGEST_LABELER", "energy:killer-whale")):
+            print(f"labelled       {q.stream}: {q.scored} chunks scored, {q.queued} queued")
         print(f"\nopen it in a notebook: pamingest.open_store({store!r})")
         if args.keep:
             print(f"\nPrefect UI http://127.0.0.1:{port}  Dask dashboard {cluster.dashboard_link}  (Ctrl-C stops)")

@@ -4,6 +4,9 @@ Each Prefect task ingests one coarse piece (Orcasound: node x day); inside it
 the per-file and per-row work runs as Dask futures on the cluster at
 ``scheduler_address`` (or a LocalCluster this flow starts). Pieces run one
 after the other: each commits to the store, and the cluster is the parallelism.
+When the run committed new rows, every deployment of the ``pseudolabel`` flow
+is started on the store (``run_deployment(..., timeout=0)``: not waited for),
+so new chunks are labelled without anyone asking.
 """
 
 from __future__ import annotations
@@ -26,6 +29,23 @@ def ingest_piece(kind: str, options: dict[str, Any], store: str, scheduler_addre
     report = orchestration.ingest_partition(kind, options, store, scheduler_address, row_seconds)
     get_run_logger().info("%s", report.summary())
     return report.as_dict()
+
+
+def start_pseudolabel_deployments(store: str) -> list[str]:
+    """Start (without waiting) a run of each ``pseudolabel/<name>`` deployment on ``store``."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.deployments import run_deployment
+
+    with get_client(sync_client=True) as client:
+        found = client.read_deployments(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[orchestration.PSEUDOLABEL_FLOW])))
+    runs = []
+    for deployment in found:
+        run = run_deployment(f"{orchestration.PSEUDOLABEL_FLOW}/{deployment.name}", parameters={"store": store},
+                             timeout=0)
+        runs.append(str(run.id))
+    return runs
 
 
 @flow(name="ingest")
@@ -51,10 +71,16 @@ def ingest(source: str = "orcasound", options: dict[str, Any] | None = None, sto
                    for piece in orchestration.work_partitions(source, options or {})]
     create_markdown_artifact(orchestration.report_markdown(reports), key=f"ingest-{source}",
                              description=f"pamingest ingest of {source} into {store}")
+    rows = sum(r["rows"] for r in reports)
+    labelling = start_pseudolabel_deployments(store) if rows else []
+    if labelling:
+        log.info("new rows: started %d pseudolabel run(s)", len(labelling))
     return {
         "store": store,
         "pieces": len(reports),
         "ingested": sum(r["ingested"] for r in reports),
         "failed": sum(len(r["failed"]) for r in reports),
+        "rows": rows,
+        "pseudolabel_runs": labelling,
         "snapshot_id": next((r["snapshot_id"] for r in reversed(reports) if r["snapshot_id"]), None),
     }

@@ -5,6 +5,9 @@
 Deployment parameters come from the environment so that the same deployments
 run on a laptop and on a cluster: PAMINGEST_STORE (store URL),
 PAMINGEST_SCHEDULER (Dask scheduler address; a LocalCluster when unset),
+PAMINGEST_LABELER (labeller of the ``pseudolabel/default`` deployment, e.g.
+energy:killer-whale; the ingest flow starts every pseudolabel deployment
+when it committed new rows),
 PAMINGEST_ORCASOUND_NODES (comma-separated), PAMINGEST_S3_ENDPOINT (an
 S3-compatible server for tests and MinIO).
 """
@@ -20,6 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prefect import serve  # noqa: E402
 
 from ingest import ingest  # noqa: E402
+from pseudolabel import pseudolabel  # noqa: E402
+
+from pamingest import orchestration  # noqa: E402
 
 ORCASOUND_EVERY_SECONDS = 600  # live segments arrive every 10 s; pick them up every 10 min
 
@@ -27,7 +33,14 @@ ORCASOUND_EVERY_SECONDS = 600  # live segments arrive every 10 s; pick them up e
 def deployments():
     nodes = [n for n in os.environ.get("PAMINGEST_ORCASOUND_NODES", "rpi_orcasound_lab").split(",") if n]
     files_root = os.environ.get("PAMINGEST_FILES_ROOT", "")
+    labeler = os.environ.get(orchestration.ENV_LABELER, orchestration.DEFAULT_LABELER)
     return [
+        pseudolabel.to_deployment(
+            name="default", parameters={"labeler": labeler},
+            description=f"Pseudo-label the store's unannotated chunks with {labeler}; "
+                        "started by the ingest flow when it commits new rows.",
+            tags=["pamingest", "pseudolabel"],
+        ),
         ingest.to_deployment(
             name="orcasound", interval=ORCASOUND_EVERY_SECONDS,
             parameters={"source": "orcasound", "options": {"nodes": nodes}},

@@ -7,12 +7,19 @@ Public API::
     tree = open_store("store/")
     ds = tree["files/67416073/8000Hz_1ch_pcm16"].to_dataset()
     ds.pam.window("2021-06-10T03:40:00", "2021-06-10T03:40:10")
+
+    from pamingest.labeling import pseudolabel, review     # pseudo-labels, active learning
+    pseudolabel("store/", "energy:humpback")
+    ds.pam.scores("energy:humpback")
 """
 
 from .errors import (
     ConcurrentIngestError,
     ConfigError,
     DecodeError,
+    LabelerNotFoundError,
+    LabelerUnavailableError,
+    LabelingError,
     PamIngestError,
     StoreError,
     StoreNotFoundError,
@@ -39,7 +46,8 @@ from .store.repo import StoreLocation
 __version__ = "0.1.0"
 
 __all__ = [
-    "ConcurrentIngestError", "ConfigError", "DecodeError", "FilenameTemplate", "IngestReport",
+    "ConcurrentIngestError", "ConfigError", "DecodeError", "LabelerNotFoundError", "LabelerUnavailableError",
+    "LabelingError", "FilenameTemplate", "IngestReport",
     "PamAccessor", "PamIngestError", "RejectedFile", "Source", "SourceFile", "StoreError",
     "StoreLocation", "StoreNotFoundError", "StreamNotFoundError", "TEMPLATES", "TemplateError",
     "TimestampedFiles", "ingest", "open_store", "open_stream", "streams",

@@ -1,4 +1,4 @@
-"""The ``pamingest`` command line: ingest, info, annotate, demo."""
+"""The ``pamingest`` command line: ingest, info, annotate, pseudolabel, queue, review, demo."""
 
 from __future__ import annotations
 
@@ -121,6 +121,57 @@ def cmd_annotate(args) -> int:
     return 1 if report.failed else 0
 
 
+def _params(items: list[str]) -> dict:
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise PamIngestError(f"--param wants KEY=VALUE, got {item!r}")
+        try:
+            params[key.strip().replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key.strip().replace("-", "_")] = value
+    return params
+
+
+def cmd_pseudolabel(args) -> int:
+    from .labeling import pseudolabel
+
+    report = pseudolabel(args.store, args.labeler, params=_params(args.param), tag=args.tag or "",
+                         streams=args.stream, client=_client(args), n_workers=args.workers,
+                         batch_rows=args.batch_rows, max_chunks=args.max_chunks, retry_failed=args.retry_failed,
+                         commit_seconds=args.commit_seconds, store_options=_storage_options(args))
+    if report.dashboard_link:
+        print(f"dask dashboard: {report.dashboard_link}", file=sys.stderr)
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report.summary())
+    return 1 if report.unfinished else 0
+
+
+def cmd_queue(args) -> int:
+    from .labeling import queue
+
+    rows = queue(args.store, args.labeler, params=_params(args.param), streams=args.stream,
+                 store_options=_storage_options(args))
+    if args.json:
+        print(json.dumps([{"stream": q.stream, "rows": q.rows, "live": q.live, "annotated": q.annotated,
+                           "scored": q.scored, "failed": q.failed, "queued": q.queued} for q in rows], indent=2))
+        return 0
+    print(f"{'stream':50s} {'live':>8s} {'annotated':>9s} {'scored':>8s} {'failed':>6s} {'queued':>8s}")
+    for q in rows:
+        print(f"{q.stream:50s} {q.live:8d} {q.annotated:9d} {q.scored:8d} {q.failed:6d} {q.queued:8d}")
+    return 0
+
+
+def cmd_review(args) -> int:
+    from .labeling import review
+
+    batch = review(args.store, args.labeler, args.out, n=args.n, strategy=args.strategy, label=args.label,
+                   tag=args.tag or "", version=args.version, streams=args.stream, seed=args.seed,
+                   store_options=_storage_options(args))
+    print(json.dumps(batch.as_dict(), indent=2) if args.json else batch.summary())
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -234,6 +285,54 @@ def build_parser() -> argparse.ArgumentParser:
     ann.add_argument("--anon", action="store_true")
     ann.add_argument("--json", action="store_true", help="print the report as JSON")
     ann.set_defaults(func=cmd_annotate)
+
+    lab = sub.add_parser("pseudolabel", help="score the store's unannotated chunks with a labeler (on Dask)")
+    lab.add_argument("store")
+    lab.add_argument("--labeler", required=True,
+                     help="NAME[:VARIANT]: energy:killer-whale | energy:humpback | energy:fin-whale | "
+                          "energy:blue-whale | energy:vessel | birdnet | a pamingest.labelers entry point")
+    lab.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                     help="labeler setting, e.g. threshold_db=8 (JSON values)")
+    lab.add_argument("--tag", help="name a variant with other parameters (queued as another labeler)")
+    lab.add_argument("--stream", action="append", help="stream path or prefix (repeat; default all)")
+    lab.add_argument("--batch-rows", type=int, default=32, help="chunks per task (default 32)")
+    lab.add_argument("--commit-seconds", type=float, default=2.0,
+                     help="commit finished batches together at most this often (default 2; 0: every batch)")
+    lab.add_argument("--max-chunks", type=int, help="score at most this many chunks in this run")
+    lab.add_argument("--retry-failed", action="store_true", help="queue again chunks whose labelling failed")
+    lab.add_argument("--scheduler", help="Dask scheduler address (default: a LocalCluster)")
+    lab.add_argument("--workers", type=int, help="LocalCluster workers (default: one per core)")
+    lab.add_argument("--serial", action="store_true", help="run in this process (debugging)")
+    lab.add_argument("--endpoint-url", help="S3-compatible endpoint of the store")
+    lab.add_argument("--anon", action="store_true")
+    lab.add_argument("--json", action="store_true", help="print the report as JSON")
+    lab.set_defaults(func=cmd_pseudolabel)
+
+    qu = sub.add_parser("queue", help="per stream: chunks queued, scored, annotated for a labeler")
+    qu.add_argument("store")
+    qu.add_argument("--labeler", required=True)
+    qu.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+    qu.add_argument("--stream", action="append")
+    qu.add_argument("--endpoint-url")
+    qu.add_argument("--anon", action="store_true")
+    qu.add_argument("--json", action="store_true")
+    qu.set_defaults(func=cmd_queue)
+
+    rv = sub.add_parser("review", help="write a review batch: Raven tables + FLAC clips of chunks to check")
+    rv.add_argument("store")
+    rv.add_argument("--labeler", required=True, help="labeler whose scores rank the chunks")
+    rv.add_argument("--n", type=int, default=50, help="chunks in the batch (default 50)")
+    rv.add_argument("--strategy", choices=["uncertainty", "top", "random"], default="uncertainty")
+    rv.add_argument("--out", required=True, help="folder for the tables and clips")
+    rv.add_argument("--label", help="rank by this class only")
+    rv.add_argument("--tag")
+    rv.add_argument("--version", help="labeler version whose scores to use")
+    rv.add_argument("--stream", action="append")
+    rv.add_argument("--seed", type=int, default=0, help="seed of --strategy random")
+    rv.add_argument("--endpoint-url")
+    rv.add_argument("--anon", action="store_true")
+    rv.add_argument("--json", action="store_true")
+    rv.set_defaults(func=cmd_review)
 
     demo = sub.add_parser("demo", help="ingest the fixture recordings from a local S3 server (no network)")
     demo.add_argument("--workdir", default=".demo", help="where the demo store is written (default .demo)")

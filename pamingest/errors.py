@@ -65,3 +65,18 @@ class SourceNotFoundError(PamIngestError, FileNotFoundError):
 
 class MetadataError(PamIngestError):
     """A source's metadata file (deployment JSON, daily index) cannot be read or understood."""
+
+
+class LabelingError(PamIngestError):
+    """Pseudo-labelling cannot run: a labeller's settings, its scores in the store, a review batch."""
+
+
+class LabelerNotFoundError(LabelingError, KeyError):
+    """No labeller of that name is shipped or registered through the ``pamingest.labelers`` entry point."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class LabelerUnavailableError(LabelingError):
+    """A labeller's optional dependencies or model file are not installed (e.g. ``pamingest[birdnet]``)."""

@@ -144,3 +144,44 @@ def report_markdown(reports: list[dict[str, Any]]) -> str:
     if streams:
         lines += ["", "**Streams written**: " + ", ".join(f"`{s}`" for s in streams)]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- pseudo-labelling
+
+ENV_LABELER = "PAMINGEST_LABELER"
+DEFAULT_LABELER = "energy:killer-whale"
+# A flow that ingested new rows starts the runs of the deployments of this flow.
+PSEUDOLABEL_FLOW = "pseudolabel"
+
+
+def pseudolabel_store(labeler: str | None = None, params: dict[str, Any] | None = None, store: str | None = None,
+                      scheduler: str | None = None, tag: str = "", batch_rows: int | None = None):
+    """Score a store's queued chunks; safe to retry (a chunk is written once per labeller version).
+
+    Returns the ``PseudolabelReport``. Store, scheduler and labeller default
+    to ``PAMINGEST_STORE``, ``PAMINGEST_SCHEDULER`` and ``PAMINGEST_LABELER``.
+    """
+    from .labeling import pseudolabel
+    from .labeling.run import DEFAULT_BATCH_ROWS
+
+    store = store or os.environ.get(ENV_STORE)
+    if not store:
+        raise ValueError(f"no store given and {ENV_STORE} is not set")
+    scheduler = scheduler or os.environ.get(ENV_SCHEDULER) or None
+    labeler = labeler or os.environ.get(ENV_LABELER) or DEFAULT_LABELER
+    return pseudolabel(store, labeler, params=params, tag=tag, client=scheduler, store_options=store_options(),
+                       batch_rows=batch_rows or DEFAULT_BATCH_ROWS)
+
+
+def pseudolabel_markdown(report: dict[str, Any]) -> str:
+    """A Markdown summary of a ``PseudolabelReport.as_dict()``, for a Prefect artifact."""
+    lines = [
+        "| labeler | queued | scored | failed | detections | hours of audio | commits | store snapshot |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+        f"| {report['labeler']} v{report['version']} | {report['queued']} | {report['scored']} | {report['failed']} "
+        f"| {report['detections']} | {report['audio_seconds'] / 3600:.3f} | {report['commits']} "
+        f"| `{report['snapshot_id'] or '-'}` |",
+    ]
+    if report["errors"]:
+        lines += ["", "**Errors**", ""] + [f"- {e}" for e in report["errors"][:50]]
+    return "\n".join(lines)

@@ -67,7 +67,8 @@ def open_stream(url: str, stream: str, snapshot: str | None = None, storage_opti
 @xr.register_dataset_accessor("pam")
 class PamAccessor:
     """Time-based access to a stream: ``ds.pam.window(start, end)``, ``ds.pam.rows``;
-    annotations: ``ds.pam.events()``, ``ds.pam.effort()``, ``ds.pam.labels()``."""
+    annotations: ``ds.pam.events()``, ``ds.pam.effort()``, ``ds.pam.labels()``;
+    pseudo-labels: ``ds.pam.scores(labeler)``, ``ds.pam.detections()``."""
 
     def __init__(self, ds: xr.Dataset) -> None:
         if "audio" not in ds or "chunk_start" not in ds:
@@ -194,6 +195,24 @@ class PamAccessor:
         from .annotations.store import labels_array
 
         return labels_array(self._ds, rule)
+
+    def scores(self, labeler: str | None = None, version: str | None = None) -> xr.DataArray:
+        """Pseudo-label scores ``(chunk, class)`` of one labeller; NaN where not scored (yet).
+
+        ``labeler`` is ``NAME[:VARIANT]`` as given to ``pamingest pseudolabel``
+        (e.g. ``energy:killer-whale``) or its stored key; it may be omitted
+        when one labeller scored the stream. Attributes: name, version,
+        parameters; coordinate ``status``: 0 queued, 1 scored, 2 failed.
+        """
+        from .labeling.queue import scores_array
+
+        return scores_array(self._ds, labeler, version)
+
+    def detections(self, labeler: str | None = None, version: str | None = None) -> "pd.DataFrame":  # noqa: F821
+        """Event boxes from labellers: chunk, start, end (UTC), low_hz, high_hz, score, label, labeler key."""
+        from .labeling.queue import detections_frame
+
+        return detections_frame(self._ds, labeler, version)
 
     def _empty(self, channels: int) -> xr.DataArray:
         return xr.DataArray(np.zeros((0, channels), dtype=self._ds["audio"].dtype), dims=("time", "channel"),

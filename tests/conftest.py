@@ -117,3 +117,31 @@ def demo_store(tmp_path_factory, moto_endpoint) -> str:
     report = pi.ingest(OrcasoundHLS(list(ORCASOUND_NODES), storage_options=options), store, client="serial")
     assert report.ingested == 11 and not report.failed, report.summary()
     return store
+
+
+PLUGINS = Path(__file__).resolve().parent / "plugins"
+
+
+@pytest.fixture
+def labeler_plugin(tmp_path, monkeypatch):
+    """A user's labeller package, registered through the ``pamingest.labelers`` entry point.
+
+    The package (tests/plugins/pamingest_testplugin) is not installed: a
+    dist-info naming its entry points is written to a temporary folder and
+    both go on sys.path, and on PYTHONPATH for subprocesses and Dask workers.
+    """
+    site = tmp_path / "plugin-site"
+    info = site / "pamingest_testplugin-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: pamingest-testplugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[pamingest.labelers]\n"
+        "loudness = pamingest_testplugin:LoudnessLabeler\n"
+        "broken = pamingest_testplugin:BrokenLabeler\n")
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    monkeypatch.syspath_prepend(str(site))
+    path = os.pathsep.join([str(site), str(PLUGINS), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    monkeypatch.setenv("PYTHONPATH", path)
+    loads = tmp_path / "loads.txt"
+    monkeypatch.setenv("PAMINGEST_TEST_LOADS", str(loads))
+    return loads

@@ -28,6 +28,9 @@ def test_demo_runs_the_orcasound_deployment_through_a_prefect_server(tmp_path, f
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert "Flow run finished successfully" in out.stdout
     assert "Prefect UI     http://127.0.0.1:" in out.stdout and "Dask dashboard http://127.0.0.1:" in out.stdout
+    # The ingest flow started pseudolabel/default for the new rows; it scored every chunk.
+    assert "pseudolabel    COMPLETED" in out.stdout, out.stdout[-3000:]
+    assert "labelled       orcasound/rpi_orcasound_lab/48000Hz_2ch_pcm16: 4 chunks scored, 0 queued" in out.stdout
     tree = pi.open_store(str(tmp_path / "store"))
     assert set(pi.streams(tree)) == {"orcasound/rpi_orcasound_lab/48000Hz_2ch_pcm16",
                                      "orcasound/rpi_bush_point/48000Hz_1ch_pcm16"}
@@ -168,3 +171,43 @@ def test_flow_reports_an_artifact(prefect_harness, s3, fixtures, tmp_path):
 
     artifacts = [a for a in asyncio.run(read_artifact()) if a.key == "ingest-orcasound"]
     assert artifacts and "live003.ts" in artifacts[0].data and result["snapshot_id"] in artifacts[0].data
+
+
+def test_ingest_flow_starts_the_pseudolabel_deployments_on_new_rows(prefect_harness, tmp_path, fixtures):
+    import uuid
+
+    from prefect.client.orchestration import get_client
+
+    from ingest import ingest as ingest_flow
+    from pseudolabel import pseudolabel as pseudolabel_flow
+
+    folder = tmp_path / "rec"
+    folder.mkdir()
+    name = "67416073.210610033655.flac"
+    (folder / name).write_bytes((fixtures / "soundtrap" / name).read_bytes())
+    deployment_id = pseudolabel_flow.to_deployment(name="test-humpback",
+                                                   parameters={"labeler": "energy:humpback"}).apply()
+    store = str(tmp_path / "store")
+    options = {"root": str(folder), "template": "soundtrap"}
+    result = ingest_flow(source="files", options=options, store=store, scheduler_address=None)
+    assert result["rows"] == 31 and len(result["pseudolabel_runs"]) == 1
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(uuid.UUID(result["pseudolabel_runs"][0]))
+    assert run.deployment_id == deployment_id and run.parameters["store"] == store
+    # Nothing new: no labelling run is started.
+    again = ingest_flow(source="files", options=options, store=store, scheduler_address=None)
+    assert again["rows"] == 0 and again["pseudolabel_runs"] == []
+    # What the deployment runs: the flow, here in this process; a second run finds nothing queued.
+    report = pseudolabel_flow(store=store, labeler="energy:humpback", scheduler_address="serial")
+    assert report["scored"] == 31 and report["labeler"] == "energy:humpback"
+    assert pseudolabel_flow(store=store, labeler="energy:humpback", scheduler_address="serial")["queued"] == 0
+    ds = pi.open_store(store)["files/67416073/8000Hz_1ch_pcm16"].to_dataset()
+    assert (ds.pam.scores("energy:humpback")["status"].values == 1).all()
+
+
+def test_serve_declares_a_pseudolabel_deployment(monkeypatch):
+    import serve
+
+    monkeypatch.setenv("PAMINGEST_LABELER", "energy:humpback")
+    names = {(d.flow_name, d.name): d for d in serve.deployments()}
+    assert names[("pseudolabel", "default")].parameters == {"labeler": "energy:humpback"}

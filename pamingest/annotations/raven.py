@@ -17,6 +17,9 @@ from .base import Annotations, Collector, ReadContext, ReaderBase, Table, cell, 
 
 # Tried in this order when no label column is named.
 LABEL_COLUMNS = ("Annotation", "Species", "Common Name", "Species Code", "Label", "Class", "Call Type", "Type")
+# Review tables (``pamingest review``): a clip row left unanswered, and answers meaning "nothing heard".
+UNANSWERED = "?"
+ABSENT = frozenset({"", "none", "absent", "no", "0", "-"})
 
 
 class RavenTable(ReaderBase):
@@ -63,6 +66,7 @@ class RavenTable(ReaderBase):
         low, high = table.col("Low Freq (Hz)"), table.col("High Freq (Hz)")
         bfile, bpath, offset = table.col("Begin File"), table.col("Begin Path"), table.col("File Offset (s)")
         conf = table.col("Confidence")
+        clip_col, asked_col = table.col("Review Clip"), table.col("Reviewed For")
         if self.label_column:
             label = table.need(self.label_column)
         else:
@@ -87,15 +91,31 @@ class RavenTable(ReaderBase):
             else:
                 rows[key] = (line, cells)
 
+        # Review clips -> (the recording they were cut from, the clip's offset in it).
+        clips: dict[str, tuple[str, float]] = {}
+        if clip_col is not None:
+            for line, cells in rows.values():
+                if cell(cells, clip_col) and offset is not None and cell(cells, offset):
+                    origin = file_name(cell(cells, bpath)) or cell(cells, bfile)
+                    clips[file_name(cell(cells, clip_col))] = (
+                        origin, seconds(cell(cells, offset), "File Offset (s)", name, line))
+
         resolved = {}
         for line, cells in rows.values():
             b = seconds(cell(cells, begin), "Begin Time (s)", name, line)
             e = seconds(cell(cells, end), "End Time (s)", name, line)
             out.check_span(s_to_ns(b), s_to_ns(e), line)
             named = file_name(cell(cells, bpath)) or cell(cells, bfile)
+            is_clip = clip_col is not None and bool(cell(cells, clip_col))
+            written = cell(cells, label)
+            if is_clip and written == UNANSWERED:
+                continue  # nobody answered: neither effort nor event
             if named and offset is not None and cell(cells, offset):
+                at = seconds(cell(cells, offset), "File Offset (s)", name, line)
+                if not is_clip and named in clips:  # drawn by the reviewer inside a review clip
+                    named, at = clips[named][0], clips[named][1] + at
                 rec = context.resolve(named, name, line)
-                t0 = rec.start_ns + s_to_ns(seconds(cell(cells, offset), "File Offset (s)", name, line))
+                t0 = rec.start_ns + s_to_ns(at)
                 t1 = t0 + s_to_ns(e - b)
             else:
                 rec = context.resolve(None, name, line)
@@ -103,15 +123,23 @@ class RavenTable(ReaderBase):
             resolved.setdefault(rec.url, (rec, line))
             out.recording(rec)
             confidence = seconds(cell(cells, conf), "Confidence", name, line, allow_empty=True)
-            written = cell(cells, label)
             machine = not math.isnan(confidence)
+            if is_clip:
+                asked = [self.norm(x) for x in cell(cells, asked_col).split(";") if x.strip()]
+                for lab in (asked or [""]) if self.effort != "none" else ():
+                    out.effort_span(line, t0, t1, lab, recording=rec.url, stream=rec.stream)
+                heard = [x.strip() for x in written.split(";") if x.strip().lower() not in ABSENT]
+                for x in heard:
+                    out.event(line, t0, t1, x, self.norm(x), confidence=math.nan, annotator="human",
+                              reviewed=True, recording=rec.url, stream=rec.stream)
+                continue
             out.event(line, t0, t1, written, self.norm(written),
                       low_hz=seconds(cell(cells, low), "Low Freq (Hz)", name, line, allow_empty=True),
                       high_hz=seconds(cell(cells, high), "High Freq (Hz)", name, line, allow_empty=True),
                       confidence=confidence, annotator="machine" if machine else "human", reviewed=not machine,
                       recording=rec.url, stream=rec.stream)
         # A table with confidences is a detector's output (BirdNET): nobody reviewed it.
-        if self.effort == "file" and conf is None:
+        if self.effort == "file" and conf is None and clip_col is None:
             if not resolved:
                 # A header-only table: reviewed, nothing found, in the recording the caller names.
                 rec = context.resolve(None, name, getattr(table, "header_line", 1))

@@ -1,0 +1,247 @@
+"""The labeller protocol, its output records, and the registry of labellers.
+
+A labeller scores chunks (store rows) per class. It is built from a spec
+string such as ``energy:killer-whale`` (``NAME[:VARIANT]``) plus keyword
+parameters; settings live in ``__init__``, the model is loaded by
+``load()`` (once per worker process, see ``run.py``) and the work is done in
+``__call__`` on a batch of rows of one stream, at the stream's own sample
+rate. A labeller whose model needs another rate resamples inside itself.
+
+Shipped labellers: ``energy`` (band-limited energy detector, presets as
+variants) and ``birdnet`` (optional extra ``pamingest[birdnet]``). Other
+packages add labellers through the ``pamingest.labelers`` entry point group
+(name -> class or factory taking ``variant`` and keyword parameters).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..errors import ConfigError, LabelerNotFoundError, LabelingError
+
+ENTRY_POINT_GROUP = "pamingest.labelers"
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One event box found by a labeller inside a chunk.
+
+    Parameters
+    ----------
+    chunk : int
+        Index of the chunk in the batch given to the labeller (0-based).
+    start, end : float
+        Seconds from the chunk's first sample.
+    low_hz, high_hz : float
+        Frequency bounds (NaN when the labeller does not give them).
+    score : float
+        The labeller's score for this event.
+    label : str
+        Class name (one of the labeller's ``classes``).
+    """
+
+    chunk: int
+    start: float
+    end: float
+    low_hz: float = float("nan")
+    high_hz: float = float("nan")
+    score: float = float("nan")
+    label: str = ""
+
+
+@dataclass
+class LabelOutput:
+    """What a labeller returns for a batch of chunks.
+
+    Attributes
+    ----------
+    scores : numpy.ndarray
+        ``(n_chunks, n_classes)`` float32, one score per chunk and class, in
+        the order of the labeller's ``classes``. NaN: the chunk could not be
+        assessed for that class (e.g. the target band lies above Nyquist).
+    detections : list of Detection
+        Event boxes, optional.
+    """
+
+    scores: np.ndarray
+    detections: list[Detection] = field(default_factory=list)
+
+
+@runtime_checkable
+class Labeler(Protocol):
+    """A model that scores chunks of audio per class.
+
+    Attributes
+    ----------
+    name : str
+        Stable name including the variant (``energy:killer-whale``).
+    version : str
+        Bumped whenever the scores for the same audio and parameters change;
+        the store scores each chunk exactly once per name and version.
+    classes : tuple of str
+        Class names (normalised labels, like annotation ``label_norm``).
+    """
+
+    name: str
+    version: str
+    classes: tuple[str, ...]
+
+    def params(self) -> dict[str, Any]:
+        """JSON-friendly settings, stored with the scores."""
+        ...
+
+    def load(self) -> None:
+        """Load the model (heavy work, once per process); idempotent."""
+        ...
+
+    def __call__(self, audio: np.ndarray, n_valid: np.ndarray, sample_rate: int) -> LabelOutput:
+        """Score a batch.
+
+        Parameters
+        ----------
+        audio : numpy.ndarray
+            ``(n_chunks, row_samples, channels)`` float32 in [-1, 1) at the
+            stream's own rate; samples past ``n_valid`` are zero padding.
+        n_valid : numpy.ndarray
+            Valid samples of each chunk.
+        sample_rate : int
+            The stream's sample rate.
+        """
+        ...
+
+
+def full_scale(dtype: np.dtype, bits: int | None) -> float:
+    """The value of full scale for samples stored as ``dtype`` with ``bits`` bits (1.0 for floats)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return 1.0
+    return float(2 ** ((bits or dtype.itemsize * 8) - 1))
+
+
+def mono(audio: np.ndarray) -> np.ndarray:
+    """``(n, samples, channels)`` -> ``(n, samples)``: the mean of the channels.
+
+    Energy adds incoherently across hydrophones of an array, so the mean keeps
+    a call heard on any channel while it averages uncorrelated noise down.
+    """
+    return audio.mean(axis=2) if audio.shape[2] > 1 else audio[:, :, 0]
+
+
+# ---------------------------------------------------------------- registry
+
+def _builtin() -> dict[str, Callable[..., Labeler]]:
+    from .labelers.birdnet import BirdNet
+    from .labelers.energy import EnergyDetector
+
+    return {"energy": EnergyDetector, "birdnet": BirdNet}
+
+
+def registered() -> dict[str, Callable[..., Labeler]]:
+    """Labeller factories by name: shipped ones, then the ``pamingest.labelers`` entry points."""
+    found = _builtin()
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name not in found:
+            found[ep.name] = ep  # loaded when asked for: a broken plugin must not break the others
+    return found
+
+
+@dataclass(frozen=True)
+class LabelerSpec:
+    """A labeller named by ``NAME[:VARIANT]`` plus parameters: small, picklable, hashable.
+
+    Workers rebuild the labeller from its spec (and cache it per process),
+    so that the model itself never travels through the scheduler.
+    """
+
+    spec: str
+    params_json: str = "{}"
+    tag: str = ""
+
+    @classmethod
+    def parse(cls, spec: "str | LabelerSpec", params: dict[str, Any] | None = None,
+              tag: str = "") -> "LabelerSpec":
+        """``NAME[:VARIANT]`` + parameters (+ a tag naming a variant with other parameters)."""
+        if tag and not re.fullmatch(r"[A-Za-z0-9_.\-]+", tag):
+            raise ConfigError(f"tag {tag!r}: use letters, digits, '.', '_' or '-'")
+        if isinstance(spec, LabelerSpec):
+            if params or tag:
+                merged = {**spec.params, **(params or {})}
+                return cls(spec.spec, json.dumps(merged, sort_keys=True), tag or spec.tag)
+            return spec
+        if not isinstance(spec, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]+(:[A-Za-z0-9_.\-+]+)?", spec.strip()):
+            raise ConfigError(f"labeler {spec!r}: expected NAME or NAME:VARIANT (e.g. energy:killer-whale)")
+        try:
+            text = json.dumps(params or {}, sort_keys=True)
+        except TypeError as exc:
+            raise ConfigError(f"labeler {spec}: parameters must be JSON values ({exc})") from None
+        return cls(spec.strip(), text, tag)
+
+    @property
+    def name(self) -> str:
+        return self.spec.split(":", 1)[0]
+
+    @property
+    def variant(self) -> str | None:
+        return self.spec.split(":", 1)[1] if ":" in self.spec else None
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return json.loads(self.params_json)
+
+    def build(self) -> Labeler:
+        """Construct the labeller (without loading its model)."""
+        factories = registered()
+        if self.name not in factories:
+            raise LabelerNotFoundError(
+                f"unknown labeler {self.name!r}: known {', '.join(sorted(factories))} "
+                f"(more through the {ENTRY_POINT_GROUP!r} entry point group)")
+        factory = factories[self.name]
+        if hasattr(factory, "load") and hasattr(factory, "group"):  # an EntryPoint
+            try:
+                factory = factory.load()
+            except Exception as exc:  # noqa: BLE001 - a plugin that fails to import is a config problem
+                raise LabelingError(f"labeler {self.name!r}: its entry point {factory.value!r} "
+                                    f"cannot be loaded: {exc}") from exc
+        try:
+            labeler = factory(self.variant, **self.params)
+        except LabelingError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"labeler {self.spec}: {exc}") from None
+        for attr in ("name", "version", "classes"):
+            if not getattr(labeler, attr, None):
+                raise LabelingError(f"labeler {self.spec}: the object built has no {attr!r}")
+        if self.tag:
+            # A tagged variant is another labeller for the queue: its own scores, its own rows done.
+            labeler.name = f"{labeler.name}+{self.tag}"
+        return labeler
+
+
+def get_labeler(spec: str | LabelerSpec, **params: Any) -> Labeler:
+    """A labeller from ``NAME[:VARIANT]`` and parameters (not loaded yet).
+
+    Examples
+    --------
+    >>> get_labeler("energy:killer-whale").classes
+    ('killer_whale',)
+    """
+    return LabelerSpec.parse(spec, params).build()
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", str(text)).strip("_").lower() or "x"
+
+
+def labeler_key(name: str, version: str) -> str:
+    """The suffix of a labeller's arrays in a stream group: ``energy_killer_whale_v1``."""
+    return f"{slug(name)}_v{slug(version)}"
+
+
+__all__ = ["Detection", "ENTRY_POINT_GROUP", "LabelOutput", "Labeler", "LabelerSpec", "full_scale", "get_labeler",
+           "labeler_key", "mono", "registered", "slug"]

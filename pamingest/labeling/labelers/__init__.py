@@ -1,0 +1,1 @@
+"""Shipped labellers, one module each: ``energy`` (band-limited energy detector) and ``birdnet``."""
