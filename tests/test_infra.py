@@ -274,19 +274,26 @@ def prefect_yaml_env_placeholders() -> set[str]:
 
 def run_path_code() -> list[Path]:
     """The Python that runs in the worker's flow runs and on the Dask workers (not flows/serve.py)."""
-    return sorted((ROOT / "pamingest").rglob("*.py")) + [ROOT / "flows" / "ingest.py"]
+    return sorted((ROOT / "pamingest").rglob("*.py")) + [ROOT / "flows" / "ingest.py", ROOT / "flows" / "pseudolabel.py"]
+
+
+FLOW_MODULES = ("serve", "ingest", "pseudolabel")
+
+
+def ingest_deployments() -> dict[str, dict]:
+    return {n: d for n, d in deployments().items() if d["entrypoint"] == "flows/ingest.py:ingest"}
 
 
 @pytest.fixture()
 def serve_module(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "flows"))
     monkeypatch.chdir(ROOT)
-    for mod in ("serve", "ingest"):
+    for mod in FLOW_MODULES:
         sys.modules.pop(mod, None)
     import serve
 
     yield serve
-    for mod in ("serve", "ingest"):
+    for mod in FLOW_MODULES:
         sys.modules.pop(mod, None)
 
 
@@ -295,7 +302,7 @@ def ingest_flow(monkeypatch):
     from prefect.flows import load_flow_from_entrypoint
 
     monkeypatch.chdir(ROOT)
-    (entrypoint,) = {d["entrypoint"] for d in deployments().values()}
+    (entrypoint,) = {d["entrypoint"] for d in ingest_deployments().values()}
     return load_flow_from_entrypoint(entrypoint)
 
 
@@ -320,10 +327,10 @@ def test_deployments_name_the_ingest_flow_and_its_parameters(ingest_flow):
     from pamingest import orchestration
 
     assert ingest_flow.name == "ingest"
-    names = {f"{ingest_flow.name}/{d['name']}" for d in deployments().values()}
+    names = {f"{ingest_flow.name}/{d['name']}" for d in ingest_deployments().values()}
     assert {"ingest/orcasound", "ingest/files"} <= names
     signature = inspect.signature(ingest_flow.fn).parameters
-    for d in deployments().values():
+    for d in ingest_deployments().values():
         params = d["parameters"]
         assert set(params) <= set(signature), (d["name"], set(params) - set(signature))
         ingest_flow.validate_parameters(params)  # types of the flow's signature
@@ -444,7 +451,7 @@ def test_dockerfile_installs_what_the_flows_and_commands_need():
                     else [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
             for mod in mods:
                 top = mod.split(".")[0]
-                if top in sys.stdlib_module_names or top in ("pamingest", "ingest"):
+                if top in sys.stdlib_module_names or top == "pamingest" or top in FLOW_MODULES:
                     continue
                 assert {canonicalize_name(d) for d in dists.get(top, [])} & installed, f"{flow.name} imports {top}"
     # ... and so are the programs the services run, with the Dask dashboard (bokeh) and Postgres driver.
@@ -463,7 +470,7 @@ def test_image_reaches_the_storage_of_every_deployment_source():
 
     installed = _distributions_installed(_extras_installed_by_dockerfile())
     dists = md.packages_distributions()
-    for name, d in deployments().items():
+    for name, d in ingest_deployments().items():
         module = Path(inspect.getsourcefile(orchestration.SOURCES[d["parameters"]["source"]]))
         protocols = set(re.findall(r"[\"'](\w+)://", module.read_text())) - {"file", "memory", "http", "https"}
         for proto in protocols:
@@ -958,7 +965,7 @@ def test_worker_entrypoint_registers_the_deployments_on_a_real_server(tmp_path):
         assert set(registered) == set(deployments())
         flows = {f["id"]: f["name"] for f in _api(f"{api}/flows/filter", {})}
         for name, d in registered.items():
-            assert flows[d["flow_id"]] == "ingest"
+            assert flows[d["flow_id"]] == deployments()[name]["entrypoint"].rsplit(":", 1)[1]
             assert d["work_pool_name"] == "pamingest"
             assert d["entrypoint"] == deployments()[name]["entrypoint"]
             assert d["pull_steps"] == prefect_yaml()["pull"]
