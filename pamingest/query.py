@@ -133,7 +133,11 @@ class PamAccessor:
 
         Returns a DataArray ``(time, channel)`` in the stored dtype whose
         ``time`` coordinate is each sample's UTC time. Gaps stay gaps: no
-        sample is invented, the time coordinate jumps over them.
+        sample is invented, the time coordinate jumps over them. Rows are
+        taken in start order; where two recordings overlap in time (a file a
+        few ms longer than the interval between file starts, as SoundTrap
+        writes them) both are kept, so ``time`` steps back at the seam rather
+        than dropping recorded samples.
         """
         t0, t1 = to_ns(start), to_ns(end)
         sr = self.sample_rate
