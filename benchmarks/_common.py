@@ -60,6 +60,9 @@ def parse_args(description: str, extra=None) -> argparse.Namespace:
     parser.add_argument("--tmpdir", help="where to put generated audio and stores (default: system temp)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (stderr)")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="change this process's (and its workers') scheduling priority by N (e.g. -10, "
+                             "needs root) so that other processes on a shared machine disturb timings less")
     if extra is not None:
         extra(parser)
     args = parser.parse_args()
@@ -68,6 +71,11 @@ def parse_args(description: str, extra=None) -> argparse.Namespace:
         level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    if args.nice:
+        try:
+            os.nice(args.nice)
+        except OSError as exc:
+            log.warning("cannot change priority by %d: %s", args.nice, exc)
     # distributed is chatty at INFO (cluster start/stop); keep stderr readable. Import it
     # first: its own logging set-up at import time would undo the levels set here.
     import distributed  # noqa: F401
@@ -103,6 +111,25 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def pamingest_revision() -> dict:
+    """The git commit of the pamingest under test, and whether its sources differ from it."""
+    import subprocess
+
+    import pamingest
+
+    src = Path(pamingest.__file__).resolve().parent
+    out = {"pamingest_path": str(src)}
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=src, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=src, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+        out.update({"git_commit": head or None, "pamingest_sources_modified": bool(dirty)})
+    except (OSError, subprocess.SubprocessError):
+        out["git_commit"] = None
+    return out
+
+
 def environment() -> dict:
     import dask
     import icechunk
@@ -120,6 +147,8 @@ def environment() -> dict:
         "numpy": np.__version__,
         "timestamp_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "nice": os.nice(0),
+        **pamingest_revision(),
     }
 
 
@@ -249,17 +278,33 @@ def _warm_imports() -> int:
     return os.getpid()
 
 
-def start_cluster(n_workers: int):
-    """A LocalCluster of ``n_workers`` single-threaded worker processes, warmed up; (cluster, client)."""
+def start_cluster(n_workers: int, malloc_trim: bool = True):
+    """A LocalCluster of ``n_workers`` single-threaded worker processes, warmed up; (cluster, client).
+
+    ``malloc_trim=False`` starts the workers without the ``MALLOC_TRIM_THRESHOLD_=65536``
+    that Dask's nanny sets by default (``distributed.nanny.pre-spawn-environ``); the
+    nanny also leaves it in this process's ``os.environ``, so it is removed here too.
+    """
+    import dask
     from distributed import Client, LocalCluster
 
     t0 = time.perf_counter()
-    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None)
+    if malloc_trim:
+        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                               dashboard_address=":0")
+    else:
+        os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+            cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=":0")
     client = Client(cluster)
     client.wait_for_workers(n_workers)
     client.run(_warm_imports)
-    log.info("LocalCluster with %d worker(s) up in %.1f s", n_workers, time.perf_counter() - t0)
+    envs = set(client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")).values())
+    log.info("LocalCluster with %d worker(s) up in %.1f s (worker MALLOC_TRIM_THRESHOLD_=%s)", n_workers,
+             time.perf_counter() - t0, ",".join(str(e) for e in envs))
+    if not malloc_trim and envs != {None}:
+        raise RuntimeError(f"workers still have MALLOC_TRIM_THRESHOLD_={envs}")
     return cluster, client
 
 
@@ -312,7 +357,8 @@ class CpuMeter:
         wall = time.perf_counter() - self.t0
         own = _own_cpu_seconds() - self.own0
         system = _system_busy_seconds() - self.sys0
-        return {"own_cores": round(own / wall, 2) if wall else None,
+        return {"own_cpu_seconds": round(own, 3),
+                "own_cores": round(own / wall, 2) if wall else None,
                 "other_cores": round(max(0.0, system - own) / wall, 2) if wall else None}
 
 

@@ -14,6 +14,11 @@ call measured end to end (it returns NumPy-backed samples). Every window is
 checked to hold exactly 10 s of samples. The store's chunks were just
 written, so they are in the page cache: this is "local, warm" latency.
 
+For information, ``projected_accessor_overhead_lazy_zeros`` times the same
+call on synthetic Datasets of 360 to 360 000 rows (1 h to 1000 h; audio =
+lazy Dask zeros, so no store and no decoding): the accessor's own per-call
+overhead at sizes too large to build here.
+
 Targets (issue): p50 <= 50 ms on a local store, and flat in store size (here:
 p50 of the 10x store within 1.5x of the small store's p50, or within 5 ms).
 
@@ -126,6 +131,47 @@ def latency(store: Path, rel_starts: np.ndarray, warmup: int, wait_quiet: float 
     }
 
 
+def projected_overhead(n_rows_list: list[int], n: int = 20) -> dict:
+    """``ds.pam.window`` on synthetic stream Datasets of ``n_rows`` rows whose audio is lazy zeros.
+
+    No store and no decoding: what remains is the accessor's own per-call work
+    (row search, Dask indexing of a one-chunk-per-row array, stitching), at
+    store sizes too large to build here (36 000 rows = 100 h; 360 000 = 1000 h
+    of 10 s rows). Informational: it shows whether that overhead grows with
+    the number of rows.
+    """
+    import dask.array as da
+    import xarray as xr
+
+    import pamingest.query  # noqa: F401  (registers the .pam accessor)
+
+    row = int(10 * SR)
+    out = {}
+    for n_rows in n_rows_list:
+        audio = da.zeros((n_rows, row, 1), chunks=(1, row, 1), dtype="int16")
+        t0 = np.datetime64("2023-01-01T00:00:00", "ns")
+        starts = t0 + np.arange(n_rows, dtype=np.int64) * np.timedelta64(10_000_000_000, "ns")
+        ds = xr.Dataset(
+            {"audio": (("chunk", "sample", "channel"), audio),
+             "chunk_start": ("chunk", starts),
+             "n_valid": ("chunk", np.full(n_rows, row, dtype=np.int32))},
+            attrs={"sample_rate": SR, "bits_per_sample": 16},
+        )
+        rng = np.random.default_rng(3)
+        span = (n_rows - 1) * 10_000_000_000
+        ds.pam.window(t0, t0 + np.timedelta64(10, "s"))  # builds the row index
+        times = []
+        for a in (rng.random(n) * span).astype(np.int64):
+            t = t0 + np.timedelta64(int(a), "ns")
+            c = time.perf_counter()
+            ds.pam.window(t, t + np.timedelta64(10, "s"))
+            times.append(time.perf_counter() - c)
+        out[str(n_rows)] = {"audio_hours": round(n_rows * 10 / 3600, 1),
+                            "p50_ms": round(float(np.median(times)) * 1e3, 2)}
+        log.info("projected overhead, %d rows: p50 %.2f ms", n_rows, out[str(n_rows)]["p50_ms"])
+    return out
+
+
 def main() -> None:
     args = C.parse_args(__doc__.splitlines()[0], _options)
     file_seconds = 60.0 if args.quick else 600.0
@@ -158,6 +204,8 @@ def main() -> None:
             lat = latency(store, rel, args.warmup, wait)
             log.info("%s store: p50 %.1f ms, p95 %.1f ms", label, lat["p50_ms"], lat["p95_ms"])
             result["stores"][label] = {**info, **lat}
+    sizes = [36, 360, 3600, 36_000] if args.quick else [360, 3600, 36_000, 360_000]
+    result["projected_accessor_overhead_lazy_zeros"] = projected_overhead(sizes)
     small, large = result["stores"]["small"], result["stores"]["large"]
     flat = large["p50_ms"] <= max(FLAT_REL * small["p50_ms"], small["p50_ms"] + FLAT_ABS_MS)
     p50_ok = max(small["p50_ms"], large["p50_ms"]) <= TARGET_P50_MS

@@ -110,7 +110,14 @@ def executor_for(client: Any = None, n_workers: int | None = None) -> Iterator[S
             yield DaskExecutor(c)
         return
     workers = n_workers or max(1, os.cpu_count() or 1)
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+    # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also pins
+    # glibc's mmap threshold: every 1-10 MB row buffer is then mmapped and
+    # unmapped, ~100x the page faults, and ingest runs ~45% slower
+    # (benchmarks/ingest_throughput.py). Worker memory stays flat without it
+    # (benchmarks/worker_memory.py): a worker holds one row batch at a time.
+    import dask
+
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}), LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                       dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster, \
             Client(cluster, set_as_default=False) as c:
         log.info("Dask dashboard: %s", c.dashboard_link)

@@ -109,6 +109,8 @@ class IngestReport:
 # Plain top-level functions: they are pickled to Dask workers.
 
 PROBES = {"sndfile": sndfile.probe, "hls": hls.probe_segment}
+# Bugs, not bad input: these propagate instead of being recorded as a file's failure.
+PROGRAMMING_ERRORS = (NameError, TypeError, AttributeError, ImportError, AssertionError)
 
 
 def probe_file(file: SourceFile, storage_options: dict, decoder: str = "sndfile"):
@@ -117,6 +119,8 @@ def probe_file(file: SourceFile, storage_options: dict, decoder: str = "sndfile"
         return PROBES[decoder](file.url, file.size, storage_options)
     except DecodeError as exc:
         return str(exc)
+    except PROGRAMMING_ERRORS:
+        raise
     except Exception as exc:  # noqa: BLE001 - a bad file must never stop the run
         return f"cannot read: {describe_read_error(exc)}"
 
@@ -201,6 +205,8 @@ def write_rows(task: WriteTask, fork, storage_options: dict):
         return fork, written, None
     except DecodeError as exc:
         return None, 0, str(exc)
+    except PROGRAMMING_ERRORS:
+        raise
     except Exception as exc:  # noqa: BLE001 - recorded with the file, the run goes on
         return None, 0, f"write failed: {describe_read_error(exc)}"
 

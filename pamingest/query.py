@@ -88,6 +88,7 @@ class PamAccessor:
             live = np.flatnonzero(valid > 0)
             order = live[np.argsort(start[live], kind="stable")]
             self._index = (order, start[order], valid[order])
+            self._ends = start[order] + offset_ns(valid[order], self.sample_rate)
         return self._index
 
     @property
@@ -142,7 +143,7 @@ class PamAccessor:
         t0, t1 = to_ns(start), to_ns(end)
         sr = self.sample_rate
         order, starts, valid = self._rows()
-        ends = starts + offset_ns(valid, sr)
+        ends = self._ends
         # Rows are sorted by start; a row overlaps if it starts before t1 and ends after t0.
         hi = int(np.searchsorted(starts, t1, side="left"))
         cand = np.flatnonzero(ends[:hi] > t0)
@@ -150,8 +151,7 @@ class PamAccessor:
         channels = audio.sizes["channel"]
         if not len(cand):
             return self._empty(channels)
-        rows = order[cand]
-        data = audio.isel(chunk=xr.DataArray(rows, dims="row")).values
+        data = self._read_rows(order[cand])
         pieces, times = [], []
         for k, i in enumerate(cand):
             # First and last sample of this row inside the window, by exact arithmetic.
@@ -217,6 +217,26 @@ class PamAccessor:
         from .labeling.queue import detections_frame
 
         return detections_frame(self._ds, labeler, version)
+
+    def _read_rows(self, rows: np.ndarray) -> np.ndarray:
+        """``audio[rows]`` read as slices of consecutive rows, computed together.
+
+        Fancy indexing a Dask array with one chunk per row costs time in
+        proportion to the whole store's rows; slices cost per row read.
+        """
+        data = self._ds["audio"].data
+        if not hasattr(data, "dask"):
+            return np.asarray(data[np.asarray(rows)])
+        import dask
+
+        pieces, k = [], 0
+        while k < len(rows):
+            j = k + 1
+            while j < len(rows) and rows[j] == rows[j - 1] + 1:
+                j += 1
+            pieces.append(data[int(rows[k]) : int(rows[j - 1]) + 1])
+            k = j
+        return np.concatenate(dask.compute(*pieces), axis=0)
 
     def _empty(self, channels: int) -> xr.DataArray:
         return xr.DataArray(np.zeros((0, channels), dtype=self._ds["audio"].dtype), dims=("time", "channel"),

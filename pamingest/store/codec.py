@@ -1,6 +1,6 @@
 """FLAC inside Zarr: each chunk (one store row) is a complete FLAC stream.
 
-Chosen by measurement (``benchmarks/codec_choice.py``, docs/architecture.md):
+Chosen by measurement (docs/architecture.md; ``benchmarks/store_size.py`` checks it):
 on the fixture recordings, per-row FLAC is 1.002x the size of standalone FLAC
 files of the same samples (PCodec 1.04x, Blosc/zstd ~1.4x), and encodes
 faster than PCodec. Each chunk stays a playable ``.flac`` file, which makes a
