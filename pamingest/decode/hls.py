@@ -150,13 +150,17 @@ class RunSegment:
 def _prefetch(urls: Sequence[str], storage_options: dict | None, batch: int = 8) -> Iterator[bytes]:
     """Each URL's bytes in order, fetched ``batch`` at a time concurrently (fsspec ``cat``).
 
-    Segments are ~200 kB: fetching them one by one makes an object store's
-    latency, not decoding, the cost of a task.
+    Segments are ~200 kB: fetched one by one, an object store's latency, not
+    decoding, would be the cost of a task. The next batch downloads in a
+    thread while the current one is decoded; at most two batches are held.
     """
     if not urls:
         return
+    from concurrent.futures import ThreadPoolExecutor
+
     fs, _ = filesystem(urls[0], storage_options)
-    for k in range(0, len(urls), batch):
+
+    def fetch(k: int) -> list[bytes]:
         paths = [fs._strip_protocol(u) for u in urls[k : k + batch]]
         try:
             got = fs.cat(paths, on_error="raise")
@@ -164,8 +168,15 @@ def _prefetch(urls: Sequence[str], storage_options: dict | None, batch: int = 8)
             raise DecodeError(describe_read_error(exc)) from exc
         if not isinstance(got, dict):
             got = {paths[0]: got}
-        for path in paths:
-            yield got[path]
+        return [got[p] for p in paths]
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(fetch, 0)
+        for k in range(0, len(urls), batch):
+            current = pending.result()
+            if k + batch < len(urls):
+                pending = pool.submit(fetch, k + batch)
+            yield from current
 
 
 def decode_run(segments: Sequence[RunSegment], start: int, stop: int, storage_options: dict | None = None,
