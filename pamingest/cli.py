@@ -98,15 +98,7 @@ def cmd_info(args) -> int:
 def cmd_annotate(args) -> int:
     from .annotations import OverlapRule, Recording, attach
 
-    options = {}
-    for item in args.option:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise PamIngestError(f"--option wants KEY=VALUE, got {item!r}")
-        try:
-            options[key.strip().replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.strip().replace("-", "_")] = value
+    options = _params(args.option, "--option")
     recording = Recording(args.recording or "", args.start, args.stream or "") if (args.recording or args.start) else None
     rule = None
     if args.min_overlap_seconds is not None or args.min_overlap_fraction is not None or args.include_unreviewed:
@@ -121,12 +113,13 @@ def cmd_annotate(args) -> int:
     return 1 if report.failed else 0
 
 
-def _params(items: list[str]) -> dict:
+def _params(items: list[str], flag: str = "--param") -> dict:
+    """``KEY=VALUE`` options: values parsed as JSON where they are JSON, else kept as text."""
     params = {}
-    for item in items:
+    for item in items or []:
         key, sep, value = item.partition("=")
         if not sep:
-            raise PamIngestError(f"--param wants KEY=VALUE, got {item!r}")
+            raise PamIngestError(f"{flag} wants KEY=VALUE, got {item!r}")
         try:
             params[key.strip().replace("-", "_")] = json.loads(value)
         except json.JSONDecodeError:

@@ -69,35 +69,57 @@ class _Run:
         return self.first_pts_s + self.samples / rate
 
 
-def _existing_runs(group: zarr.Group | None, session: str, known_by_url: dict[str, KnownFile], stream: str):
-    """The latest run of ``session`` in a stream, with its segments, or None."""
-    if group is None or layout.RUNS_GROUP not in group:
-        return None
-    runs = group[layout.RUNS_GROUP]
-    sessions = np.asarray(runs["run_session"][:])
-    hits = np.flatnonzero(sessions == session)
-    if not len(hits):
-        return None
-    last = runs["run_last_segment"][:]
-    i = int(hits[np.argmax(last[hits])])
-    first_seg, last_seg = int(runs["run_first_segment"][i]), int(last[i])
-    files = sorted(
-        (k for k in known_by_url.values()
-         if k.stream == stream and k.status == "ok" and k.url.startswith(session)
-         and first_seg <= segment_number(k.url) <= last_seg),
-        key=lambda k: segment_number(k.url),
-    )
-    frames = group["file_frames"][:]
-    starts_ns = group["file_start"][:]
-    unit_files, pos = [], 0
-    for k in files:
-        n = int(frames[k.file_index])
-        sf = SourceFile("", "", int(starts_ns[k.file_index]), k.url, k.size, k.etag)
-        unit_files.append(UnitFile(sf, pos, n, new=False, file_index=k.file_index))
-        pos += n
-    return _Run(i, session, int(runs["run_t0"][i]), float(runs["run_first_pts"][i]), first_seg, last_seg,
-                int(runs["run_samples"][i]), int(runs["run_first_row"][i]), int(runs["run_last_row"][i]),
-                unit_files, int(runs["run_samples"][i]), stream)
+class _StoreState:
+    """What the store already holds for HLS streams, read once per planning.
+
+    Planning a backfill touches thousands of sessions: the known files are
+    indexed by session folder once, and each stream's runs and files tables
+    are read once, rather than once per session.
+    """
+
+    def __init__(self, root: zarr.Group, known: dict[str, KnownFile]) -> None:
+        self.root = root
+        self.by_session: dict[tuple[str, str], list[KnownFile]] = defaultdict(list)
+        for k in known.values():
+            if k.status == "ok" and SEGMENT_NAME.search(k.url):
+                self.by_session[(k.stream, session_url(k.url))].append(k)
+        self._tables: dict[str, dict[str, np.ndarray] | None] = {}
+
+    def tables(self, stream: str) -> dict[str, np.ndarray] | None:
+        if stream not in self._tables:
+            group = self.root[stream] if stream in self.root else None
+            if group is None or layout.RUNS_GROUP not in group:
+                self._tables[stream] = None
+            else:
+                runs = group[layout.RUNS_GROUP]
+                tables = {name: np.asarray(runs[name][:]) for name in layout.RUN_ARRAYS}
+                tables["file_frames"] = group["file_frames"][:]
+                tables["file_start"] = group["file_start"][:]
+                self._tables[stream] = tables
+        return self._tables[stream]
+
+    def latest_run(self, stream: str, session: str) -> "_Run | None":
+        """The latest run of ``session`` in a stream, with its segments, or None."""
+        t = self.tables(stream)
+        if t is None:
+            return None
+        hits = np.flatnonzero(t["run_session"] == session)
+        if not len(hits):
+            return None
+        i = int(hits[np.argmax(t["run_last_segment"][hits])])
+        first_seg, last_seg = int(t["run_first_segment"][i]), int(t["run_last_segment"][i])
+        files = sorted((k for k in self.by_session.get((stream, session), [])
+                        if first_seg <= segment_number(k.url) <= last_seg),
+                       key=lambda k: segment_number(k.url))
+        unit_files, pos = [], 0
+        for k in files:
+            n = int(t["file_frames"][k.file_index])
+            sf = SourceFile("", "", int(t["file_start"][k.file_index]), k.url, k.size, k.etag)
+            unit_files.append(UnitFile(sf, pos, n, new=False, file_index=k.file_index))
+            pos += n
+        samples = int(t["run_samples"][i])
+        return _Run(i, session, int(t["run_t0"][i]), float(t["run_first_pts"][i]), first_seg, last_seg,
+                    samples, int(t["run_first_row"][i]), int(t["run_last_row"][i]), unit_files, samples, stream)
 
 
 def plan_runs(root: zarr.Group, segments: list[tuple[SourceFile, SegmentInfo]], known: dict[str, KnownFile],
@@ -111,6 +133,7 @@ def plan_runs(root: zarr.Group, segments: list[tuple[SourceFile, SegmentInfo]], 
     for file, seg in segments:
         by_session[(file.site, session_url(file.url))].append((file, seg))
     units: list[Unit] = []
+    state = _StoreState(root, known)
     for (site, session), segs in sorted(by_session.items()):
         segs.sort(key=lambda fs: segment_number(fs[0].url))
         epoch_ns = segs[0][0].start_ns
@@ -119,7 +142,7 @@ def plan_runs(root: zarr.Group, segments: list[tuple[SourceFile, SegmentInfo]], 
             info = segment_audio_info(seg)
             stream = layout.stream_path(file.source, site, info)
             if run is None:
-                run = _existing_runs(root[stream] if stream in root else None, session, known, stream)
+                run = state.latest_run(stream, session)
             number = segment_number(file.url)
             contiguous = (
                 run is not None and run.stream == stream and number > run.last_segment
