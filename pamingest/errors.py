@@ -36,8 +36,23 @@ class ConfigError(PamIngestError):
     """An option contradicts the store or another option."""
 
 
-class ConcurrentIngestError(StoreError):
-    """Another run moved the store's branch while this run was writing."""
+class PluginError(ConfigError):
+    """A registered source, decoder, annotation reader or labeller cannot be loaded."""
+
+
+class PluginNotFoundError(ConfigError, KeyError):
+    """No source, decoder, annotation reader or labeller is registered under that name."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ConcurrentWriteError(StoreError):
+    """Other writers kept changing the same data; this write gave up without committing anything."""
+
+
+# The name of this error before annotate and pseudolabel committed through the same path as ingest.
+ConcurrentIngestError = ConcurrentWriteError
 
 
 class AnnotationError(PamIngestError):
@@ -80,3 +95,8 @@ class LabelerNotFoundError(LabelingError, KeyError):
 
 class LabelerUnavailableError(LabelingError):
     """A labeller's optional dependencies or model file are not installed (e.g. ``pamingest[birdnet]``)."""
+
+
+# Bugs, not bad input: ingest and labelling let these propagate instead of recording them as a
+# file's or a batch's failure.
+PROGRAMMING_ERRORS = (NameError, TypeError, AttributeError, ImportError, AssertionError)

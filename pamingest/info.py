@@ -9,7 +9,7 @@ import numpy as np
 import zarr
 
 from .store import layout
-from .store.repo import StoreLocation, open_repository
+from .store.repo import Store, StoreLocation
 from .timing import ns_to_iso
 
 
@@ -67,10 +67,10 @@ def store_info(url: str | StoreLocation, storage_options: dict | None = None, sn
 
 def _store_info(url: str | StoreLocation, storage_options: dict | None, snapshot: str | None,
                 history: int) -> StoreInfo:
-    repo = open_repository(StoreLocation.from_url(url, storage_options))
-    session = repo.readonly_session(snapshot_id=snapshot) if snapshot else repo.readonly_session("main")
+    st = Store.open(url, storage_options)
+    session = st.session(snapshot)
     root = zarr.open_group(session.store, mode="r")
-    info = StoreInfo(str(url), session.snapshot_id)
+    info = StoreInfo(st.url, session.snapshot_id)
     for path, g in layout.iter_streams(root):
         n_valid = g["n_valid"][:]
         starts = g["chunk_start"][:]
@@ -88,8 +88,6 @@ def _store_info(url: str | StoreLocation, storage_options: dict | None, snapshot
     if layout.REJECTED_GROUP in root:
         r = root[layout.REJECTED_GROUP]
         info.rejected += [(str(u), str(e)) for u, e in zip(r["url"][:], r["reason"][:])]
-    for k, snap in enumerate(repo.ancestry(snapshot_id=session.snapshot_id)):
-        if k >= history:
-            break
+    for snap in st.history(session.snapshot_id, history):
         info.history.append((snap.id, snap.written_at.strftime("%Y-%m-%d %H:%M:%S"), snap.message))
     return info

@@ -1,20 +1,29 @@
-"""Plan on the client, decode and write on Dask, commit once.
+"""Ingest a source into a store: list -> probe -> plan -> allocate -> write -> land.
 
-1. list the source (partition by partition, in parallel);
-2. keep only objects the store has not seen (URL + ETag/size), report
-   changed ETags instead of ingesting them twice;
-3. probe headers on the executor (sample rate, channels, frames; for HLS
-   segments: frames and first PTS, short/silent/broken segments flagged);
-4. plan units (a file, or a run of HLS segments: ``plan.py``, ``sessions.py``),
-   allocate their rows per stream deterministically (start time, then URL),
-   and commit the grown arrays on a private run branch;
-5. decode + encode + write row ranges on the executor, each task in its own
-   Icechunk fork session, streaming its input (memory is one row);
-6. merge the forks of the units that decoded completely, write the row,
-   file and run tables, commit, and move ``main`` to that commit in one step.
+Each stage is a small function over plain records; ``ingest`` runs them in
+rounds:
+
+1. ``list_new``: list the source (partition by partition, in parallel) and
+   keep only objects the store has not seen (URL + ETag/size); changed ETags
+   are reported instead of ingested twice;
+2. ``probe`` (executor): each new object's header, through the source's
+   decoder (``pamingest.decode``); unreadable objects become ``rejected``;
+3. ``plan`` (client): the decoder turns probed files into units (a file, or
+   a run of HLS segments) against the store at the run's base snapshot;
+   missing streams are created empty in a small commit of their own
+   (``store.rows.prepare_streams``);
+4. ``allocate`` (client, ``store.rows``): rows per stream, deterministic
+   (start time, then URL), and a fork per stream for the workers;
+5. ``write`` (executor): decode + encode + write row ranges, each task in
+   its own fork, streaming its input (memory is one row batch);
+6. ``land`` (client, ``store.rows``): merge the forks of the units that
+   decoded completely, write the tables and commit on ``main``, rebased onto
+   other writers' commits. Units whose stream another run wrote to meanwhile
+   are *deferred* and go through another round on top of that run's rows.
 
 Readers of ``main`` never see a half-written run; a crash leaves ``main``
-where it was, and the next run converges to the same store.
+where it was (plus, at most, the empty groups of new streams), and the next
+run converges to the same store.
 """
 
 from __future__ import annotations
@@ -23,29 +32,28 @@ import logging
 import pickle
 import time
 import uuid
-import warnings
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import numpy as np
 import zarr
 
-from .decode import hls, sndfile
-from .errors import ConcurrentIngestError, DecodeError
+from .decode.base import AudioInfo, Decoder, PlanContext, Unit
+from .errors import PROGRAMMING_ERRORS, DecodeError
 from .executor import executor_for
 from .fsutil import describe_read_error
-from .plan import Unit, file_unit
-from .sessions import plan_runs, segment_audio_info
+from .registry import build
 from .sources.base import RejectedFile, Source, SourceFile, list_source
 from .store import layout
 from .store.catalog import KnownFile, read_catalog
-from .store.repo import StoreLocation, open_repository
-from .timing import NAT, samples_per_row
+from .store.repo import Store, StoreLocation
+from .store.rows import Landing, allocate, land, prepare_streams
+from .timing import samples_per_row
 
 log = logging.getLogger(__name__)
-RUN_BRANCH_PREFIX = "pamingest-run-"
 DEFAULT_ROW_SECONDS = 10.0
+# Rounds a run takes at most when other runs keep writing to its streams.
+MAX_ROUNDS = 5
 
 
 @dataclass
@@ -69,18 +77,25 @@ class IngestReport:
     bytes_read: int = 0
     failed: list[FailedFile] = field(default_factory=list)
     changed: list[FailedFile] = field(default_factory=list)
+    deferred: list[FailedFile] = field(default_factory=list)
+    outside_range: int = 0
     streams: list[str] = field(default_factory=list)
+    commits: int = 0
+    rebases: int = 0
+    rebuilds: int = 0
+    rounds: int = 0
     elapsed_seconds: float = 0.0
     dashboard_link: str | None = None
 
     @property
     def committed(self) -> bool:
-        return self.snapshot_id is not None and (self.ingested > 0 or bool(self.failed))
+        return self.commits > 0
 
     def summary(self) -> str:
         lines = [
             f"store      {self.store}",
-            f"listed     {self.listed} objects; {self.skipped} already in the store",
+            f"listed     {self.listed} objects; {self.skipped} already in the store"
+            + (f"; {self.outside_range} outside the time range" if self.outside_range else ""),
             f"ingested   {self.ingested} files, {self.rows} rows, "
             f"{self.audio_seconds / 3600:.3f} h of audio, {self.bytes_read / 1e6:.1f} MB read",
             f"failed     {len(self.failed)} files",
@@ -89,8 +104,15 @@ class IngestReport:
         if self.changed:
             lines.append(f"changed    {len(self.changed)} objects differ from the ingested version (not re-ingested)")
             lines += [f"  - {f.url}: {f.reason}" for f in self.changed]
+        if self.deferred:
+            lines.append(f"deferred   {len(self.deferred)} files not ingested: other runs kept writing their "
+                         "streams; the next run takes them")
+            lines += [f"  - {f.url}: {f.reason}" for f in self.deferred[:20]]
         lines.append(f"streams    {', '.join(self.streams) or '-'}")
-        lines.append(f"snapshot   {self.snapshot_id or '-'}" + ("" if self.committed else " (nothing new: no commit)"))
+        landed = "" if self.committed else " (nothing new: no commit)"
+        if self.rebases or self.rebuilds:
+            landed += f" ({self.rebases} rebases and {self.rebuilds} rebuilds onto other writers' commits)"
+        lines.append(f"snapshot   {self.snapshot_id or '-'}{landed}")
         lines.append(f"elapsed    {self.elapsed_seconds:.1f} s")
         return "\n".join(lines)
 
@@ -101,22 +123,20 @@ class IngestReport:
             "rows": self.rows, "audio_hours": self.audio_seconds / 3600, "bytes_read": self.bytes_read,
             "failed": [{"url": f.url, "reason": f.reason} for f in self.failed],
             "changed": [{"url": f.url, "reason": f.reason} for f in self.changed],
-            "streams": self.streams, "elapsed_seconds": self.elapsed_seconds,
+            "deferred": [{"url": f.url, "reason": f.reason} for f in self.deferred],
+            "outside_range": self.outside_range, "streams": self.streams, "commits": self.commits,
+            "rebases": self.rebases, "rebuilds": self.rebuilds, "rounds": self.rounds,
+            "elapsed_seconds": self.elapsed_seconds,
         }
 
 
 # ---------------------------------------------------------------- worker tasks
 # Plain top-level functions: they are pickled to Dask workers.
 
-PROBES = {"sndfile": sndfile.probe, "hls": hls.probe_segment}
-# Bugs, not bad input: these propagate instead of being recorded as a file's failure.
-PROGRAMMING_ERRORS = (NameError, TypeError, AttributeError, ImportError, AssertionError)
-
-
-def probe_file(file: SourceFile, storage_options: dict, decoder: str = "sndfile"):
-    """Header of one object (AudioInfo / SegmentInfo), or the reason it cannot be read."""
+def probe_file(file: SourceFile, decoder: Decoder, storage_options: dict) -> AudioInfo | str:
+    """Header of one object, or the reason it cannot be read."""
     try:
-        return PROBES[decoder](file.url, file.size, storage_options)
+        return decoder.probe(file, storage_options)
     except DecodeError as exc:
         return str(exc)
     except PROGRAMMING_ERRORS:
@@ -129,24 +149,13 @@ def probe_file(file: SourceFile, storage_options: dict, decoder: str = "sndfile"
 class WriteTask:
     """Unit samples ``[first_sample, stop)`` -> the store rows ``rows`` (one per row)."""
 
-    decode: tuple
+    decoder: Decoder
+    source: Any
     array_path: str
     row_samples: int
     first_sample: int
     stop: int
     rows: tuple[int, ...]
-
-
-def _samples(task: WriteTask, storage_options: dict):
-    kind = task.decode[0]
-    if kind == "sndfile":
-        _, url, info = task.decode
-        first_row = task.first_sample // task.row_samples
-        return sndfile.read_rows(url, info, task.row_samples, first_row, len(task.rows), storage_options)
-    if kind == "hls":
-        _, segments, block = task.decode
-        return hls.decode_run(segments, task.first_sample, task.stop, storage_options, block_segments=block)
-    raise ValueError(f"unknown decoder {kind!r}")
 
 
 WRITE_BATCH_BYTES = 8 * 2**20  # rows written together: ~8 MB of samples at most
@@ -181,7 +190,7 @@ def write_rows(task: WriteTask, fork, storage_options: dict):
                 k = j
             held.clear()
 
-        for block in _samples(task, storage_options):
+        for block in task.decoder.read(task.source, task.first_sample, task.stop, storage_options):
             pos = 0
             while pos < len(block):
                 take = min(spr - filled, len(block) - pos)
@@ -211,14 +220,26 @@ def write_rows(task: WriteTask, fork, storage_options: dict):
         return None, 0, f"write failed: {describe_read_error(exc)}"
 
 
-def _write_task(item, fork_bytes: bytes, storage_options: dict):
-    _, task = item
+def _write_task(item, storage_options: dict):
+    _, task, fork_bytes = item
     return write_rows(task, pickle.loads(fork_bytes), storage_options)
 
 
-# ---------------------------------------------------------------- planning
+# ---------------------------------------------------------------- stages
 
-def classify(records: Iterable[SourceFile | RejectedFile], known: dict[str, KnownFile], retry_failed: bool):
+@dataclass
+class Listing:
+    """A listing split against what the store knows."""
+
+    new: list[SourceFile]
+    rejected: list[RejectedFile]
+    skipped: int
+    changed: list[FailedFile]
+    listed: int
+
+
+def list_new(records: Iterable[SourceFile | RejectedFile], known: dict[str, KnownFile],
+             retry_failed: bool) -> Listing:
     """Split a listing into new files, new rejections, skipped and changed objects."""
     new: list[SourceFile] = []
     rejected: list[RejectedFile] = []
@@ -239,12 +260,114 @@ def classify(records: Iterable[SourceFile | RejectedFile], known: dict[str, Know
             rejected.append(rec)
         else:
             new.append(rec)
-    return new, rejected, skipped, changed, listed
+    return Listing(new, rejected, skipped, changed, listed)
+
+
+# The name this stage had before ingest was cut into stages.
+classify = list_new
+
+
+def probe(executor, decoder: Decoder, files: list[SourceFile], storage_options: dict, limit: int,
+          cache: dict[str, AudioInfo | str] | None = None) -> tuple[list[tuple[SourceFile, AudioInfo]],
+                                                                   list[RejectedFile]]:
+    """Probe files on the executor (each once per run: ``cache``); (probed, rejected) by file order."""
+    cache = {} if cache is None else cache
+    todo = [f for f in files if f.url not in cache]
+    for file, future in executor.map_unordered(probe_file, todo, limit, decoder=decoder,
+                                               storage_options=storage_options):
+        cache[file.url] = future.result()
+    probed, rejected = [], []
+    for file in sorted(files):
+        result = cache[file.url]
+        if isinstance(result, str):
+            rejected.append(RejectedFile(file.source, file.url, file.size, file.etag, result))
+        else:
+            probed.append((file, result))
+    return probed, rejected
+
+
+def within(probed: list[tuple[SourceFile, AudioInfo]], time_range: tuple[int | None, int | None] | None):
+    """Probed files whose exact span meets ``[start, end)``; and how many were dropped."""
+    if time_range is None or time_range == (None, None):
+        return probed, 0
+    lo, hi = time_range
+    keep = []
+    for file, info in probed:
+        start, _ = info.start_of(file)
+        end = start + info.frames * 1_000_000_000 // info.sample_rate
+        if (hi is None or start < hi) and (lo is None or end > lo):
+            keep.append((file, info))
+    return keep, len(probed) - len(keep)
+
+
+def stream_path(file: SourceFile, info: AudioInfo) -> str:
+    return layout.stream_path(file.source, file.site, info)
+
+
+def plan(decoder: Decoder, probed: list[tuple[SourceFile, AudioInfo]], root: zarr.Group,
+         known: dict[str, KnownFile], row_seconds: float | None) -> list[Unit]:
+    """Units of the probed files, planned against the store at ``root``."""
+
+    def row_samples(stream: str, sample_rate: int) -> int:
+        if stream in root:
+            return int(root[stream].attrs["row_samples"])
+        return samples_per_row(sample_rate, row_seconds or DEFAULT_ROW_SECONDS)
+
+    return decoder.plan(probed, PlanContext(root, known, row_samples, stream_path))
+
+
+def stream_specs(units: list[Unit], root: zarr.Group, row_seconds: float | None, source: Source):
+    """What the units' streams are (spec + audio info), and the attributes their source gives them."""
+    specs: dict[str, tuple[layout.StreamSpec, AudioInfo]] = {}
+    attributes: dict[str, dict] = {}
+    describe = getattr(source, "stream_attributes", None)
+    for unit in sorted(units, key=lambda u: (u.t0_ns, u.files[0].file.url)):
+        if unit.stream in specs:
+            continue
+        info = unit.info
+        first = unit.new_files[0].file if unit.new_files else unit.files[0].file
+        specs[unit.stream] = (layout.StreamSpec(
+            unit.stream, first.source or source.name, first.site or unit.stream.split("/")[1],
+            info.sample_rate, info.channels, info.store_dtype, info.bits,
+            samples_per_row(info.sample_rate, row_seconds or DEFAULT_ROW_SECONDS)), info)
+        if describe is not None:
+            attributes[unit.stream] = dict(describe(first) or {})
+    return specs, attributes
+
+
+def write(executor, units: list[Unit], forks: dict[str, bytes], storage_options: dict, rows_per_task: int,
+          limit: int, root: zarr.Group, bar=None) -> None:
+    """Decode and write every unit's rows; each unit ends ``ok`` (its forks kept) or ``failed``."""
+    tasks = []
+    for unit in units:
+        spr = int(root[unit.stream].attrs["row_samples"])
+        write_from = unit.write_from(spr)
+        for k in range(0, len(unit.rows), rows_per_task):
+            first = write_from + k * spr
+            stop = min(unit.n_samples, first + rows_per_task * spr)
+            tasks.append((unit, WriteTask(unit.decoder, unit.source, f"{unit.stream}/audio", spr, first, stop,
+                                          tuple(unit.rows[k : k + rows_per_task])), forks[unit.stream]))
+            unit.tasks_left += 1
+    for (unit, _, _), future in executor.map_unordered(_write_task, tasks, limit, storage_options=storage_options):
+        fork, samples, error = future.result()
+        unit.tasks_left -= 1
+        if error:
+            unit.error = unit.error or error
+        else:
+            unit.forks.append(fork)
+        if bar is not None:
+            bar.update(samples / unit.info.sample_rate)
+        if unit.tasks_left == 0:
+            if unit.error:
+                unit.status, unit.forks = "failed", []
+                log.warning("%s: %s", unit.files[-1].file.url, unit.error)
+            else:
+                unit.status = "ok"
 
 
 def ingest(
     source: Source,
-    store: str | StoreLocation,
+    store: str | StoreLocation | Store,
     *,
     row_seconds: float | None = None,
     client: Any = None,
@@ -274,81 +397,105 @@ def ingest(
         Ingest again objects that failed in an earlier run.
     progress : bool
         Show a progress bar (audio seconds written).
+
+    Returns
+    -------
+    IngestReport
+        Other writers (ingests of other sources, annotate, pseudolabel) may
+        commit to the store meanwhile: the run lands on top of them. Files
+        another run ingested meanwhile are skipped; files whose streams kept
+        moving for ``MAX_ROUNDS`` rounds are reported as ``deferred``.
     """
     t0 = time.perf_counter()
-    location = StoreLocation.from_url(store, store_options)
-    repo = open_repository(location, create=True)
-    base = repo.lookup_branch("main")
-    report = IngestReport(store=location.url, run_id=uuid.uuid4().hex[:12], snapshot_id=base)
-    known = read_catalog(repo.readonly_session(snapshot_id=base).store)
-    new, rejected, report.skipped, report.changed, report.listed = classify(
-        list_source(source), known, retry_failed
-    )
-    for rec in report.changed:
-        log.warning("%s: %s", rec.url, rec.reason)
-    if not new and not rejected:
-        report.elapsed_seconds = time.perf_counter() - t0
-        return report
-
+    st = Store.open(store, store_options, create=True)
+    report = IngestReport(store=st.url, run_id=uuid.uuid4().hex[:12], snapshot_id=st.tip())
+    decoder = build("decoders", getattr(source, "decoder", "sndfile"))
     options = dict(getattr(source, "storage_options", {}) or {})
-    decoder = getattr(source, "decoder", "sndfile")
-    with executor_for(client, n_workers) as executor:
-        report.dashboard_link = executor.dashboard_link
-        limit = 4 * executor.n_threads + 8
-        probed = []
-        for file, future in executor.map_unordered(probe_file, new, limit, storage_options=options,
-                                                   decoder=decoder):
-            result = future.result()
-            if isinstance(result, str):
-                rejected.append(RejectedFile(file.source, file.url, file.size, file.etag, result))
+    time_range = source.time_range() if hasattr(source, "time_range") else None
+    records: list[SourceFile | RejectedFile] = list(list_source(source))
+    probes: dict[str, AudioInfo | str] = {}
+    wanted: set[str] | None = None  # URLs still to ingest after the first round
+    executor_cm = None
+    executor = None
+    try:
+        for round_ in range(MAX_ROUNDS):
+            session = st.writable()
+            base = session.snapshot_id
+            root = st.root(base)
+            known = read_catalog(root)
+            listing = list_new([r for r in records if wanted is None or r.url in wanted], known, retry_failed)
+            if wanted is None:
+                report.listed, report.skipped, report.changed = listing.listed, listing.skipped, listing.changed
+                for rec in report.changed:
+                    log.warning("%s: %s", rec.url, rec.reason)
             else:
-                probed.append((file, result))
-        probed.sort(key=lambda fi: fi[0])
-        branch = RUN_BRANCH_PREFIX + report.run_id
-        repo.create_branch(branch, base)
-        session = repo.writable_session(branch)
-        root = zarr.open_group(session.store, mode="a")
-        units = _plan_units(root, source, decoder, probed, known, row_seconds)
-        _allocate(root, units, row_seconds, source, known)
-        layout.ensure_rejected(root)
-        schema_snapshot = session.commit(f"pamingest run {report.run_id}: allocate rows")
-        session = repo.writable_session(branch)
-        tasks = []
-        for unit in units:
-            spr = int(root[unit.stream].attrs["row_samples"])
-            for k in range(0, len(unit.rows), rows_per_task):
-                first = unit.write_from + k * spr
-                stop = min(unit.n_samples, first + rows_per_task * spr)
-                tasks.append((unit, WriteTask(unit.decode, f"{unit.stream}/audio", spr, first, stop,
-                                              tuple(unit.rows[k : k + rows_per_task]))))
-                unit.tasks_left += 1
-        bar = _progress_bar(progress, sum((u.n_samples - u.write_from) / u.info.sample_rate for u in units))
-        # One fork, pickled once: every task unpickles its own copy and returns it
-        # with its writes; a session cannot fork again once forks are merged.
-        fork_bytes = pickle.dumps(session.fork())
-        for (unit, _), future in executor.map_unordered(
-            _write_task, tasks, limit, fork_bytes=fork_bytes, storage_options=options
-        ):
-            fork, samples, error = future.result()
-            unit.tasks_left -= 1
-            if error:
-                unit.error = unit.error or error
-            else:
-                unit.forks.append(fork)
-            if bar is not None:
-                bar.update(samples / unit.info.sample_rate)
-            if unit.tasks_left == 0:
-                if unit.error:
-                    unit.status, unit.forks = "failed", []
-                    log.warning("%s: %s", unit.files[-1].file.url, unit.error)
-                else:
-                    session.merge(*unit.forks)
-                    unit.status, unit.forks = "ok", []
-        if bar is not None:
-            bar.close()
-    root = zarr.open_group(session.store, mode="a")
-    _write_tables(root, units, rejected, known)
-    for unit in units:
+                report.skipped += listing.skipped  # ingested by another run meanwhile
+            if not listing.new and not listing.rejected:
+                break
+            if executor is None:
+                executor_cm = executor_for(client, n_workers)
+                executor = executor_cm.__enter__()
+                report.dashboard_link = executor.dashboard_link
+            limit = 4 * executor.n_threads + 8
+            probed, rejected = probe(executor, decoder, listing.new, options, limit, probes)
+            rejected = listing.rejected + rejected
+            probed, outside = within(probed, time_range)
+            report.outside_range += outside
+            units = plan(decoder, probed, root, known, row_seconds)
+            specs, attributes = stream_specs(units, root, row_seconds, source)
+            prepared = prepare_streams(st, specs, row_seconds is not None, attributes)
+            if prepared.snapshot_id is not None:
+                # New streams exist now (empty): plan again on top of them, at the new tip.
+                wanted = {r.url for r in listing.new} | {r.url for r in listing.rejected}
+                continue
+            report.rounds += 1
+            forks = allocate(st, session, units, known)
+            report.streams = sorted(set(report.streams) | {u.stream for u in units})
+            bar = _progress_bar(progress, sum((u.n_samples - u.write_from(int(root[u.stream].attrs["row_samples"])))
+                                              / u.info.sample_rate for u in units))
+            try:
+                write(executor, units, forks, options, rows_per_task, limit, root, bar)
+            finally:
+                if bar is not None:
+                    bar.close()
+            landing = land(st, session, base, units, rejected, known, forks,
+                           lambda us, rs: _message(report.run_id, us, rs), lambda us, rs: _metadata(report.run_id, us, rs))
+            _count(report, landing)
+            wanted = {uf.file.url for u in landing.deferred for uf in u.new_files}
+            if not wanted:
+                break
+        else:
+            report.deferred = [FailedFile(url, f"its stream kept changing under concurrent runs for {MAX_ROUNDS} "
+                                               "rounds; not ingested") for url in sorted(wanted or ())]
+    finally:
+        if executor_cm is not None:
+            executor_cm.__exit__(None, None, None)
+    report.elapsed_seconds = time.perf_counter() - t0
+    return report
+
+
+def _message(run_id: str, units: list[Unit], rejected: list[RejectedFile]) -> str:
+    ok = sum(len(u.new_files) for u in units if u.status == "ok")
+    failed = sum(len(u.new_files) for u in units if u.status != "ok") + len(rejected)
+    return f"pamingest run {run_id}: {ok} files, {failed} failed"
+
+
+def _metadata(run_id: str, units: list[Unit], rejected: list[RejectedFile]) -> dict:
+    ok = [u for u in units if u.status == "ok"]
+    return {"pamingest": "ingest", "run_id": run_id, "ingested": sum(len(u.new_files) for u in ok),
+            "failed": sum(len(u.new_files) for u in units if u.status != "ok") + len(rejected),
+            "rows": sum(len(u.rows) for u in ok)}
+
+
+def _count(report: IngestReport, landing: Landing) -> None:
+    commit = landing.commit
+    report.rebases += commit.rebases
+    report.rebuilds += commit.rebuilds
+    if commit.snapshot_id is None:
+        return
+    report.commits += 1
+    report.snapshot_id = commit.snapshot_id
+    for unit in landing.units:
         new_files = unit.new_files
         if unit.status == "ok":
             report.ingested += len(new_files)
@@ -357,27 +504,7 @@ def ingest(
             report.bytes_read += sum(f.file.size for f in new_files)
         else:
             report.failed += [FailedFile(f.file.url, unit.error) for f in new_files]
-    report.failed += [FailedFile(r.url, r.reason) for r in rejected]
-    report.streams = sorted({u.stream for u in units})
-    with warnings.catch_warnings():
-        # The forks of failed units are deliberately not merged: their writes are discarded.
-        warnings.filterwarnings("ignore", message="Committing a session after forking")
-        snapshot = session.commit(
-            f"pamingest run {report.run_id}: {report.ingested} files, {len(report.failed)} failed",
-            metadata={"run_id": report.run_id, "ingested": report.ingested, "failed": len(report.failed),
-                      "rows": report.rows, "allocated_in": schema_snapshot},
-        )
-    try:
-        repo.reset_branch("main", snapshot, from_snapshot_id=base)
-    except Exception as exc:
-        raise ConcurrentIngestError(
-            f"main moved while run {report.run_id} was writing; its result is kept on branch {branch} "
-            f"(snapshot {snapshot}). Run the ingest again to add the files on top of the new main."
-        ) from exc
-    repo.delete_branch(branch)
-    report.snapshot_id = snapshot
-    report.elapsed_seconds = time.perf_counter() - t0
-    return report
+    report.failed += [FailedFile(r.url, r.reason) for r in landing.rejected]
 
 
 def _progress_bar(enabled: bool, total_seconds: float):
@@ -387,159 +514,3 @@ def _progress_bar(enabled: bool, total_seconds: float):
 
     return tqdm(total=round(total_seconds, 1), unit="s", unit_scale=True, desc="audio written",
                 bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}, {rate_fmt}]")
-
-
-def _row_samples_for(root: zarr.Group, row_seconds: float | None):
-    def row_samples(stream: str, sample_rate: int) -> int:
-        if stream in root:
-            return int(root[stream].attrs["row_samples"])
-        return samples_per_row(sample_rate, row_seconds or DEFAULT_ROW_SECONDS)
-
-    return row_samples
-
-
-def _plan_units(root, source, decoder: str, probed, known, row_seconds) -> list[Unit]:
-    if decoder == "hls":
-        return plan_runs(root, probed, known, _row_samples_for(root, row_seconds),
-                         getattr(source, "capture_delay_s", 0.0),
-                         getattr(source, "block_segments", hls.DEFAULT_BLOCK_SEGMENTS))
-    return [file_unit(layout.stream_path(f.source, f.site, info), f, info) for f, info in probed]
-
-
-def _allocate(root: zarr.Group, units: list[Unit], row_seconds: float | None, source: Source | None,
-              known: dict[str, KnownFile]) -> None:
-    """Create or grow each stream's arrays; give each unit its rows and its new files their index.
-
-    A source may describe its streams (deployment position, instrument...)
-    through an optional ``stream_attributes(file) -> dict``; those are merged
-    into the stream group's attributes.
-    """
-    describe = getattr(source, "stream_attributes", None)
-    by_stream: dict[str, list[Unit]] = defaultdict(list)
-    for unit in units:
-        by_stream[unit.stream].append(unit)
-    for path in sorted(by_stream):
-        group_units = sorted(by_stream[path], key=lambda u: (u.t0_ns, u.files[0].file.url))
-        u0 = group_units[0]
-        first_file = u0.new_files[0].file if u0.new_files else u0.files[0].file
-        spec = layout.StreamSpec(path, first_file.source or source.name, first_file.site or path.split("/")[1],
-                                 u0.info.sample_rate, u0.info.channels, u0.info.store_dtype, u0.info.bits,
-                                 samples_per_row(u0.info.sample_rate, row_seconds or DEFAULT_ROW_SECONDS))
-        if path in root:
-            group = root[path]
-            if row_seconds is not None:
-                layout.check_stream(group, spec)
-        else:
-            group = layout.create_stream(root, spec, u0.info)
-        if describe is not None:
-            extra = describe(first_file) or {}
-            if extra:
-                group.attrs.update({k: v for k, v in extra.items() if k not in layout.RESERVED_ATTRS})
-        spr = int(group.attrs["row_samples"])
-        row = group["audio"].shape[0]
-        n_files = group["file_url"].shape[0]
-        for unit in group_units:
-            for uf in unit.new_files:
-                prior = known.get(uf.file.url)
-                if prior and prior.stream == path:
-                    uf.file_index = prior.file_index  # a retried file keeps its table entry
-                else:
-                    uf.file_index, n_files = n_files, n_files + 1
-            n = unit.n_rows(spr)
-            fresh = n - (1 if unit.rewrite_row is not None else 0)
-            unit.rows = ([unit.rewrite_row] if unit.rewrite_row is not None else []) + list(range(row, row + fresh))
-            row += fresh
-        group["audio"].resize((row, spr, int(group.attrs["channels"])))
-
-
-def _write_tables(root: zarr.Group, units: list[Unit], rejected: list[RejectedFile],
-                  known: dict[str, KnownFile]) -> None:
-    by_stream: dict[str, list[Unit]] = defaultdict(list)
-    for unit in units:
-        by_stream[unit.stream].append(unit)
-    for path, group_units in by_stream.items():
-        group = root[path]
-        spr = int(group.attrs["row_samples"])
-        n_rows = group["audio"].shape[0]
-        layout.grow_row_arrays(group, n_rows)
-        for unit in group_units:
-            table = unit.row_table(spr)
-            rows = np.asarray(unit.rows, dtype=np.int64)
-            if unit.status != "ok":
-                # Dead rows: allocated, never written. A rewrite row keeps its earlier content.
-                keep = rows != (unit.rewrite_row if unit.rewrite_row is not None else -1)
-                rows = rows[keep]
-                table = {"chunk_start": np.full(len(rows), NAT, dtype=np.int64),
-                         "n_valid": np.zeros(len(rows), dtype=np.int32),
-                         "file_index": table["file_index"][keep], "file_offset": table["file_offset"][keep]}
-            _scatter(group, rows, table)
-        entries = [(uf, u) for u in group_units for uf in u.new_files]
-        n_files = max(group["file_url"].shape[0], max((uf.file_index for uf, _ in entries), default=-1) + 1)
-        columns = {
-            "file_url": [uf.file.url for uf, _ in entries],
-            "file_etag": [uf.file.etag for uf, _ in entries],
-            "file_size": [uf.file.size for uf, _ in entries],
-            "file_start": [uf.file.start_ns for uf, _ in entries],
-            "file_frames": [uf.samples if u.status == "ok" else 0 for uf, u in entries],
-            "file_status": [u.status for _, u in entries],
-            "file_error": [u.error for _, u in entries],
-        }
-        index = np.array([uf.file_index for uf, _ in entries], dtype=np.int64)
-        for name, values in columns.items():
-            arr = group[name]
-            if arr.shape[0] < n_files:
-                arr.resize((n_files,))
-            data = layout.as_object(values) if arr.dtype.kind in "OTU" else np.asarray(values, dtype=arr.dtype)
-            _scatter_1d(arr, index, data)
-        runs = [u for u in group_units if u.run is not None and u.status == "ok"]
-        if runs:
-            _write_runs(group, runs)
-    if rejected:
-        group = layout.ensure_rejected(root)
-        retried = {r.url: k for r in rejected if (k := known.get(r.url)) and k.stream == layout.REJECTED_GROUP}
-        fresh = [r for r in rejected if r.url not in retried]
-        for r in rejected:
-            if r.url in retried:
-                group["reason"][retried[r.url].file_index] = r.reason
-        layout.append(group["url"], layout.as_object(r.url for r in fresh))
-        layout.append(group["etag"], layout.as_object(r.etag for r in fresh))
-        layout.append(group["size"], np.array([r.size for r in fresh], dtype=np.int64))
-        layout.append(group["source"], layout.as_object(r.source for r in fresh))
-        layout.append(group["reason"], layout.as_object(r.reason for r in fresh))
-
-
-def _scatter(group: zarr.Group, rows: np.ndarray, table: dict[str, np.ndarray]) -> None:
-    for name, values in table.items():
-        _scatter_1d(group[name], rows, np.asarray(values))
-
-
-def _scatter_1d(arr: zarr.Array, index: np.ndarray, values: np.ndarray) -> None:
-    """``arr[index] = values``, as one slice write when the indices are contiguous."""
-    if not len(index):
-        return
-    if np.array_equal(index, np.arange(index[0], index[0] + len(index))):
-        arr[int(index[0]) : int(index[0]) + len(index)] = values
-    else:
-        for i, v in zip(index, values):
-            arr[int(i)] = v
-
-
-def _write_runs(group: zarr.Group, units: list[Unit]) -> None:
-    runs = layout.ensure_runs(group)
-    for unit in units:
-        r = unit.run
-        values = {
-            "run_session": r["session"], "run_t0": r["t0_ns"], "run_first_pts": r["first_pts_s"],
-            "run_samples": r["samples"], "run_first_segment": r["first_segment"],
-            "run_last_segment": r["last_segment"],
-            "run_first_row": r["first_row"] if r["first_row"] >= 0 else unit.rows[0],
-            "run_last_row": unit.rows[-1],
-        }
-        if r["index"] is None:
-            i = runs["run_session"].shape[0]
-            for name in values:
-                runs[name].resize((i + 1,))
-        else:
-            i = r["index"]
-        for name, v in values.items():
-            runs[name][i] = v

@@ -9,17 +9,14 @@ import numpy as np
 import xarray as xr
 
 from .errors import StoreNotFoundError, StreamNotFoundError
-from .store.repo import StoreLocation, open_repository
+from .store.repo import Store, StoreLocation
 from .timing import NS_PER_S, offset_ns, to_ns
 
 
 def open_session(url: str | StoreLocation, snapshot: str | None = None, branch: str = "main",
                  storage_options: dict | None = None):
     """A read-only Icechunk session on ``branch`` or a pinned ``snapshot``."""
-    repo = open_repository(StoreLocation.from_url(url, storage_options))
-    if snapshot:
-        return repo.readonly_session(snapshot_id=snapshot)
-    return repo.readonly_session(branch)
+    return Store.open(url, storage_options).session(snapshot, branch)
 
 
 def open_store(url: str | StoreLocation, snapshot: str | None = None, *, branch: str = "main",

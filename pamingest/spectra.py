@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .errors import ConfigError
 from .timing import NS_PER_S, to_ns
 
 UNITS = "count**2/Hz"
@@ -34,10 +35,10 @@ def _hann(n: int) -> np.ndarray:
 def _check_segments(nperseg: int, noverlap: int | None) -> tuple[int, int]:
     nperseg = int(nperseg)
     if nperseg < 2:
-        raise ValueError(f"nperseg must be at least 2, got {nperseg}")
+        raise ConfigError(f"nperseg must be at least 2, got {nperseg}")
     noverlap = nperseg // 2 if noverlap is None else int(noverlap)
     if not 0 <= noverlap < nperseg:
-        raise ValueError(f"noverlap must be in [0, nperseg), got {noverlap} with nperseg={nperseg}")
+        raise ConfigError(f"noverlap must be in [0, nperseg), got {noverlap} with nperseg={nperseg}")
     return nperseg, noverlap
 
 
@@ -79,7 +80,7 @@ def segment_psd(x: np.ndarray, sample_rate: float, nperseg: int = 1024,
     nperseg, noverlap = _check_segments(nperseg, noverlap)
     x = np.asarray(x)
     if x.ndim != 1:
-        raise ValueError(f"segment_psd needs 1-D samples, got shape {x.shape}")
+        raise ConfigError(f"segment_psd needs 1-D samples, got shape {x.shape}")
     step = nperseg - noverlap
     count = n_segments(len(x), nperseg, noverlap)
     window = _hann(nperseg)
@@ -154,7 +155,7 @@ def row_spectra(ds: xr.Dataset, *, start: Any = None, end: Any = None, channel: 
     sr = ds.pam.sample_rate
     channels = ds["audio"].sizes["channel"]
     if not 0 <= channel < channels:
-        raise ValueError(f"channel {channel} out of range: the stream has {channels}")
+        raise ConfigError(f"channel {channel} out of range: the stream has {channels}")
     rows = _live_rows(ds, start, end)
     rows = rows[rows["n_valid"] >= nperseg]
     ids = rows["row"].to_numpy()
@@ -196,7 +197,7 @@ def row_spectra(ds: xr.Dataset, *, start: Any = None, end: Any = None, channel: 
 def _bin_ns(bin: Any) -> int:
     ns = int(pd.Timedelta(bin).value)
     if ns <= 0:
-        raise ValueError(f"LTSA bin must be a positive duration, got {bin!r}")
+        raise ConfigError(f"LTSA bin must be a positive duration, got {bin!r}")
     return ns
 
 
@@ -265,7 +266,7 @@ def ltsa(ds: xr.Dataset, bin: Any = "1min", *, start: Any = None, end: Any = Non
         first, last = lo // width * width, -(-hi // width) * width
         count = (last - first) // width
         if count > max_bins:
-            raise ValueError(f"{count} bins of {pd.Timedelta(width, unit='ns')} from {pd.Timestamp(first, unit='ns')} "
+            raise ConfigError(f"{count} bins of {pd.Timedelta(width, unit='ns')} from {pd.Timestamp(first, unit='ns')} "
                              f"(max_bins={max_bins}): choose a longer bin or a shorter range")
         edges = first + width * np.arange(count, dtype=np.int64)
     nbins, nfreq = len(edges), spectra.sizes["frequency"]

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .errors import ConfigError
+
 NS_PER_S = 1_000_000_000
 NAT = np.iinfo(np.int64).min
 
@@ -22,20 +24,20 @@ NAT = np.iinfo(np.int64).min
 def samples_per_row(sample_rate: int, row_seconds: float) -> int:
     """Samples in one store row: ``row_seconds`` at ``sample_rate``, rounded."""
     if sample_rate <= 0:
-        raise ValueError(f"sample rate must be positive, got {sample_rate}")
+        raise ConfigError(f"sample rate must be positive, got {sample_rate}")
     if row_seconds <= 0:
-        raise ValueError(f"row length must be positive, got {row_seconds} s")
+        raise ConfigError(f"row length must be positive, got {row_seconds} s")
     # Half up, not Python's half-to-even: 0.5 s at 1 Hz is one sample, not none.
     n = int(math.floor(row_seconds * sample_rate + 0.5))
     if n < 1:
-        raise ValueError(f"a {row_seconds} s row at {sample_rate} Hz holds no sample")
+        raise ConfigError(f"a {row_seconds} s row at {sample_rate} Hz holds no sample")
     return n
 
 
 def rows_for(n_frames: int, row_samples: int) -> int:
     """Rows needed for ``n_frames`` samples: a file's last row may be partial."""
     if n_frames < 0:
-        raise ValueError(f"negative frame count {n_frames}")
+        raise ConfigError(f"negative frame count {n_frames}")
     return -(-n_frames // row_samples)
 
 
@@ -66,7 +68,7 @@ def to_ns(value: Any) -> int:
     """
     ts = pd.Timestamp(value)
     if ts is pd.NaT:
-        raise ValueError(f"not a time: {value!r}")
+        raise ConfigError(f"not a time: {value!r}")
     if ts.tzinfo is not None:
         ts = ts.tz_convert("UTC").tz_localize(None)
     return int(ts.value)

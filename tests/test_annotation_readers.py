@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pamingest.annotations import (EFFORT_COLUMNS, EVENT_COLUMNS, READERS, Recording, get_reader,
+from pamingest.registry import registry
+from pamingest.annotations import (EFFORT_COLUMNS, EVENT_COLUMNS, Recording, get_reader,
                                    read_annotations)
 from pamingest.errors import AnnotationError, ConfigError, PamIngestError
 from pamingest.timing import NS_PER_S, to_ns
@@ -30,7 +31,7 @@ def check_schema(ann):
 
 
 def test_every_format_has_an_explicit_reader():
-    assert sorted(READERS) == ["audacity", "orcahello", "podcast-json", "podcast-tsv", "pods-ai", "raven",
+    assert registry("annotation_readers").names() == ["audacity", "orcahello", "podcast-json", "podcast-tsv", "pods-ai", "raven",
                                "sanctsound"]
     with pytest.raises(ConfigError, match="unknown annotation format 'csv'"):
         get_reader("csv")

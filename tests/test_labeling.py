@@ -21,7 +21,7 @@ from pamingest.labeling import QUEUED, SCORED, get_labeler, pseudolabel, queue, 
 from pamingest.labeling import run as run_module
 from pamingest.labeling.queue import LabelerInfo, status_name
 from pamingest.labeling.run import Batch, commit_results, label_batch, read_rows
-from pamingest.store.repo import StoreLocation, open_repository
+from pamingest.store.repo import Store, StoreLocation, open_repository
 
 PAMINGEST = [sys.executable, "-m", "pamingest.cli"]
 STREAM = "files/67416073/8000Hz_1ch_pcm16"
@@ -136,8 +136,8 @@ def test_a_commit_that_loses_the_race_is_reapplied_on_the_new_main(tmp_path, fix
     store = soundtrap_store(tmp_path, fixtures, SOUNDTRAP[:1])
     spec = run_module.LabelerSpec.parse("energy:humpback")
     info = LabelerInfo.of(spec.build())
-    repo = open_repository(StoreLocation.from_url(store))
-    session_bytes = __import__("pickle").dumps(repo.readonly_session("main"))
+    st = Store.open(store)
+    session_bytes = __import__("pickle").dumps(st.session())
     mine = label_batch(Batch(STREAM, tuple(range(0, 8))), session_bytes, spec)
     theirs = label_batch(Batch(STREAM, tuple(range(4, 12))), session_bytes, spec)
     real_apply = run_module._apply
@@ -148,12 +148,14 @@ def test_a_commit_that_loses_the_race_is_reapplied_on_the_new_main(tmp_path, fix
         calls.append(counts)
         if len(calls) == 1:
             # Another run commits rows 4..11 between this session's start and its commit.
-            assert commit_results(repo, info, [theirs], "other")[0] is not None
+            assert commit_results(st, info, [theirs], "other")[0].snapshot_id is not None
         return counts
 
     monkeypatch.setattr(run_module, "_apply", apply_then_someone_else_commits)
-    snapshot, (scored, failed, skipped, _) = commit_results(repo, info, [mine], "mine")
-    assert snapshot is not None and len(calls) == 3  # mine, theirs (nested), mine again on the new tip
+    commit, (scored, failed, skipped, _) = commit_results(st, info, [mine], "mine")
+    # mine, theirs (nested), mine again on the new tip: both wrote the same status chunk, so the
+    # rebase refused and the scores were re-applied on top of theirs.
+    assert commit.snapshot_id is not None and len(calls) == 3 and commit.rebuilds == 1
     assert (scored, failed, skipped) == (4, 0, 4)  # rows 4..7 were theirs: not written twice
     commits = labelling_commits(store, info.key)
     assert sorted(c["scored"] for c in commits) == [4, 8]

@@ -14,7 +14,8 @@ import soundfile as sf
 import pamingest as pi
 from pamingest.errors import SourceNotFoundError
 from pamingest.sources.base import SourceFile
-from pamingest.sources.ncei import Ncei, read_xwav_directory
+from pamingest.decode.xwav import read_directory as read_xwav_directory
+from pamingest.sources.ncei import Ncei
 
 from helpers import assert_stream_matches, by_name, to_ns
 
@@ -197,21 +198,33 @@ def test_pifsc_continuous_xwav_ingested_at_its_directory_time_duty_cycled_reject
     assert ds["file_start"].values[1] == np.datetime64("2012-12-16T21:00:00")
 
 
-def test_pifsc_time_range_uses_the_xwav_span(s3, pifsc):
+def test_pifsc_time_range_uses_the_xwav_span(s3, pifsc, tmp_path):
     opts = s3.storage_options
 
-    def selected(**kw):
+    def listed(**kw):
         records = Ncei("pifsc", ROOT, storage_options=opts, **kw).list_partition(PIFSC_DEP)
-        # The duty-cycled file is reported whatever the range: it cannot be placed in time.
-        assert [r.url.rsplit("/", 1)[-1] for r in records if not isinstance(r, SourceFile)] == [
-            "Hawaii_K_14_121216_200000.df20.x.flac"]
         return [r.name for r in records if isinstance(r, SourceFile)]
 
-    # 19:00:00.125 + 4.5 s of raw files: a range from 19:00:04 still meets it, one from 19:00:05 does not
-    # (files of unknown span, like the one without a directory, start inside the range or are dropped).
-    assert selected(start="2012-12-16T19:00:04", end="2012-12-16T19:30") == ["Hawaii_K_14_121216_190000.df20.x.flac"]
-    assert selected(start="2012-12-16T19:00:05", end="2012-12-16T19:30") == []
-    assert selected(start="2012-12-16T20:30", end="2012-12-16T21:30") == ["Hawaii_K_14_121216_210000.df20.x.flac"]
+    def ingested(**kw):
+        store = str(tmp_path / f"store-{len(list(tmp_path.iterdir()))}")
+        report = pi.ingest(Ncei("pifsc", ROOT, storage_options=opts, **kw), store, client="serial")
+        names = [] if not report.committed else [
+            str(u).rsplit("/", 1)[-1] for path in pi.streams(pi.open_store(store))
+            for u in pi.open_store(store)[path]["file_url"].values]
+        return names, report
+
+    # Listing only knows names: the file that may still be recording at the range's start is kept.
+    assert listed(start="2012-12-16T19:00:05", end="2012-12-16T19:30") == ["Hawaii_K_14_121216_190000.df20.x.flac"]
+    # Probing reads the directory: 19:00:00.125 + 4.5 s of raw files, so a range from 19:00:04 still
+    # meets it and one from 19:00:05 does not.
+    names, report = ingested(start="2012-12-16T19:00:04", end="2012-12-16T19:30")
+    assert names == ["Hawaii_K_14_121216_190000.df20.x.flac"], report.summary()
+    names, report = ingested(start="2012-12-16T19:00:05", end="2012-12-16T19:30")
+    assert names == [] and report.outside_range == 1 and not report.committed, report.summary()
+    # The duty-cycled file is refused whatever the range: it cannot be placed in time.
+    names, report = ingested(start="2012-12-16T20:30", end="2012-12-16T21:30")
+    assert names == ["Hawaii_K_14_121216_210000.df20.x.flac"], report.summary()
+    assert [f.url.rsplit("/", 1)[-1] for f in report.failed] == ["Hawaii_K_14_121216_200000.df20.x.flac"]
     # Without the header check, files are timed (and selected) by name only.
     unchecked = Ncei("pifsc", ROOT, check_subchunks=False, storage_options=opts).list_partition(PIFSC_DEP)
     assert [r.start_ns for r in unchecked] == [to_ns("2012-12-16T19:00"), to_ns("2012-12-16T20:00"),

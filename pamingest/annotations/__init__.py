@@ -11,15 +11,14 @@
                     recording=Recording("spinetail_20200101_000000.wav"))   # start from the store
 
 The format is always named by the caller, never guessed from the file.
-Other packages add formats through the ``pamingest.annotation_readers``
-entry point group (name -> reader class).
+Readers are registered, pamingest's own included, under the
+``pamingest.annotation_readers`` entry point group (name -> reader class;
+``pamingest.registry``), loaded when a format is asked for.
 """
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
-
-from ..store.repo import StoreLocation
+from ..store.repo import Store, StoreLocation
 from .audacity import AudacityLabels
 from .base import (EFFORT_COLUMNS, EVENT_COLUMNS, AnnotationReader, Annotations, ReadContext, Recording,
                    RecordingLookup, ResolvedRecording, normalize_label)
@@ -32,19 +31,6 @@ from .raven import RavenTable
 from .sanctsound import SanctSoundDetections
 from .store import (AttachedFile, AttachReport, StoreFiles, attach, get_reader, read_bytes, refresh_labels,
                     stream_labels)
-
-READERS: dict[str, type] = {
-    "raven": RavenTable,
-    "audacity": AudacityLabels,
-    "sanctsound": SanctSoundDetections,
-    "podcast-tsv": PodcastTsv,
-    "orcahello": OrcaHelloPredictions,
-    "pods-ai": PodsAiDetections,
-    "podcast-json": PodcastJson,
-}
-for _ep in entry_points(group="pamingest.annotation_readers"):
-    READERS.setdefault(_ep.name, _ep.load())
-
 
 def read_annotations(path: str, format: str | AnnotationReader, *, options: dict | None = None,
                      recording: Recording | None = None, recordings=(), store: str | StoreLocation | None = None,
@@ -72,21 +58,16 @@ def read_annotations(path: str, format: str | AnnotationReader, *, options: dict
     -------
     Annotations
     """
-    import zarr
-
-    from ..store.repo import open_repository
-
     reader = get_reader(format, **(options or {}))
     lookup = None
     if store is not None:
-        session = open_repository(StoreLocation.from_url(store, store_options)).readonly_session("main")
-        lookup = StoreFiles(zarr.open_group(session.store, mode="r"))
+        lookup = StoreFiles(Store.open(store, store_options).root())
     given = tuple(recordings) + ((recording,) if recording is not None else ())
     return reader(read_bytes(path, storage_options), str(path), ReadContext(given, lookup, stream.strip("/")))
 
 
 __all__ = [
-    "EFFORT_COLUMNS", "EVENT_COLUMNS", "NEGATIVE", "POSITIVE", "READERS", "UNKNOWN", "AnnotationReader",
+    "EFFORT_COLUMNS", "EVENT_COLUMNS", "NEGATIVE", "POSITIVE", "UNKNOWN", "AnnotationReader",
     "Annotations", "AttachReport", "AttachedFile", "AudacityLabels", "OrcaHelloPredictions", "OverlapRule",
     "PodcastJson", "PodcastTsv", "PodsAiDetections", "RavenTable", "ReadContext", "Recording", "RecordingLookup",
     "ResolvedRecording", "SanctSoundDetections", "StoreFiles", "attach", "chunk_labels", "events_in_audio",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from ..errors import AnnotationError
+from ..errors import AnnotationError, ConfigError
 from .base import Annotations, ReadContext, ReaderBase, decode_text, s_to_ns, seconds
 
 
@@ -35,7 +35,7 @@ class AudacityLabels(ReaderBase):
                  source: str | None = None) -> None:
         super().__init__(label_map=label_map, source=source)
         if effort not in ("file", "none"):
-            raise ValueError(f"effort must be 'file' or 'none', not {effort!r}")
+            raise ConfigError(f"effort must be 'file' or 'none', not {effort!r}")
         self.effort = effort
         self.effort_labels = tuple(effort_labels)
 

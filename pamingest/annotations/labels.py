@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..timing import NAT, NS_PER_S
 
 POSITIVE, NEGATIVE, UNKNOWN = 1, 0, -1
@@ -52,9 +53,9 @@ class OverlapRule:
 
     def __post_init__(self) -> None:
         if self.min_seconds < 0:
-            raise ValueError(f"min_seconds must be >= 0, got {self.min_seconds}")
+            raise ConfigError(f"min_seconds must be >= 0, got {self.min_seconds}")
         if self.min_fraction is not None and not 0 < self.min_fraction <= 1:
-            raise ValueError(f"min_fraction must be in (0, 1], got {self.min_fraction}")
+            raise ConfigError(f"min_fraction must be in (0, 1], got {self.min_fraction}")
 
     def as_attrs(self) -> dict:
         return asdict(self)

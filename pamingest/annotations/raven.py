@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from ..errors import AnnotationError
+from ..errors import AnnotationError, ConfigError
 from .base import Annotations, Collector, ReadContext, ReaderBase, Table, cell, file_name, s_to_ns, seconds
 
 # Tried in this order when no label column is named.
@@ -52,7 +52,7 @@ class RavenTable(ReaderBase):
                  label_map: dict | None = None, source: str | None = None) -> None:
         super().__init__(label_map=label_map, source=source)
         if effort not in ("file", "none"):
-            raise ValueError(f"effort must be 'file' or 'none', not {effort!r}")
+            raise ConfigError(f"effort must be 'file' or 'none', not {effort!r}")
         self.label_column = label_column
         self.effort = effort
         self.effort_labels = tuple(effort_labels)

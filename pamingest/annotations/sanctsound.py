@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 
-from ..errors import AnnotationError
+from ..errors import AnnotationError, ConfigError
 from ..timing import NS_PER_S
 from .base import Annotations, ReadContext, ReaderBase, Table, cell, file_name, parse_utc, seconds
 
@@ -63,7 +63,7 @@ class SanctSoundDetections(ReaderBase):
             try:
                 resolution = float(resolution)
             except ValueError:
-                raise ValueError(f"resolution must be 1h, 1d, 1min or seconds, not {resolution!r}") from None
+                raise ConfigError(f"resolution must be 1h, 1d, 1min or seconds, not {resolution!r}") from None
         self.resolution = RESOLUTIONS[resolution] if isinstance(resolution, str) else resolution
 
     def __call__(self, data: bytes, name: str, context: ReadContext | None = None) -> Annotations:

@@ -42,10 +42,12 @@ import numpy as np
 import pandas as pd
 import zarr
 
-from ..errors import AnnotationError, AnnotationTargetError, ConcurrentIngestError, ConfigError, StoreError
+from ..errors import AnnotationError, AnnotationTargetError, ConfigError
 from ..fsutil import filesystem
+from ..registry import registry
 from ..store import layout
-from ..store.repo import StoreLocation, open_repository
+from ..store.repo import Store, StoreLocation
+from ..store.tables import Column, Table
 from ..timing import NAT, offset_ns
 from .base import Annotations, AnnotationReader, ReadContext, Recording, ResolvedRecording, file_name
 from .labels import OverlapRule, chunk_labels, events_in_audio, row_spans
@@ -56,31 +58,42 @@ ANNOTATIONS_ATTR = "pamingest_annotations"
 RULE_ATTR = "annotation_rule"
 LAYOUT_VERSION = 1
 
-# store array -> (record column, dtype, fill)
-EVENT_ARRAYS = {
-    "event_start": ("start", "int64", NAT), "event_end": ("end", "int64", NAT),
-    "event_low_hz": ("low_hz", "float64", np.nan), "event_high_hz": ("high_hz", "float64", np.nan),
-    "event_label": ("label", str, ""), "event_label_norm": ("label_norm", str, ""),
-    "event_source": ("source", str, ""), "event_confidence": ("confidence", "float64", np.nan),
-    "event_annotator": ("annotator", str, ""), "event_reviewed": ("reviewed", "bool", False),
-    "event_kind": ("kind", str, ""), "event_verdict": ("verdict", str, ""),
-    "event_recording": ("recording", str, ""), "event_file": ("file", "int32", -1),
-    "event_line": ("line", "int32", 0),
-}
-EFFORT_ARRAYS = {
-    "effort_start": ("start", "int64", NAT), "effort_end": ("end", "int64", NAT),
-    "effort_label_norm": ("label_norm", str, ""), "effort_source": ("source", str, ""),
-    "effort_recording": ("recording", str, ""), "effort_file": ("file", "int32", -1),
-    "effort_line": ("line", "int32", 0),
-}
-FILE_ARRAYS = {
-    "annotation_file_sha256": ("sha256", str, ""), "annotation_file_name": ("name", str, ""),
-    "annotation_file_format": ("format", str, ""), "annotation_file_context": ("context", str, ""),
-    "annotation_file_reader": ("reader", str, ""), "annotation_file_events": ("events", "int64", 0),
-    "annotation_file_effort": ("effort", "int64", 0),
-}
-TABLES = {"event": EVENT_ARRAYS, "effort": EFFORT_ARRAYS, "annotation_file": FILE_ARRAYS}
-TIME_ARRAYS = {"event_start", "event_end", "effort_start", "effort_end"}
+EVENTS = Table("event", {
+    "event_start": Column("int64", NAT, time=True, key="start"),
+    "event_end": Column("int64", NAT, time=True, key="end"),
+    "event_low_hz": Column("float64", np.nan, key="low_hz"),
+    "event_high_hz": Column("float64", np.nan, key="high_hz"),
+    "event_label": Column(str, "", key="label"),
+    "event_label_norm": Column(str, "", key="label_norm"),
+    "event_source": Column(str, "", key="source"),
+    "event_confidence": Column("float64", np.nan, key="confidence"),
+    "event_annotator": Column(str, "", key="annotator"),
+    "event_reviewed": Column("bool", False, key="reviewed"),
+    "event_kind": Column(str, "", key="kind"),
+    "event_verdict": Column(str, "", key="verdict"),
+    "event_recording": Column(str, "", key="recording"),
+    "event_file": Column("int32", -1, key="file"),
+    "event_line": Column("int32", 0, key="line"),
+})
+EFFORT = Table("effort", {
+    "effort_start": Column("int64", NAT, time=True, key="start"),
+    "effort_end": Column("int64", NAT, time=True, key="end"),
+    "effort_label_norm": Column(str, "", key="label_norm"),
+    "effort_source": Column(str, "", key="source"),
+    "effort_recording": Column(str, "", key="recording"),
+    "effort_file": Column("int32", -1, key="file"),
+    "effort_line": Column("int32", 0, key="line"),
+})
+ANNOTATION_FILES = Table("annotation_file", {
+    "annotation_file_sha256": Column(str, "", key="sha256"),
+    "annotation_file_name": Column(str, "", key="name"),
+    "annotation_file_format": Column(str, "", key="format"),
+    "annotation_file_context": Column(str, "", key="context"),
+    "annotation_file_reader": Column(str, "", key="reader"),
+    "annotation_file_events": Column("int64", 0, key="events"),
+    "annotation_file_effort": Column("int64", 0, key="effort"),
+})
+TABLES = {"event": EVENTS, "effort": EFFORT, "annotation_file": ANNOTATION_FILES}
 LABELS, LABEL_NAMES, LABELLED_DIM = "labels", "label", "labelled_chunk"
 
 
@@ -90,37 +103,21 @@ def ensure_tables(group: zarr.Group) -> None:
     """Create the (empty) annotation tables of a stream group if it has none."""
     if ANNOTATIONS_ATTR in group.attrs:
         return
-    for dim, arrays in TABLES.items():
-        for name, (_, dtype, fill) in arrays.items():
-            group.create_array(name, shape=(0,), chunks=(layout.TABLE_CHUNK,), dtype=dtype, fill_value=fill,
-                               dimension_names=(dim,),
-                               attributes=dict(layout.TIME_ATTRS) if name in TIME_ARRAYS else {})
+    for table in TABLES.values():
+        table.create(group)
     group.attrs.update({ANNOTATIONS_ATTR: LAYOUT_VERSION})
 
 
-def _column(values, dtype) -> np.ndarray:
-    if dtype is str:
-        return layout.as_object(str(v) for v in values)
-    return np.asarray(values, dtype=dtype)
-
-
-def _append_table(group: zarr.Group, arrays: dict, frame: pd.DataFrame) -> int:
-    first = group[next(iter(arrays))].shape[0]
-    for name, (col, dtype, _) in arrays.items():
-        layout.append(group[name], _column(frame[col].tolist(), dtype))
-    return first
+def _append_table(group: zarr.Group, table: Table, frame: pd.DataFrame) -> int:
+    return table.append(group, {key: frame[key].tolist() for key in table.keys().values()}, by_key=True)
 
 
 def read_table(group: zarr.Group, dim: str) -> dict[str, np.ndarray]:
     """A stream's event, effort or annotation_file table as column -> numpy array (empty if none)."""
-    arrays = TABLES[dim]
+    table = TABLES[dim]
     if ANNOTATIONS_ATTR not in group.attrs:
-        return {col: np.zeros(0, dtype=object if dtype is str else dtype) for col, dtype, _ in arrays.values()}
-    out = {}
-    for name, (col, dtype, _) in arrays.items():
-        values = group[name][:]
-        out[col] = np.asarray(values, dtype=object) if dtype is str else np.asarray(values)
-    return out
+        return {col.key: col.empty() for col in table.columns.values()}
+    return table.read(group, by_key=True)
 
 
 def stored_rule(group: zarr.Group) -> OverlapRule:
@@ -159,7 +156,7 @@ def write_labels(group: zarr.Group, labels: np.ndarray, names: list[str], rule: 
     group.create_array(LABEL_NAMES, shape=(len(names),), chunks=(max(len(names), 1),), dtype=str,
                        fill_value="", dimension_names=(LABEL_NAMES,))
     if names:
-        group[LABEL_NAMES][:] = layout.as_object(names)
+        group[LABEL_NAMES][:] = np.array(names, dtype=object)
     arr = group.create_array(LABELS, shape=labels.shape, chunks=(layout.META_CHUNK, max(len(names), 1)),
                              dtype="int8", fill_value=-1, dimension_names=(LABELLED_DIM, LABEL_NAMES),
                              attributes={"flag_values": [1, 0, -1], "flag_meanings": "positive negative unknown",
@@ -190,12 +187,7 @@ class StoreFiles:
 
     def find(self, name: str, stream: str = "") -> list[ResolvedRecording]:
         found = self.by_url.get(name) or self.by_name.get(file_name(name), [])
-        return [r for r in found if _under(r.stream, stream)]
-
-
-def _under(path: str, prefix: str) -> bool:
-    prefix = prefix.strip("/")
-    return not prefix or path == prefix or path.startswith(prefix + "/")
+        return [r for r in found if layout.under(r.stream, stream)]
 
 
 # ---------------------------------------------------------------- attach
@@ -224,10 +216,12 @@ class AttachReport:
     files: list[AttachedFile] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     labels: dict[str, list[str]] = field(default_factory=dict)
+    rebases: int = 0
+    rebuilds: int = 0
 
     @property
     def committed(self) -> bool:
-        return bool(self.labels)
+        return self.snapshot_id is not None
 
     def summary(self) -> str:
         lines = [f"store      {self.store}"]
@@ -251,6 +245,7 @@ class AttachReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {"store": self.store, "snapshot_id": self.snapshot_id, "committed": self.committed,
+                "rebases": self.rebases, "rebuilds": self.rebuilds,
                 "files": [vars(f) for f in self.files],
                 "failed": [{"file": n, "reason": m} for n, m in self.failed], "labels": self.labels}
 
@@ -272,7 +267,7 @@ def _route(ann: Annotations, streams: dict[str, zarr.Group], skip_unknown: bool)
         for i, (stream, site, line) in enumerate(keys):
             key = (stream, site)
             if key not in cache:
-                paths = [p for p in streams if _under(p, stream)]
+                paths = [p for p in streams if layout.under(p, stream)]
                 if site and stream.strip("/") not in streams:
                     # A row placed through the files table names its stream exactly; a site narrows the rest.
                     wanted = {site.lower(), layout.safe_segment(site).lower()}
@@ -308,16 +303,13 @@ def _attached(group: zarr.Group, sha: str, context: str) -> bool:
 def get_reader(format: str | AnnotationReader, **options) -> AnnotationReader:
     """The reader for a format name (``raven``, ``audacity``, ``sanctsound``, ``podcast-tsv``,
     ``orcahello``, ``pods-ai``, ``podcast-json``), built with ``options``; a reader passes through."""
-    from . import READERS
-
     if not isinstance(format, str):
         if options:
             raise ConfigError("reader options go to the reader's constructor, not with a reader instance")
         return format
-    if format not in READERS:
-        raise ConfigError(f"unknown annotation format {format!r}: use one of {', '.join(sorted(READERS))}")
+    factory = registry("annotation_readers").get(format)
     try:
-        return READERS[format](**options)
+        return factory(**options)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"bad option for the {format} reader: {exc}") from None
 
@@ -375,25 +367,51 @@ def attach(
         nothing. Events outside any ingested audio are kept and counted.
     """
     reader = get_reader(format, **(options or {}))
-    location = StoreLocation.from_url(store, store_options)
-    repo = open_repository(location)
-    session = repo.writable_session("main")
-    root = zarr.open_group(session.store, mode="r+")
-    streams = dict(layout.iter_streams(root))
-    if stream and not any(_under(p, stream) for p in streams):
-        raise AnnotationTargetError(f"unknown stream {stream!r}: the store has "
-                                    f"{', '.join(sorted(streams)) or 'no streams'}")
+    st = Store.open(store, store_options)
     given = tuple(recordings) + ((recording,) if recording is not None else ())
-    context = ReadContext(given, StoreFiles(root), (stream or "").strip("/"))
-    report = AttachReport(location.url)
-    touched: dict[str, list[tuple[int, np.ndarray]]] = defaultdict(list)  # path -> (report index, event rows)
-    seen: set[tuple[str, str, str]] = set()
+    contents: list[tuple[str, bytes | None, str]] = []  # name, bytes, why they could not be read
     for f in files:
         name = str(f)
         try:
-            data = read_bytes(name, storage_options)
+            contents.append((name, read_bytes(name, storage_options), ""))
         except (OSError, ValueError) as exc:
-            report.failed.append((name, f"{name}: cannot read: {exc}"))
+            contents.append((name, None, f"{name}: cannot read: {exc}"))
+
+    def apply(root: zarr.Group) -> AttachReport:
+        # Everything that depends on the store is read here, so that a re-application on a
+        # newer tip (another writer committed meanwhile) places the files against that tip.
+        return _attach(root, st.url, contents, reader, given, stream, rule, skip_unknown_streams)
+
+    def message(report: AttachReport) -> str:
+        attached = [f for f in report.files if f.streams]
+        return (f"pamingest annotate ({reader.format}): {len(attached)} files, "
+                f"{sum(f.events for f in report.files)} events")
+
+    def metadata(report: AttachReport) -> dict:
+        return {"pamingest": "annotate", "format": reader.format,
+                "files": [f.name for f in report.files if f.streams],
+                "events": sum(f.events for f in report.files)}
+
+    commit = st.update(apply, message, metadata)
+    report = commit.value
+    report.snapshot_id = commit.snapshot_id
+    report.rebases, report.rebuilds = commit.rebases, commit.rebuilds
+    return report
+
+
+def _attach(root: zarr.Group, url: str, contents, reader: AnnotationReader, given, stream: str | None,
+            rule: OverlapRule | None, skip_unknown_streams: bool) -> AttachReport:
+    streams = dict(layout.iter_streams(root))
+    if stream and not any(layout.under(p, stream) for p in streams):
+        raise AnnotationTargetError(f"unknown stream {stream!r}: the store has "
+                                    f"{', '.join(sorted(streams)) or 'no streams'}")
+    context = ReadContext(given, StoreFiles(root), (stream or "").strip("/"))
+    report = AttachReport(url)
+    touched: set[str] = set()
+    seen: set[tuple[str, str, str]] = set()
+    for name, data, unreadable in contents:
+        if data is None:
+            report.failed.append((name, unreadable))
             continue
         sha = hashlib.sha256(data).hexdigest()
         try:
@@ -408,7 +426,6 @@ def attach(
         entry = AttachedFile(name, reader.format, skipped_rows=skipped, notes=list(ann.notes))
         ctx = _context_key(ann)
         outside = np.ones(len(ann.events), dtype=bool)
-        any_new = False
         for path in sorted(targets):
             ev_idx, ef_idx = targets[path]
             group = streams[path]
@@ -417,52 +434,34 @@ def attach(
                 continue
             seen.add((path, sha, ctx))
             ensure_tables(group)
-            file_index = _append_table(group, FILE_ARRAYS, pd.DataFrame({
+            file_index = _append_table(group, ANNOTATION_FILES, pd.DataFrame({
                 "sha256": [sha], "name": [name], "format": [reader.format], "context": [ctx],
                 "reader": [repr(reader)], "events": [len(ev_idx)], "effort": [len(ef_idx)]}))
             events = ann.events.iloc[ev_idx].assign(file=file_index)
             effort = ann.effort.iloc[ef_idx].assign(file=file_index)
-            _append_table(group, EVENT_ARRAYS, events)
-            _append_table(group, EFFORT_ARRAYS, effort)
+            _append_table(group, EVENTS, events)
+            _append_table(group, EFFORT, effort)
             start, end = _rows(group)
             inside = events_in_audio(start, end, events["start"].to_numpy(np.int64), events["end"].to_numpy(np.int64))
             outside[np.asarray(ev_idx, dtype=np.int64)[inside]] = False
             entry.streams.append(path)
             entry.events += len(ev_idx)
             entry.effort += len(ef_idx)
-            touched[path].append((len(report.files), np.asarray(ev_idx)))
-            any_new = True
-        if any_new:
+            touched.add(path)
+        if entry.streams:
             # An event counts as outside when no stream it went to has audio at its time.
             placed = np.zeros(len(ann.events), dtype=bool)
             for path in entry.streams:
                 placed[targets[path][0]] = True
             entry.outside_audio = int((outside & placed).sum())
         report.files.append(entry)
-    if not touched:
-        return report
     for path in sorted(touched):
         group = streams[path]
         use = rule or stored_rule(group)
         labels, names = stream_labels(group, use)
         write_labels(group, labels, names, use)
         report.labels[path] = names
-    n_events = sum(f.events for f in report.files)
-    attached = [f for f in report.files if f.streams]
-    message = f"pamingest annotate ({reader.format}): {len(attached)} files, {n_events} events"
-    report.snapshot_id = _commit(session, message, {"format": reader.format, "files": [f.name for f in attached],
-                                                    "events": n_events})
     return report
-
-
-def _commit(session, message: str, metadata: dict) -> str:
-    import icechunk
-
-    try:
-        return session.commit(message, metadata=metadata)
-    except icechunk.ConflictError as exc:
-        raise ConcurrentIngestError(f"the store's main branch moved while annotating; nothing was "
-                                    f"written: run the command again ({exc})") from exc
 
 
 def refresh_labels(store: str | StoreLocation, streams: Iterable[str] | None = None, *,
@@ -484,25 +483,27 @@ def refresh_labels(store: str | StoreLocation, streams: Iterable[str] | None = N
         Stream path -> label names, for the streams whose labels changed
         (all in one commit; nothing is committed when none changed).
     """
-    location = StoreLocation.from_url(store, store_options)
-    session = open_repository(location).writable_session("main")
-    root = zarr.open_group(session.store, mode="r+")
     prefixes = list(streams) if streams is not None else [""]
-    changed: dict[str, list[str]] = {}
-    for path, group in layout.iter_streams(root):
-        if ANNOTATIONS_ATTR not in group.attrs or not any(_under(path, p) for p in prefixes):
-            continue
-        use = rule or stored_rule(group)
-        labels, names = stream_labels(group, use)
-        same = (LABELS in group and group[LABELS].shape == labels.shape
-                and list(group[LABEL_NAMES][:]) == names and np.array_equal(group[LABELS][:], labels)
-                and stored_rule(group) == use and RULE_ATTR in group.attrs)
-        if not same:
-            write_labels(group, labels, names, use)
-            changed[path] = names
-    if changed:
-        _commit(session, f"pamingest labels: refresh {len(changed)} streams", {"streams": sorted(changed)})
-    return changed
+
+    def apply(root: zarr.Group) -> dict[str, list[str]]:
+        changed: dict[str, list[str]] = {}
+        for path, group in layout.iter_streams(root, prefixes):
+            if ANNOTATIONS_ATTR not in group.attrs:
+                continue
+            use = rule or stored_rule(group)
+            labels, names = stream_labels(group, use)
+            same = (LABELS in group and group[LABELS].shape == labels.shape
+                    and list(group[LABEL_NAMES][:]) == names and np.array_equal(group[LABELS][:], labels)
+                    and stored_rule(group) == use and RULE_ATTR in group.attrs)
+            if not same:
+                write_labels(group, labels, names, use)
+                changed[path] = names
+        return changed
+
+    commit = Store.open(store, store_options).update(
+        apply, lambda changed: f"pamingest labels: refresh {len(changed)} streams",
+        lambda changed: {"pamingest": "labels", "streams": sorted(changed)})
+    return commit.value
 
 
 # ---------------------------------------------------------------- reading back (the .pam accessor)
@@ -514,20 +515,20 @@ def _ns(values) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def _dataset_table(ds, arrays: dict) -> dict[str, np.ndarray]:
+def _dataset_table(ds, table: Table) -> dict[str, np.ndarray]:
     out = {}
-    for name, (col, dtype, _) in arrays.items():
+    for name, col in table.columns.items():
         if name not in ds:
-            return {c: np.zeros(0, dtype=object if d is str else d) for c, d, _ in arrays.values()}
+            return {c.key: c.empty() for c in table.columns.values()}
         v = ds[name].values
-        out[col] = _ns(v) if name in TIME_ARRAYS else (np.asarray(v, dtype=object) if dtype is str else np.asarray(v))
+        out[col.key] = _ns(v) if col.time else (np.asarray(v, dtype=object) if col.is_text else np.asarray(v))
     return out
 
 
 def events_frame(ds) -> pd.DataFrame:
     """A stream Dataset's events as a DataFrame (see ``PamAccessor.events``)."""
-    ev = _dataset_table(ds, EVENT_ARRAYS)
-    files = _dataset_table(ds, FILE_ARRAYS)["name"]
+    ev = _dataset_table(ds, EVENTS)
+    files = _dataset_table(ds, ANNOTATION_FILES)["name"]
     start, end = row_spans(_ns(ds["chunk_start"].values), ds["n_valid"].values, int(ds.attrs["sample_rate"]))
     frame = pd.DataFrame({
         "start": ev["start"].astype("datetime64[ns]"), "end": ev["end"].astype("datetime64[ns]"),
@@ -542,8 +543,8 @@ def events_frame(ds) -> pd.DataFrame:
 
 def effort_frame(ds) -> pd.DataFrame:
     """A stream Dataset's effort spans as a DataFrame (``label_norm`` ``""`` = every label)."""
-    ef = _dataset_table(ds, EFFORT_ARRAYS)
-    files = _dataset_table(ds, FILE_ARRAYS)["name"]
+    ef = _dataset_table(ds, EFFORT)
+    files = _dataset_table(ds, ANNOTATION_FILES)["name"]
     return pd.DataFrame({
         "start": ef["start"].astype("datetime64[ns]"), "end": ef["end"].astype("datetime64[ns]"),
         "label_norm": ef["label_norm"], "source": ef["source"], "recording": ef["recording"],
@@ -569,8 +570,8 @@ def labels_array(ds, rule: OverlapRule | None = None):
     if have and ds[LABELS].shape[0] >= n:
         values = np.asarray(ds[LABELS].values[:n], dtype=np.int8)
     else:
-        values, names = chunk_labels(start, end, _dataset_table(ds, EVENT_ARRAYS),
-                                     _dataset_table(ds, EFFORT_ARRAYS), use, names if have else None)
+        values, names = chunk_labels(start, end, _dataset_table(ds, EVENTS),
+                                     _dataset_table(ds, EFFORT), use, names if have else None)
         if have:
             k = ds[LABELS].shape[0]
             values[:k] = np.asarray(ds[LABELS].values, dtype=np.int8)

@@ -8,15 +8,16 @@ libsndfile returns left-aligned in int32 and which is stored right-aligned
 
 from __future__ import annotations
 
-import struct
-from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import soundfile
 
 from ..errors import DecodeError
 from ..fsutil import describe_read_error, filesystem, open_for_read
+from ..sources.base import SourceFile
+from . import riff
+from .base import AudioInfo, FileDecoder
 
 # libsndfile subtype -> (stored dtype, bits per sample, dtype soundfile reads)
 _SUBTYPES = {
@@ -30,23 +31,8 @@ _SUBTYPES = {
     "FLOAT": ("float32", 32, "float32"),
     "DOUBLE": ("float64", 64, "float64"),
 }
-
-
-@dataclass(frozen=True)
-class AudioInfo:
-    """What a stream needs to know about a recording before decoding it."""
-
-    sample_rate: int
-    channels: int
-    frames: int
-    format: str
-    subtype: str
-    store_dtype: str
-    bits: int
-
-    @property
-    def stream_key(self) -> tuple[int, int, str, int]:
-        return (self.sample_rate, self.channels, self.store_dtype, self.bits)
+# Frames read per block: bounded memory whatever the file's length (1 MiB of 24-bit mono at most).
+READ_BLOCK_FRAMES = 1 << 18
 
 
 def _check_wav_header(fh, size: int) -> None:
@@ -55,35 +41,25 @@ def _check_wav_header(fh, size: int) -> None:
     libsndfile silently shortens such a file to what is there; a recording cut
     short by a failed upload or a recorder crash must be reported instead.
     """
-    head = fh.read(12)
-    if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+    is_wave, little = riff.form(fh)
+    if not is_wave:
         return
-    little = head[:4] == b"RIFF"
-    fmt = "<I" if little else ">I"
-    pos = 12
     block_align = None
-    while pos + 8 <= size:
-        fh.seek(pos)
-        hdr = fh.read(8)
-        if len(hdr) < 8:
-            return
-        cid, clen = hdr[:4], struct.unpack(fmt, hdr[4:])[0]
-        if cid == b"fmt ":
-            body = fh.read(16)
+    for chunk in riff.walk(fh, size, little):
+        if chunk.id == b"fmt ":
+            body = riff.read_body(fh, chunk, 16)
             if len(body) >= 14:
-                block_align = struct.unpack("<H" if little else ">H", body[12:14])[0]
-        elif cid == b"data":
-            held = size - (pos + 8)
+                block_align = int.from_bytes(body[12:14], "little" if little else "big")
+        elif chunk.id == b"data":
+            held = size - chunk.offset
             # 0 and 0xFFFFFFFF are written by recorders streaming to disk: size unknown.
-            if clen not in (0, 0xFFFFFFFF) and clen > held:
+            if chunk.size not in (0, 0xFFFFFFFF) and chunk.size > held:
                 if block_align:
                     raise DecodeError(
-                        f"WAV header declares {clen // block_align} frames but the object holds "
+                        f"WAV header declares {chunk.size // block_align} frames but the object holds "
                         f"only {held // block_align} (truncated file)"
                     )
-                raise DecodeError(f"WAV header declares {clen} data bytes but the object holds only {held}")
-            return
-        pos += 8 + clen + (clen & 1)
+                raise DecodeError(f"WAV header declares {chunk.size} data bytes but the object holds only {held}")
 
 
 def _open(fh, url: str) -> soundfile.SoundFile:
@@ -125,31 +101,24 @@ def probe(url: str, size: int | None = None, storage_options: dict | None = None
             return _info(snd)
 
 
-def read_rows(
-    url: str,
-    info: AudioInfo,
-    row_samples: int,
-    first_row: int,
-    n_rows: int,
-    storage_options: dict | None = None,
-) -> Iterator[np.ndarray]:
-    """Yield ``(row_samples, channels)`` blocks of the file's rows ``first_row ...``.
+def read(url: str, info: AudioInfo, start: int, stop: int, storage_options: dict | None = None,
+         block_frames: int = READ_BLOCK_FRAMES) -> Iterator[np.ndarray]:
+    """Yield ``(n, channels)`` blocks of the file's frames ``[start, stop)``, in the stored dtype.
 
-    The last block of the file is short. Memory holds one row (plus the
-    filesystem's read-ahead), whatever the file's length. Raises DecodeError
-    if the file ends before the frames its header announced.
+    Memory holds one block (plus the filesystem's read-ahead), whatever the
+    file's length. Raises DecodeError if the file ends before the frames its
+    header announced.
     """
     fs, path = filesystem(url, storage_options)
     _, _, read_dtype = _SUBTYPES[info.subtype]
-    start = first_row * row_samples
-    want = min(n_rows * row_samples, info.frames - start)
+    want = min(stop, info.frames) - start
+    done = 0
     with open_for_read(fs, path) as fh, _open(fh, url) as snd:
         try:
             if start:
                 snd.seek(start)
-            done = 0
             while done < want:
-                block = snd.read(min(row_samples, want - done), dtype=read_dtype, always_2d=True)
+                block = snd.read(min(block_frames, want - done), dtype=read_dtype, always_2d=True)
                 if len(block) == 0:
                     break
                 if info.bits == 24:
@@ -165,3 +134,16 @@ def read_rows(
                 f"file ends at frame {start + done} but its header announces {info.frames} frames "
                 "(truncated or corrupt)"
             )
+
+
+class SndfileDecoder(FileDecoder):
+    """WAV, FLAC, AIFF... through libsndfile, streamed over fsspec; one unit per file."""
+
+    name = "sndfile"
+
+    def probe(self, file: SourceFile, storage_options: dict) -> AudioInfo:
+        return probe(file.url, file.size, storage_options)
+
+    def read(self, source: Any, start: int, stop: int, storage_options: dict) -> Iterator[np.ndarray]:
+        url, info = source
+        return read(url, info, start, stop, storage_options)

@@ -18,12 +18,11 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import ConfigError, LabelerNotFoundError, LabelingError
+from ..errors import ConfigError, LabelerNotFoundError, LabelingError, PluginError
 
 ENTRY_POINT_GROUP = "pamingest.labelers"
 
@@ -135,20 +134,11 @@ def mono(audio: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- registry
 
-def _builtin() -> dict[str, Callable[..., Labeler]]:
-    from .labelers.birdnet import BirdNet
-    from .labelers.energy import EnergyDetector
+def registered() -> list[str]:
+    """Names of the labellers registered under the ``pamingest.labelers`` entry point group."""
+    from ..registry import registry
 
-    return {"energy": EnergyDetector, "birdnet": BirdNet}
-
-
-def registered() -> dict[str, Callable[..., Labeler]]:
-    """Labeller factories by name: shipped ones, then the ``pamingest.labelers`` entry points."""
-    found = _builtin()
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name not in found:
-            found[ep.name] = ep  # loaded when asked for: a broken plugin must not break the others
-    return found
+    return registry("labelers").names()
 
 
 @dataclass(frozen=True)
@@ -196,18 +186,17 @@ class LabelerSpec:
 
     def build(self) -> Labeler:
         """Construct the labeller (without loading its model)."""
-        factories = registered()
-        if self.name not in factories:
+        from ..registry import registry
+
+        labelers = registry("labelers")
+        if self.name not in labelers:
             raise LabelerNotFoundError(
-                f"unknown labeler {self.name!r}: known {', '.join(sorted(factories))} "
+                f"unknown labeler {self.name!r}: known {', '.join(labelers.names())} "
                 f"(more through the {ENTRY_POINT_GROUP!r} entry point group)")
-        factory = factories[self.name]
-        if hasattr(factory, "load") and hasattr(factory, "group"):  # an EntryPoint
-            try:
-                factory = factory.load()
-            except Exception as exc:  # noqa: BLE001 - a plugin that fails to import is a config problem
-                raise LabelingError(f"labeler {self.name!r}: its entry point {factory.value!r} "
-                                    f"cannot be loaded: {exc}") from exc
+        try:
+            factory = labelers.get(self.name)
+        except PluginError as exc:  # a plug-in that fails to import is a configuration problem
+            raise LabelingError(str(exc)) from exc
         try:
             labeler = factory(self.variant, **self.params)
         except LabelingError:

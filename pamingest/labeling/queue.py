@@ -36,24 +36,24 @@ from ..annotations.labels import covered, row_spans
 from ..annotations.store import read_table
 from ..errors import ConfigError, StreamNotFoundError
 from ..store import layout
-from ..store.repo import StoreLocation, open_repository
+from ..store.repo import Store, StoreLocation
+from ..store.tables import Column, Table
 from ..timing import NAT
 from .base import Labeler, LabelerSpec, labeler_key
 
 LABELERS_ATTR = "pamingest_labelers"
 LAYOUT_VERSION = 1
 QUEUED, SCORED, FAILED = 0, 1, 2
-DETECTION_DIM = "detection"
-FAILURE_DIM = "labeling_failure"
-DETECTION_ARRAYS = {
-    "detection_chunk": ("int64", -1), "detection_start": ("int64", NAT), "detection_end": ("int64", NAT),
-    "detection_low_hz": ("float64", np.nan), "detection_high_hz": ("float64", np.nan),
-    "detection_score": ("float32", np.nan), "detection_class": (str, ""), "detection_labeler": (str, ""),
-}
-FAILURE_ARRAYS = {
-    "labeling_failure_chunk": ("int64", -1), "labeling_failure_labeler": (str, ""),
-    "labeling_failure_reason": (str, ""),
-}
+DETECTIONS = Table("detection", {
+    "detection_chunk": Column("int64", -1), "detection_start": Column("int64", NAT, time=True),
+    "detection_end": Column("int64", NAT, time=True), "detection_low_hz": Column("float64", np.nan),
+    "detection_high_hz": Column("float64", np.nan), "detection_score": Column("float32", np.nan),
+    "detection_class": Column(str, ""), "detection_labeler": Column(str, ""),
+})
+FAILURES = Table("labeling_failure", {
+    "labeling_failure_chunk": Column("int64", -1), "labeling_failure_labeler": Column(str, ""),
+    "labeling_failure_reason": Column(str, ""),
+})
 # Score chunks hold at most this many values: every batch commit rewrites the
 # chunks it touches, so they stay small (4 KiB for a one-class labeller).
 SCORE_CHUNK_VALUES = 1 << 16
@@ -121,7 +121,7 @@ def ensure_labeler(group: zarr.Group, info: LabelerInfo, path: str = "") -> bool
     attrs = {"labeler": info.name, "version": info.version, "params": info.params}
     group.create_array(class_name(info.key), shape=(n_classes,), chunks=(max(n_classes, 1),), dtype=str,
                        fill_value="", dimension_names=(class_name(info.key),))
-    group[class_name(info.key)][:] = layout.as_object(info.classes)
+    group[class_name(info.key)][:] = np.array(info.classes, dtype=object)
     group.create_array(score_name(info.key), shape=(n_rows, n_classes), chunks=(rows_per_chunk, max(n_classes, 1)),
                        dtype="float32", fill_value=np.nan, dimension_names=("chunk", class_name(info.key)),
                        attributes={**attrs, "long_name": f"{info.name} v{info.version} score per chunk and class",
@@ -132,17 +132,6 @@ def ensure_labeler(group: zarr.Group, info: LabelerInfo, path: str = "") -> bool
                                    "flag_meanings": "queued scored failed"})
     group.attrs.update({LABELERS_ATTR: {**known, info.key: info.as_attrs()}})
     return True
-
-
-def ensure_table(group: zarr.Group, arrays: dict) -> None:
-    """Create the (empty) detection or failure table of a stream group when first needed."""
-    dim = DETECTION_DIM if arrays is DETECTION_ARRAYS else FAILURE_DIM
-    for name, (dtype, fill) in arrays.items():
-        if name not in group:
-            group.create_array(name, shape=(0,), chunks=(layout.TABLE_CHUNK,), dtype=dtype, fill_value=fill,
-                               dimension_names=(dim,),
-                               attributes=dict(layout.TIME_ATTRS) if name in ("detection_start",
-                                                                              "detection_end") else {})
 
 
 def annotated_rows(group: zarr.Group) -> np.ndarray:
@@ -195,17 +184,11 @@ def stream_queue(group: zarr.Group, key: str, path: str = "", retry_failed: bool
                        int(((status == SCORED) & live).sum()), int(((status == FAILED) & live).sum()), queued)
 
 
-def _under(path: str, prefixes: Iterable[str] | None) -> bool:
-    if not prefixes:
-        return True
-    return any(not p.strip("/") or path == p.strip("/") or path.startswith(p.strip("/") + "/") for p in prefixes)
-
-
 def store_queue(root: zarr.Group, key: str, streams: Iterable[str] | None = None,
                 retry_failed: bool = False) -> list[StreamQueue]:
     """The queue of every stream (under ``streams`` prefixes) of an opened store."""
     prefixes = list(streams) if streams is not None else None
-    found = [(p, g) for p, g in layout.iter_streams(root) if _under(p, prefixes)]
+    found = layout.iter_streams(root, prefixes)
     if prefixes and not found:
         raise StreamNotFoundError(f"no stream under {', '.join(prefixes)}")
     return [stream_queue(g, key, p, retry_failed) for p, g in found]
@@ -238,12 +221,10 @@ def queue(store: str | StoreLocation, labeler: str | LabelerSpec, *, params: dic
         queued row indices.
     """
     info = LabelerInfo.of(LabelerSpec.parse(labeler, params).build())
-    repo = open_repository(StoreLocation.from_url(store, store_options))
-    session = repo.readonly_session(snapshot_id=snapshot) if snapshot else repo.readonly_session("main")
-    return store_queue(zarr.open_group(session.store, mode="r"), info.key, streams)
+    return store_queue(Store.open(store, store_options).root(snapshot), info.key, streams)
 
 
-__all__ = ["DETECTION_ARRAYS", "FAILED", "FAILURE_ARRAYS", "LABELERS_ATTR", "LabelerInfo", "QUEUED", "SCORED",
+__all__ = ["DETECTIONS", "FAILED", "FAILURES", "LABELERS_ATTR", "LabelerInfo", "QUEUED", "SCORED",
            "StreamQueue", "annotated_rows", "class_name", "ensure_labeler", "labelers_in", "queue", "row_status",
            "score_name", "status_name", "store_queue", "stream_queue"]
 

@@ -38,7 +38,7 @@ import zarr
 from ..annotations.base import file_name
 from ..errors import ConfigError, LabelingError
 from ..store import layout
-from ..store.repo import StoreLocation, open_repository
+from ..store.repo import Store, StoreLocation
 from ..timing import NAT, NS_PER_S
 from .base import LabelerSpec, labeler_key, slug
 from .queue import SCORED, annotated_rows, labelers_in, row_status, score_name
@@ -164,11 +164,9 @@ def review(
         raise ConfigError(f"unknown strategy {strategy!r}: use {', '.join(STRATEGIES)}")
     if n < 1:
         raise ConfigError(f"n must be >= 1, got {n}")
-    location = StoreLocation.from_url(store, store_options)
-    repo = open_repository(location)
-    snapshot = repo.lookup_branch("main")
-    session = repo.readonly_session(snapshot_id=snapshot)
-    root = zarr.open_group(session.store, mode="r")
+    st = Store.open(store, store_options)
+    snapshot = st.tip()
+    root = st.root(snapshot)
     key = resolve_key(root, labeler, tag, version)
     prefixes = [p.strip("/") for p in streams] if streams else None
     candidates = []

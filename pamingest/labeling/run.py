@@ -8,9 +8,11 @@
    loaded once per worker process (``_labeler_for``);
 4. the client writes the scores, the status and the detections of the
    finished batches in one commit on ``main`` (every ``commit_seconds``, or
-   each batch with 0), writing only rows still queued there. If ``main`` moved meanwhile (an ingest, another labelling run) the
-   commit fails as a whole (Icechunk checks the parent) and is re-applied on
-   the new tip, again only to rows still queued.
+   each batch with 0), writing only rows still queued there, through
+   ``Store.update``: if ``main`` moved meanwhile, the commit is rebased when
+   the other commit touched other arrays (an annotate, another stream's
+   ingest), and otherwise re-applied on the new tip, again only to rows still
+   queued (an ingest that grew this stream, another labelling run).
 
 So a run killed at any point leaves every committed batch scored and the
 rest queued; running again scores the rest, and a row is never written twice
@@ -32,14 +34,15 @@ from typing import Any, Iterable
 import numpy as np
 import zarr
 
-from ..errors import ConcurrentIngestError, LabelingError
+from ..errors import PROGRAMMING_ERRORS, LabelingError
 from ..executor import executor_for
 from ..store import layout
-from ..store.repo import StoreLocation, open_repository
+from ..store.repo import Commit, Store, StoreLocation
+from ..store.tables import gather, scatter
 from ..timing import NS_PER_S
 from .base import Detection, Labeler, LabelerSpec, full_scale
-from .queue import (DETECTION_ARRAYS, FAILED, FAILURE_ARRAYS, QUEUED, SCORED, LabelerInfo, ensure_labeler,
-                    ensure_table, score_name, status_name, store_queue)
+from .queue import (DETECTIONS, FAILED, FAILURES, QUEUED, SCORED, LabelerInfo, ensure_labeler, score_name,
+                    status_name, store_queue)
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,6 @@ DEFAULT_BATCH_ROWS = 32
 DEFAULT_COMMIT_SECONDS = 2.0
 # A batch holds at most this many samples (x channels) of audio: 128 MiB as float32.
 MAX_BATCH_SAMPLES = 32 * 1024 * 1024
-COMMIT_ATTEMPTS = 20
 
 
 # ---------------------------------------------------------------- worker side
@@ -101,10 +103,8 @@ class BatchResult:
 
 
 def _read_audio(audio: zarr.Array, rows: np.ndarray) -> np.ndarray:
-    """Rows of the audio array; one slice read per contiguous run (the usual case)."""
-    if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and (np.diff(rows) == 1).all():
-        return audio[int(rows[0]) : int(rows[-1]) + 1]
-    return audio.get_orthogonal_selection((rows, slice(None), slice(None)))
+    """Rows of the audio array; one slice read when they are contiguous (the usual case)."""
+    return gather(audio, rows)
 
 
 def read_rows(session, stream: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -164,6 +164,8 @@ def label_batch(batch: Batch, session_bytes: bytes, spec: LabelerSpec) -> BatchR
                 raise LabelingError(f"labeler {labeler.name} returned a detection for chunk {d.chunk} "
                                     f"of a batch of {len(rows)}")
         return BatchResult(batch, scores, list(out.detections), None, float(n_valid.sum()) / rate, elapsed, read)
+    except PROGRAMMING_ERRORS:
+        raise  # a bug (pamingest's or the labeller's) stops the run instead of marking chunks failed
     except Exception as exc:  # noqa: BLE001 - recorded with the rows, the run goes on
         where = f"{batch.stream} rows {batch.rows[0]}..{batch.rows[-1]}"
         return BatchResult(batch, error=f"{where}: {type(exc).__name__}: {exc}")
@@ -188,6 +190,8 @@ class PseudolabelReport:
     skipped_done: int = 0
     batches: int = 0
     commits: int = 0
+    rebases: int = 0
+    rebuilds: int = 0
     detections: int = 0
     audio_seconds: float = 0.0
     compute_seconds: float = 0.0
@@ -212,14 +216,16 @@ class PseudolabelReport:
         lines += [f"  - {e}" for e in self.errors[:20]]
         if self.unfinished:
             lines.append(f"unfinished {self.unfinished} chunks stay queued (a worker was lost): run again")
-        lines.append(f"snapshot   {self.snapshot_id or '-'}")
+        landed = (f" ({self.rebases} rebases and {self.rebuilds} re-applications onto other writers' commits)"
+                  if self.rebases or self.rebuilds else "")
+        lines.append(f"snapshot   {self.snapshot_id or '-'}{landed}")
         lines.append(f"elapsed    {self.elapsed_seconds:.1f} s")
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in (
             "store", "labeler", "version", "key", "params", "run_id", "queued", "scored", "failed", "unfinished",
-            "skipped_done", "batches", "commits", "detections", "audio_seconds", "compute_seconds",
+            "skipped_done", "batches", "commits", "rebases", "rebuilds", "detections", "audio_seconds", "compute_seconds",
             "read_seconds", "commit_seconds", "elapsed_seconds", "streams", "errors", "snapshot_id")}
 
 
@@ -247,31 +253,6 @@ def make_batches(root: zarr.Group, queued: dict[str, np.ndarray], batch_rows: in
     return batches
 
 
-def _append(group: zarr.Group, arrays: dict, columns: dict[str, list]) -> None:
-    ensure_table(group, arrays)
-    for name, (dtype, _) in arrays.items():
-        values = columns[name]
-        data = layout.as_object(values) if dtype is str else np.asarray(values, dtype=dtype)
-        layout.append(group[name], data)
-
-
-def _contiguous(rows: np.ndarray) -> bool:
-    return bool(len(rows)) and int(rows[-1]) - int(rows[0]) == len(rows) - 1 and bool((np.diff(rows) == 1).all())
-
-
-def _get(arr: zarr.Array, rows: np.ndarray) -> np.ndarray:
-    if _contiguous(rows):
-        return arr[int(rows[0]) : int(rows[-1]) + 1]
-    return arr.get_orthogonal_selection((rows,) + (slice(None),) * (arr.ndim - 1))
-
-
-def _set(arr: zarr.Array, rows: np.ndarray, values: np.ndarray) -> None:
-    if _contiguous(rows):
-        arr[int(rows[0]) : int(rows[-1]) + 1] = values
-    else:
-        arr.set_orthogonal_selection((rows,) + (slice(None),) * (arr.ndim - 1), values)
-
-
 def _apply(root: zarr.Group, info: LabelerInfo, results: list[BatchResult]) -> tuple[int, int, int, int]:
     """Write results into a writable session's groups; only rows still queued there.
 
@@ -291,13 +272,13 @@ def _apply(root: zarr.Group, info: LabelerInfo, results: list[BatchResult]) -> t
             layout.grow_row_arrays(group, n_rows)
             status_arr, score_arr = group[status_name(info.key)], group[score_name(info.key)]
         rows = np.concatenate([np.asarray(r.batch.rows, dtype=np.int64) for r in items])
-        status = np.asarray(_get(status_arr, rows))
+        status = np.asarray(gather(status_arr, rows))
         # Row start times only matter for detection boxes.
-        starts = (np.asarray(_get(group["chunk_start"], rows), dtype=np.int64)
+        starts = (np.asarray(gather(group["chunk_start"], rows), dtype=np.int64)
                   if any(r.detections for r in items) else np.zeros(len(rows), dtype=np.int64))
         pos = 0
-        det = {name: [] for name in DETECTION_ARRAYS}
-        fail = {name: [] for name in FAILURE_ARRAYS}
+        det = {name: [] for name in DETECTIONS.columns}
+        fail = {name: [] for name in FAILURES.columns}
         ok_rows, ok_scores, bad_rows = [], [], []
         for r in items:
             n = len(r.batch.rows)
@@ -330,8 +311,8 @@ def _apply(root: zarr.Group, info: LabelerInfo, results: list[BatchResult]) -> t
         if ok_rows:
             good = np.concatenate(ok_rows)
             if len(good):
-                _set(score_arr, good, np.concatenate(ok_scores))
-                _set(status_arr, good, np.full(len(good), SCORED, dtype=np.int8))
+                scatter(score_arr, good, np.concatenate(ok_scores))
+                scatter(status_arr, good, np.full(len(good), SCORED, dtype=np.int8))
                 scored += len(good)
         if bad_rows:
             bad = np.concatenate(bad_rows)
@@ -339,42 +320,35 @@ def _apply(root: zarr.Group, info: LabelerInfo, results: list[BatchResult]) -> t
                 status_arr.set_orthogonal_selection((bad,), np.full(len(bad), FAILED, dtype=np.int8))
                 failed += len(bad)
         if det["detection_chunk"]:
-            _append(group, DETECTION_ARRAYS, det)
+            DETECTIONS.append(group, det)
             n_det += len(det["detection_chunk"])
         if fail["labeling_failure_chunk"]:
-            _append(group, FAILURE_ARRAYS, fail)
+            FAILURES.append(group, fail)
     return scored, failed, skipped, n_det
 
 
-def commit_results(repo, info: LabelerInfo, results: list[BatchResult], run_id: str,
-                   attempts: int = COMMIT_ATTEMPTS) -> tuple[str | None, tuple[int, int, int, int]]:
-    """Write finished batches to ``main`` in one commit; re-applied on the new tip if ``main`` moved.
+def commit_results(store: Store, info: LabelerInfo, results: list[BatchResult],
+                   run_id: str) -> tuple[Commit, tuple[int, int, int, int]]:
+    """Write finished batches to ``main`` in one commit, landing on top of other writers' commits.
 
-    Returns (snapshot id or None when nothing was left to write, counts from ``_apply``).
+    Returns the commit (``snapshot_id`` None when nothing was left to write)
+    and the counts of ``_apply`` from its last application.
     """
-    import icechunk
+    rows = sorted({(r.batch.stream, r.batch.rows[0]) for r in results})
 
-    for attempt in range(attempts):
-        session = repo.writable_session("main")
-        root = zarr.open_group(session.store, mode="r+")
-        counts = _apply(root, info, results)
+    def message(counts) -> str:
         scored, failed, _, _ = counts
-        if not scored and not failed:
-            return None, counts
-        rows = sorted({(r.batch.stream, r.batch.rows[0]) for r in results})
-        try:
-            snapshot = session.commit(
-                f"pamingest pseudolabel {info.name} v{info.version}: {scored} chunks"
-                + (f", {failed} failed" if failed else ""),
-                metadata={"pamingest": "pseudolabel", "labeler": info.name, "version": info.version,
-                          "key": info.key, "run_id": run_id, "scored": scored, "failed": failed,
-                          "first_rows": [[s, int(r)] for s, r in rows[:8]]})
-            return snapshot, counts
-        except icechunk.ConflictError:
-            # main moved (an ingest or another run committed): redo the writes on the new tip.
-            time.sleep(min(1.0, 0.05 * (attempt + 1)))
-    raise ConcurrentIngestError(f"main kept moving while committing {info.name} scores ({attempts} attempts); "
-                                "nothing of this batch was written: run again")
+        return (f"pamingest pseudolabel {info.name} v{info.version}: {scored} chunks"
+                + (f", {failed} failed" if failed else ""))
+
+    def metadata(counts) -> dict:
+        scored, failed, _, _ = counts
+        return {"pamingest": "pseudolabel", "labeler": info.name, "version": info.version, "key": info.key,
+                "run_id": run_id, "scored": scored, "failed": failed,
+                "first_rows": [[s, int(r)] for s, r in rows[:8]]}
+
+    commit = store.update(lambda root: _apply(root, info, results), message, metadata)
+    return commit, commit.value
 
 
 def pseudolabel(
@@ -428,12 +402,11 @@ def pseudolabel(
     t0 = time.perf_counter()
     spec = LabelerSpec.parse(labeler, params, tag)
     info = LabelerInfo.of(spec.build())  # on the client: bad settings fail before any work
-    location = StoreLocation.from_url(store, store_options)
-    repo = open_repository(location)
-    base = repo.lookup_branch("main")
-    session = repo.readonly_session(snapshot_id=base)
+    st = Store.open(store, store_options)
+    base = st.tip()
+    session = st.session(base)
     root = zarr.open_group(session.store, mode="r")
-    report = PseudolabelReport(location.url, info.name, info.version, info.key, info.params,
+    report = PseudolabelReport(st.url, info.name, info.version, info.key, info.params,
                                run_id=uuid.uuid4().hex[:12], snapshot_id=base)
     queues = store_queue(root, info.key, streams, retry_failed)
     for q in queues:
@@ -465,25 +438,29 @@ def pseudolabel(
             left -= 1
             try:
                 pending.append(future.result())
+            except PROGRAMMING_ERRORS:
+                raise
             except Exception as exc:  # noqa: BLE001 - a lost worker: the rows stay queued
                 report.unfinished += len(batch.rows)
                 report.errors.append(f"{batch.stream} rows {batch.rows[0]}..{batch.rows[-1]}: not scored "
                                      f"({type(exc).__name__}: {exc}); still queued")
             if pending and (left == 0 or time.perf_counter() - last_commit >= commit_seconds):
-                _commit_pending(repo, info, pending, report)
+                _commit_pending(st, info, pending, report)
                 pending, last_commit = [], time.perf_counter()
         if pending:
-            _commit_pending(repo, info, pending, report)
+            _commit_pending(st, info, pending, report)
     report.elapsed_seconds = time.perf_counter() - t0
     return report
 
 
-def _commit_pending(repo, info: LabelerInfo, pending: list[BatchResult], report: PseudolabelReport) -> None:
+def _commit_pending(store: Store, info: LabelerInfo, pending: list[BatchResult], report: PseudolabelReport) -> None:
     t_commit = time.perf_counter()
-    snapshot, (scored, failed, skipped, n_det) = commit_results(repo, info, pending, report.run_id)
+    commit, (scored, failed, skipped, n_det) = commit_results(store, info, pending, report.run_id)
     report.commit_seconds += time.perf_counter() - t_commit
-    if snapshot is not None:
-        report.snapshot_id = snapshot
+    report.rebases += commit.rebases
+    report.rebuilds += commit.rebuilds
+    if commit.snapshot_id is not None:
+        report.snapshot_id = commit.snapshot_id
         report.commits += 1
     report.scored += scored
     report.failed += failed

@@ -60,9 +60,16 @@ class Source(Protocol):
 
     def list_partition(self, partition: str) -> list[SourceFile | RejectedFile]: ...
 
-    # Optional: ``stream_attributes(file: SourceFile) -> dict`` describes the
-    # stream a file lands in (deployment position, instrument, ...); ingest
-    # merges it into the stream group's attributes.
+    # Optional:
+    # - ``decoder``: the decoder of the source's files, a name registered under
+    #   ``pamingest.decoders`` or ``(name, options)``; default ``"sndfile"``.
+    # - ``stream_attributes(file: SourceFile) -> dict`` describes the stream a
+    #   file lands in (deployment position, instrument, ...); ingest merges it
+    #   into the stream group's attributes.
+    # - ``time_range() -> (start_ns | None, end_ns | None)``: for sources whose
+    #   listing cannot know a file's span (no nominal length), the UTC range
+    #   asked for; listing keeps every file that may reach into it, and after
+    #   probing, ingest drops files whose exact span misses it.
 
 
 def list_source(source: Source, max_parallel: int = 8) -> Iterator[SourceFile | RejectedFile]:

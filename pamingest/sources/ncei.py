@@ -11,17 +11,13 @@
 
       pifsc/audio/<project>/<region>/<project>_<region>_<NN>/audio/Hawaii_K_14_121216_190000.df20.x.flac
 
-  FLAC-compressed XWAV (``.x.flac``; ``.dfNN`` = decimated by NN). An XWAV
-  holds a directory of "raw files" (subchunks, 75 s each) in its ``harp``
-  RIFF chunk, kept by ``flac --keep-foreign-metadata`` in APPLICATION
-  metadata blocks. Duty-cycled deployments leave gaps between subchunks,
-  so the file is NOT one continuous signal: ingest stores a file as one
-  (file start + offset / rate), which would mistime every subchunk after
-  the first. The source therefore reads each file's directory while
-  listing: a file whose subchunks are contiguous is ingested, timed by its
-  first subchunk (millisecond precision, better than the name); a
-  duty-cycled file is reported as rejected, with the reason, until ingest
-  can store sub-file segments.
+  FLAC-compressed XWAV (``.x.flac``; ``.dfNN`` = decimated by NN), decoded
+  by the ``xwav`` decoder (``pamingest.decode.xwav``): each file's directory
+  of raw files is read when the file is probed, a contiguous file is timed
+  by its first raw file and a duty-cycled one is refused with the reason.
+  Listing selects files by their names' times (their spans are only known
+  once probed); ingest then drops probed files whose exact span misses the
+  requested range.
 
 One partition per deployment folder; the deployment folder is the store
 site, so deployments never share a stream.
@@ -29,17 +25,14 @@ site, so deployments never share a stream.
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import re
-import struct
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from typing import Any, BinaryIO
+from dataclasses import dataclass
+from typing import Any
 
-from ..errors import ConfigError, DecodeError, SourceNotFoundError
-from ..fsutil import describe_read_error, filesystem, open_for_read
-from ..timing import NS_PER_S, ns_to_iso, to_ns, utc_datetime_to_ns
+from ..errors import ConfigError, SourceNotFoundError
+from ..fsutil import filesystem
+from ..timing import NS_PER_S, to_ns
 from ._select import as_list, list_folders, list_objects, overlaps, select_time, time_range
 from .base import RejectedFile, SourceFile
 from .files import records_from_listing
@@ -73,138 +66,6 @@ COLLECTIONS = {
 _NRS_YEARS = re.compile(r"nrs_\d+_(?P<first>\d{4})(?:[-_](?P<last>\d{4}))?\Z", re.IGNORECASE)
 
 
-# ---------------------------------------------------------------- XWAV directory
-
-@dataclass(frozen=True)
-class Subchunk:
-    """One raw file of an XWAV: when it starts and how many frames it holds."""
-
-    start_ns: int
-    frames: int
-
-
-def _riff_chunks(data: bytes):
-    """(id, payload) of the RIFF chunks in ``data``; the ``data`` chunk ends the walk."""
-    pos = 12 if data[:4] in (b"RIFF", b"RIFX") else 0
-    while pos + 8 <= len(data):
-        cid, size = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
-        if cid == b"data":
-            return
-        yield cid, data[pos + 8 : pos + 8 + size]
-        pos += 8 + size + (size & 1)
-
-
-def _flac_riff_metadata(fh: BinaryIO) -> bytes:
-    """The RIFF header chunks kept in a FLAC's ``riff`` APPLICATION blocks, concatenated."""
-    out = bytearray()
-    if fh.read(4) != b"fLaC":
-        raise DecodeError("not a FLAC file")
-    last = False
-    while not last:
-        head = fh.read(4)
-        if len(head) < 4:
-            raise DecodeError("FLAC metadata ends early")
-        last, kind, size = bool(head[0] & 0x80), head[0] & 0x7F, int.from_bytes(head[1:4], "big")
-        if kind == 2:  # APPLICATION
-            block = fh.read(size)
-            if block[:4] == b"riff":
-                out += block[4:]
-        else:
-            fh.seek(size, 1)  # PADDING and SEEKTABLE can be large: skip, never read
-    return bytes(out)
-
-
-def _wav_header(fh: BinaryIO, limit: int = 1 << 20) -> bytes:
-    """The chunks of a WAV before its ``data`` chunk (the whole header, up to ``limit`` bytes)."""
-    head = fh.read(12)
-    out = bytearray(head)
-    while len(out) < limit:
-        hdr = fh.read(8)
-        if len(hdr) < 8:
-            break
-        out += hdr
-        if hdr[:4] == b"data":
-            break
-        size = struct.unpack("<I", hdr[4:])[0]
-        out += fh.read(size + (size & 1))
-    return bytes(out)
-
-
-def parse_xwav_directory(header: bytes) -> tuple[list[Subchunk], int] | None:
-    """``(subchunks, sample_rate)`` from an XWAV's RIFF header chunks; None if it has no ``harp`` chunk.
-
-    The ``harp`` chunk layout follows Triton (MarineBioAcousticsRC): a 56-byte
-    header whose bytes 36-37 count the raw files, then 32 bytes per raw file:
-    year-2000, month, day, hour, minute, second (u8), milliseconds (u16),
-    byte offset, byte length, write length, sample rate (u32), gain (u8).
-    """
-    chunks = dict(_riff_chunks(header))
-    harp, fmt = chunks.get(b"harp"), chunks.get(b"fmt ")
-    if harp is None:
-        return None
-    if fmt is None or len(fmt) < 16:
-        raise DecodeError("XWAV header has a harp chunk but no fmt chunk")
-    rate, block_align = struct.unpack("<I", fmt[4:8])[0], struct.unpack("<H", fmt[12:14])[0]
-    if len(harp) < 56 or not rate or not block_align:
-        raise DecodeError("XWAV harp chunk is too short or its format is empty")
-    n = struct.unpack("<H", harp[36:38])[0]
-    if len(harp) < 56 + 32 * n:
-        raise DecodeError(f"XWAV harp chunk announces {n} raw files but holds {(len(harp) - 56) // 32}")
-    out = []
-    for i in range(n):
-        rec = harp[56 + 32 * i : 88 + 32 * i]
-        y, mo, d, h, mi, s = rec[:6]
-        ms, _, length = struct.unpack("<HII", rec[6:16])
-        try:
-            start = _dt.datetime(2000 + y, mo, d, h, mi, s, ms * 1000)
-        except ValueError as exc:
-            raise DecodeError(f"XWAV raw file {i} has an impossible time ({exc})") from exc
-        out.append(Subchunk(utc_datetime_to_ns(start), length // block_align))
-    return out, rate
-
-
-def read_xwav_directory(url: str, storage_options: dict | None = None) -> tuple[list[Subchunk], int] | None:
-    """``(subchunks, sample_rate)`` of an ``.x.flac`` / ``.x.wav`` object, or None if it has no ``harp`` chunk.
-
-    Reads only the object's header (FLAC metadata blocks or WAV chunks before ``data``).
-    """
-    fs, path = filesystem(url, storage_options)
-    with open_for_read(fs, path, block_size=256 * 1024) as fh:
-        magic = fh.read(4)
-        fh.seek(0)
-        try:
-            header = _flac_riff_metadata(fh) if magic == b"fLaC" else _wav_header(fh)
-        except DecodeError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - named with the file by the caller
-            raise DecodeError(describe_read_error(exc)) from exc
-    return parse_xwav_directory(header)
-
-
-def check_xwav(rec: SourceFile, directory, max_gap_seconds: float) -> SourceFile | RejectedFile:
-    """The record timed by its first subchunk, or rejected if its subchunks are not contiguous."""
-    if directory is None:
-        return rec
-    subchunks, rate = directory
-    if not subchunks:
-        return RejectedFile(rec.source, rec.url, rec.size, rec.etag, f"{rec.name}: XWAV directory lists no raw files")
-    worst = 0.0
-    for a, b in zip(subchunks, subchunks[1:]):
-        expected = a.start_ns + a.frames * NS_PER_S // rate
-        worst = max(worst, abs(b.start_ns - expected) / NS_PER_S)
-    if worst > max_gap_seconds:
-        return RejectedFile(
-            rec.source, rec.url, rec.size, rec.etag,
-            f"{rec.name}: duty-cycled XWAV ({len(subchunks)} raw files, gaps up to {worst:g} s): ingest stores "
-            "a file as one continuous signal, so every raw file after the first would be mistimed; not ingested",
-        )
-    fields = dict(rec.fields)
-    fields.update({"time_source": "xwav", "subchunks": str(len(subchunks))})
-    if subchunks[0].start_ns != rec.start_ns:
-        fields["name_start"] = ns_to_iso(rec.start_ns)
-    return replace(rec, start_ns=subchunks[0].start_ns, fields=tuple(sorted(fields.items())))
-
-
 # ---------------------------------------------------------------- the source
 
 @dataclass
@@ -233,14 +94,13 @@ class Ncei:
     name : str
         The source's name: the first level of the store's groups.
     check_subchunks : bool
-        PIFSC: read each file's XWAV directory while listing (one small read
-        per file) to time it exactly and reject duty-cycled files. Without
-        it, files are timed by their names and duty-cycled files are mistimed.
+        PIFSC: decode with the ``xwav`` decoder, which reads each file's XWAV
+        directory when probing it (one small read per file) to time it exactly
+        and refuse duty-cycled files. Without it, files are timed by their
+        names and duty-cycled files are mistimed.
     max_gap_seconds : float
         PIFSC: largest gap or overlap between consecutive raw files still
         taken as one continuous signal.
-    max_parallel : int
-        Header reads in flight per partition.
     """
 
     collection: str = "nrs"
@@ -253,7 +113,6 @@ class Ncei:
     name: str = "ncei"
     check_subchunks: bool = True
     max_gap_seconds: float = 0.01
-    max_parallel: int = 8
 
     def __post_init__(self) -> None:
         key = str(self.collection).lower()
@@ -272,6 +131,18 @@ class Ncei:
 
     def _fs(self):
         return filesystem(self.root, self.storage_options)
+
+    @property
+    def decoder(self) -> str | tuple[str, dict]:
+        if self.collection == "pifsc" and self.check_subchunks:
+            return ("xwav", {"max_gap_seconds": self.max_gap_seconds})
+        return "sndfile"
+
+    def time_range(self) -> tuple[int | None, int | None]:
+        """PIFSC files have no nominal length: the range is checked again on their probed spans."""
+        if self.spec.file_seconds is None:
+            return self._lo, self._hi
+        return None, None
 
     def _wants(self, folder: str) -> bool:
         if not self.deployments:
@@ -315,35 +186,12 @@ class Ncei:
         entries = list_objects(fs, f"{root}/{self.spec.audio}/{partition}/audio", recursive=True)
         records = records_from_listing(fs, entries, self._templates, self.name,
                                        site=partition.rsplit("/", 1)[-1], suffixes=self.spec.suffixes)
-        if self.collection == "pifsc" and self.check_subchunks:
-            records = self._check_xwavs(records)
         return select_time(records, self._lo, self._hi, self._duration_ns)
 
     def _duration_ns(self, rec: SourceFile) -> int | None:
         if self.spec.file_seconds is not None:
             return int(self.spec.file_seconds * NS_PER_S)
-        span = dict(rec.fields).get("span_seconds")
-        return int(float(span) * NS_PER_S) if span else None
-
-    def _check_xwavs(self, records: list[SourceFile | RejectedFile]) -> list[SourceFile | RejectedFile]:
-        def check(rec):
-            if not isinstance(rec, SourceFile):
-                return rec
-            try:
-                directory = read_xwav_directory(rec.url, self.storage_options)
-            except DecodeError as exc:
-                return RejectedFile(rec.source, rec.url, rec.size, rec.etag, f"{rec.name}: cannot read XWAV header: {exc}")
-            checked = check_xwav(rec, directory, self.max_gap_seconds)
-            if isinstance(checked, SourceFile) and directory is not None:
-                subchunks, rate = directory
-                end = subchunks[-1].start_ns + subchunks[-1].frames * NS_PER_S // rate
-                fields = dict(checked.fields)
-                fields["span_seconds"] = repr((end - subchunks[0].start_ns) / NS_PER_S)
-                checked = replace(checked, fields=tuple(sorted(fields.items())))
-            return checked
-
-        with ThreadPoolExecutor(max_workers=max(1, self.max_parallel)) as pool:
-            return list(pool.map(check, records))
+        return None
 
     def stream_attributes(self, file: SourceFile) -> dict[str, Any]:
         """The collection and deployment folder of the stream."""

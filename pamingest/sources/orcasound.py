@@ -71,12 +71,16 @@ class OrcasoundHLS:
     capture_delay_s: float = 0.0
     block_segments: int = DEFAULT_BLOCK_SEGMENTS
     name: str = "orcasound"
-    decoder: str = "hls"
 
     def __post_init__(self) -> None:
         if isinstance(self.nodes, str):
             self.nodes = [self.nodes]
         self._t0, self._t1 = _range(self.start, self.end)
+
+    @property
+    def decoder(self) -> tuple[str, dict]:
+        """Segments are decoded and joined into runs by the ``hls`` decoder, with this source's timing."""
+        return ("hls", {"capture_delay_s": self.capture_delay_s, "block_segments": self.block_segments})
 
     def _fs(self):
         return filesystem(f"s3://{self.bucket}", self.storage_options)

@@ -20,16 +20,12 @@ class KnownFile:
     file_index: int
 
 
-def read_catalog(store) -> dict[str, KnownFile]:
-    """URL -> KnownFile for every object recorded in the store (empty for a new store)."""
-    try:
-        root = zarr.open_group(store, mode="r")
-    except FileNotFoundError:
-        return {}
+def read_catalog(root: zarr.Group) -> dict[str, KnownFile]:
+    """URL -> KnownFile for every object recorded in the store (a root group, read-only)."""
     known: dict[str, KnownFile] = {}
     if layout.REJECTED_GROUP in root:
-        g = root[layout.REJECTED_GROUP]
-        for i, (url, etag, size) in enumerate(zip(g["url"][:], g["etag"][:], g["size"][:])):
+        t = layout.REJECTED.read(root[layout.REJECTED_GROUP])
+        for i, (url, etag, size) in enumerate(zip(t["url"], t["etag"], t["size"])):
             known[str(url)] = KnownFile(str(url), str(etag), int(size), "rejected", layout.REJECTED_GROUP, i)
     for path, g in layout.iter_streams(root):
         urls, etags, sizes, status = (np.asarray(g[n][:]) for n in ("file_url", "file_etag", "file_size", "file_status"))

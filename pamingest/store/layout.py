@@ -9,7 +9,7 @@
         file_index   (chunk,)  row -> file table index
         file_offset  (chunk,)  sample offset of the row's first sample in its file
         file_url, file_etag, file_size, file_start, file_frames,
-        file_status, file_error        (file,)  the files table
+        file_status, file_error, file_time_source   (file,)  the files table
     rejected/                          objects that never reached a stream
         url, etag, size, source, reason  (rejected,)
 
@@ -23,55 +23,43 @@ import re
 import warnings
 from dataclasses import dataclass
 
-import numpy as np
 import zarr
 from zarr.codecs.numcodecs import PCodec
 
-from ..decode.sndfile import AudioInfo
+from ..decode.base import AudioInfo
 from ..errors import ConfigError
 from ..timing import NAT
 from .codec import FLAC_MAX_CHANNELS, FlacCodec
+from .tables import ROW_CHUNK, TABLE_CHUNK, Column, Table
 
 LAYOUT_VERSION = 1
-META_CHUNK = 8192
-TABLE_CHUNK = 4096
-TIME_ATTRS = {"units": "nanoseconds since 1970-01-01", "calendar": "proleptic_gregorian"}
+META_CHUNK = ROW_CHUNK
 
-ROW_ARRAYS = {
-    "chunk_start": ("int64", NAT),
-    "n_valid": ("int32", 0),
-    "file_index": ("int32", -1),
-    "file_offset": ("int64", 0),
-}
-FILE_ARRAYS = {
-    "file_url": (str, ""),
-    "file_etag": (str, ""),
-    "file_size": ("int64", -1),
-    "file_start": ("int64", NAT),
-    "file_frames": ("int64", 0),
-    "file_status": (str, ""),
-    "file_error": (str, ""),
-}
-REJECTED_ARRAYS = {
-    "url": (str, ""),
-    "etag": (str, ""),
-    "size": ("int64", -1),
-    "source": (str, ""),
-    "reason": (str, ""),
-}
+ROWS = Table("chunk", {
+    "chunk_start": Column("int64", NAT, time=True),
+    "n_valid": Column("int32", 0),
+    "file_index": Column("int32", -1),
+    "file_offset": Column("int64", 0),
+}, chunk=ROW_CHUNK)
+FILES = Table("file", {
+    "file_url": Column(str, ""),
+    "file_etag": Column(str, ""),
+    "file_size": Column("int64", -1),
+    "file_start": Column("int64", NAT, time=True),
+    "file_frames": Column("int64", 0),
+    "file_status": Column(str, ""),
+    "file_error": Column(str, ""),
+    # Where file_start comes from: "name", "metadata" (the archive's index), "xwav", "pts"; "" before it was kept.
+    "file_time_source": Column(str, ""),
+})
 REJECTED_GROUP = "rejected"
-# HLS streams: one entry per run of contiguous segments (see pamingest.sessions).
-RUNS_GROUP = "runs"
-RUN_ARRAYS = {
-    "run_session": (str, ""),
-    "run_t0": ("int64", NAT),
-    "run_first_pts": ("float64", float("nan")),
-    "run_samples": ("int64", 0),
-    "run_first_segment": ("int64", -1),
-    "run_last_segment": ("int64", -1),
-    "run_first_row": ("int64", -1),
-    "run_last_row": ("int64", -1),
-}
+REJECTED = Table("rejected", {
+    "url": Column(str, ""),
+    "etag": Column(str, ""),
+    "size": Column("int64", -1),
+    "source": Column(str, ""),
+    "reason": Column(str, ""),
+})
 # Stream attributes that sources may not override through stream_attributes().
 RESERVED_ATTRS = frozenset({"pamingest_stream", "source", "site", "sample_rate", "channels", "dtype",
                             "bits_per_sample", "row_samples", "row_seconds", "time_reference"})
@@ -90,6 +78,12 @@ def safe_segment(text: str) -> str:
 
 def stream_path(source: str, site: str, info: AudioInfo) -> str:
     return f"{safe_segment(source)}/{safe_segment(site)}/{stream_name(info)}"
+
+
+def under(path: str, prefix: str | None) -> bool:
+    """Whether stream ``path`` is ``prefix`` or lies under it (an empty prefix matches every path)."""
+    prefix = (prefix or "").strip("/")
+    return not prefix or path == prefix or path.startswith(prefix + "/")
 
 
 def _serializer(info: AudioInfo):
@@ -120,32 +114,22 @@ class StreamSpec:
         return self.row_samples / self.sample_rate
 
 
-def _table(group: zarr.Group, arrays: dict, dim: str, chunk: int) -> None:
-    for name, (dtype, fill) in arrays.items():
-        attrs = TIME_ATTRS if name in ("chunk_start", "file_start", "run_t0") else {}
-        group.create_array(
-            name, shape=(0,), chunks=(chunk,), dtype=dtype, fill_value=fill,
-            dimension_names=(dim,), attributes=dict(attrs),
-        )
-
-
 def create_stream(root: zarr.Group, spec: StreamSpec, info: AudioInfo) -> zarr.Group:
     group = root.require_group(spec.path)
-    serializer = _serializer(info)
     group.create_array(
         "audio",
         shape=(0, spec.row_samples, spec.channels),
         chunks=(1, spec.row_samples, spec.channels),
         dtype=spec.dtype,
         fill_value=0,
-        serializer=serializer,
+        serializer=_serializer(info),
         compressors=None,
         dimension_names=("chunk", "sample", "channel"),
         attributes={"sample_rate": spec.sample_rate, "bits_per_sample": spec.bits,
                     "long_name": "audio samples as recorded (not scaled)"},
     )
-    _table(group, ROW_ARRAYS, "chunk", META_CHUNK)
-    _table(group, FILE_ARRAYS, "file", TABLE_CHUNK)
+    ROWS.create(group)
+    FILES.create(group)
     group.attrs.update(
         {
             "pamingest_stream": LAYOUT_VERSION,
@@ -157,7 +141,7 @@ def create_stream(root: zarr.Group, spec: StreamSpec, info: AudioInfo) -> zarr.G
             "bits_per_sample": spec.bits,
             "row_samples": spec.row_samples,
             "row_seconds": spec.row_seconds,
-            "time_reference": "UTC; row time = file start (from its name) + file_offset / sample_rate",
+            "time_reference": "UTC; row time = file start + file_offset / sample_rate",
         }
     )
     return group
@@ -176,49 +160,34 @@ def ensure_rejected(root: zarr.Group) -> zarr.Group:
     if REJECTED_GROUP in root:
         return root[REJECTED_GROUP]
     group = root.create_group(REJECTED_GROUP, attributes={"pamingest_rejected": LAYOUT_VERSION})
-    _table(group, REJECTED_ARRAYS, "rejected", TABLE_CHUNK)
+    REJECTED.create(group)
     return group
 
 
-def grow_row_arrays(stream: zarr.Group, n_rows: int) -> None:
-    """Grow every array of a stream whose first dimension is ``chunk`` to ``n_rows``.
+def grow_row_arrays(stream: zarr.Group, n_rows: int | None = None) -> list[str]:
+    """Grow every array of a stream whose first dimension is ``chunk`` to ``n_rows`` (default: the
+    audio's rows); returns the names of the arrays grown.
 
     Per-row arrays added by later stages (scores, labels) grow with the rows,
     holding their fill value ("not computed yet"), so the group stays openable
     as one Dataset after every ingest.
     """
+    n_rows = stream["audio"].shape[0] if n_rows is None else n_rows
+    grown = []
     for name, array in stream.arrays():
         dims = array.metadata.dimension_names or ()
         if dims and dims[0] == "chunk" and array.shape[0] < n_rows:
             array.resize((n_rows, *array.shape[1:]))
+            grown.append(name)
+    return grown
 
 
-def ensure_runs(stream: zarr.Group) -> zarr.Group:
-    if RUNS_GROUP in stream:
-        return stream[RUNS_GROUP]
-    group = stream.create_group(RUNS_GROUP)
-    _table(group, RUN_ARRAYS, "run", TABLE_CHUNK)
-    return group
-
-
-def iter_streams(root: zarr.Group):
-    """``(path, group)`` for every stream group in the store, sorted by path."""
+def iter_streams(root: zarr.Group, prefixes=None):
+    """``(path, group)`` for every stream group in the store (under one of ``prefixes``), by path."""
+    prefixes = [p for p in (prefixes or [])]
     found = []
     for path, node in root.members(max_depth=None):
         if isinstance(node, zarr.Group) and "pamingest_stream" in node.attrs:
-            found.append((path, node))
+            if not prefixes or any(under(path, p) for p in prefixes):
+                found.append((path, node))
     return sorted(found, key=lambda item: item[0])
-
-
-def append(array: zarr.Array, values) -> int:
-    """Append along the first axis; returns the index of the first new element."""
-    values = np.asarray(values)
-    n0 = array.shape[0]
-    if len(values):
-        array.resize((n0 + len(values), *array.shape[1:]))
-        array[n0:] = values
-    return n0
-
-
-def as_object(strings) -> np.ndarray:
-    return np.array(list(strings), dtype=object)

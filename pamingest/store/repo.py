@@ -1,26 +1,55 @@
-"""Open the Icechunk repository behind a store URL.
+"""The Icechunk repository behind a store URL: its sessions and its commits, in one place.
 
 ``/path`` or ``file:///path``: a local folder. ``s3://bucket/prefix``: S3 or
 any S3-compatible server (``endpoint_url``), credentials from explicit
 options or the standard AWS variables. ``gs://bucket/prefix``: Google Cloud
 Storage. ``memory://``: an in-process store, for tests and trials.
+
+Every writer (ingest, annotate, pseudolabel, label refresh) commits through
+:meth:`Store.commit` or :meth:`Store.update`, so concurrent writers land the
+same way:
+
+1. commit on the branch tip the session started from;
+2. if another writer moved the branch meanwhile, rebase the session onto the
+   new tip with Icechunk's :class:`icechunk.ConflictDetector`: changes to
+   different arrays, or to different chunks of one array, carry over as
+   they are; then the writer may ``repair`` what a rebase cannot know about
+   (e.g. grow arrays another writer created) and commit again;
+3. if the rebase finds a real conflict (both resized one array, both wrote
+   one chunk, both changed one group's attributes), the writer's ``rebuild``
+   re-applies its intent on a fresh session at the new tip (re-reading
+   whatever it depends on), and that is committed the same way.
+
+Local folders have no conditional writes (Icechunk updates a local branch
+reference without compare-and-swap), so commits to a local store hold an
+exclusive lock file for the moment of the commit; object stores (S3, GCS)
+rely on their conditional writes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import random
+import time
+import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Generic, Iterator, TypeVar
 
 import icechunk
+import zarr
 
-from ..errors import StoreNotFoundError
+from ..errors import ConcurrentWriteError, ConfigError, StoreNotFoundError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _MEMORY: dict[str, icechunk.Storage] = {}
-
+LOCK_NAME = "pamingest.commit.lock"
 # Icechunk warns on every local-filesystem open that concurrent commits are
-# unsafe there; pamingest serialises its commits (one coordinator per run), so
-# the warning is noise. ICECHUNK_LOG set by the user still wins.
+# unsafe there; pamingest serialises local commits with a lock file (above),
+# so the warning is noise. ICECHUNK_LOG set by the user still wins.
 if "ICECHUNK_LOG" not in os.environ:
     icechunk.set_logs_filter("error")
 
@@ -38,13 +67,19 @@ class StoreLocation:
             return url
         return cls(str(url), dict(options or {}))
 
+    @property
+    def local_path(self) -> str | None:
+        """The folder of a local store, else None."""
+        if "://" not in self.url or self.url.startswith("file://"):
+            return os.path.abspath(self.url.removeprefix("file://"))
+        return None
+
     def storage(self) -> icechunk.Storage:
         url, opts = self.url, dict(self.options)
         if url.startswith("memory://"):
             return _MEMORY.setdefault(url, icechunk.in_memory_storage())
-        if "://" not in url or url.startswith("file://"):
-            path = os.path.abspath(url.removeprefix("file://"))
-            return icechunk.local_filesystem_storage(path)
+        if self.local_path is not None:
+            return icechunk.local_filesystem_storage(self.local_path)
         scheme, rest = url.split("://", 1)
         bucket, _, prefix = rest.partition("/")
         prefix = prefix.strip("/") or None
@@ -71,18 +106,271 @@ class StoreLocation:
             if opts.get("anon") or opts.get("token") == "anon":
                 return icechunk.gcs_storage(bucket=bucket, prefix=prefix, anonymous=True)
             return icechunk.gcs_storage(bucket=bucket, prefix=prefix, from_env=True)
-        raise ValueError(f"unsupported store URL {url!r}: use a path, s3://, gs:// or memory://")
+        raise ConfigError(f"unsupported store URL {url!r}: use a path, s3://, gs:// or memory://")
 
 
 def open_repository(location: StoreLocation, create: bool = False) -> icechunk.Repository:
-    url = location.url
-    if not create and ("://" not in url or url.startswith("file://")):
+    path = location.local_path
+    if not create and path is not None and not os.path.isdir(path):
         # Checked first: opening local storage would leave an empty folder behind.
-        if not os.path.isdir(os.path.abspath(url.removeprefix("file://"))):
-            raise StoreNotFoundError(f"no pamingest store at {url}")
+        raise StoreNotFoundError(f"no pamingest store at {location.url}")
     storage = location.storage()
     if icechunk.Repository.exists(storage):
         return icechunk.Repository.open(storage)
     if not create:
         raise StoreNotFoundError(f"no pamingest store at {location.url}")
-    return icechunk.Repository.create(storage)
+    repo = icechunk.Repository.create(storage)
+    # The root group is made at creation, so that no two first writers both create it.
+    session = repo.writable_session("main")
+    zarr.open_group(session.store, mode="a", attributes={"pamingest_store": 1})
+    with _local_lock(path):
+        session.commit("pamingest: new store")
+    return repo
+
+
+@contextlib.contextmanager
+def _local_lock(path: str | None) -> Iterator[None]:
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, LOCK_NAME), "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------- commits
+
+class RebuildNeeded(Exception):
+    """The session cannot be rebased onto the new tip: its intent must be re-applied there."""
+
+    def __init__(self, conflicts: list[str]) -> None:
+        super().__init__("; ".join(conflicts) or "rebase refused")
+        self.conflicts = conflicts
+
+
+@dataclass
+class Commit(Generic[T]):
+    """What committing through the store did: the snapshot (None: nothing to commit), the
+    value the writer returned from its last application, and how often it had to rebase
+    onto other writers' commits or re-apply its work."""
+
+    snapshot_id: str | None
+    value: T | None = None
+    rebases: int = 0
+    rebuilds: int = 0
+    conflicts: list[str] = field(default_factory=list)
+
+
+def describe_conflicts(exc: BaseException) -> list[str]:
+    conflicts = getattr(exc, "conflicts", None) or []
+    return [f"{getattr(c.conflict_type, 'name', c.conflict_type)} at {c.path}" for c in conflicts]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long a writer keeps trying to land: attempts and back-off between them (with jitter)."""
+
+    attempts: int = 200
+    first_delay: float = 0.002
+    max_delay: float = 0.2
+    # Lost races a writer retries at once: a rebase or a re-application is quick, and a
+    # writer that waits hands the branch to whoever committed last (starving itself).
+    eager: int = 3
+
+    def delay(self, attempt: int) -> float:
+        if attempt < self.eager:
+            return 0.0
+        return random.uniform(0.5, 1.0) * min(self.max_delay, self.first_delay * 2 ** min(attempt - self.eager, 16))
+
+
+class Store:
+    """A pamingest store: one Icechunk repository, its sessions and commits.
+
+    Parameters
+    ----------
+    location : StoreLocation
+        URL and options.
+    repo : icechunk.Repository
+        The opened repository.
+    """
+
+    def __init__(self, location: StoreLocation, repo: icechunk.Repository,
+                 retry: RetryPolicy = RetryPolicy()) -> None:
+        self.location = location
+        self.repo = repo
+        self.retry = retry
+
+    @classmethod
+    def open(cls, url: "str | StoreLocation | Store", options: dict | None = None, *, create: bool = False) -> "Store":
+        """Open the store at ``url`` (creating an empty one when ``create``)."""
+        if isinstance(url, Store):
+            return url
+        location = StoreLocation.from_url(url, options)
+        return cls(location, open_repository(location, create=create))
+
+    @property
+    def url(self) -> str:
+        return self.location.url
+
+    # ------------------------------------------------------------ reading
+    def tip(self, branch: str = "main") -> str:
+        return self.repo.lookup_branch(branch)
+
+    def session(self, snapshot: str | None = None, branch: str = "main") -> icechunk.Session:
+        """A read-only session on a snapshot, or on the tip of ``branch``."""
+        if snapshot:
+            return self.repo.readonly_session(snapshot_id=snapshot)
+        return self.repo.readonly_session(branch)
+
+    def root(self, snapshot: str | None = None, branch: str = "main") -> zarr.Group:
+        """The root group of a snapshot (or of the tip of ``branch``), read-only."""
+        return zarr.open_group(self.session(snapshot, branch).store, mode="r")
+
+    def history(self, snapshot: str, n: int) -> list[icechunk.SnapshotInfo]:
+        out = []
+        for k, snap in enumerate(self.repo.ancestry(snapshot_id=snapshot)):
+            if k >= n:
+                break
+            out.append(snap)
+        return out
+
+    # ------------------------------------------------------------ writing
+    def writable(self, branch: str = "main") -> icechunk.Session:
+        return self.repo.writable_session(branch)
+
+    @staticmethod
+    def open_root(session: icechunk.Session) -> zarr.Group:
+        return zarr.open_group(session.store, mode="r+")
+
+    @staticmethod
+    def fork(session: icechunk.Session) -> icechunk.session.ForkSession:
+        """A fork of a writable session *with* its uncommitted changes, for workers to write into.
+
+        Icechunk 1.x refuses ``Session.fork()`` while the session has
+        uncommitted changes (Icechunk 2 allows it, committing them to an
+        anonymous snapshot first). A run must grow its arrays before workers
+        write regions past their old end, and must not commit that growth to
+        the branch readers see. So the fork is what Icechunk's own ``fork()``
+        makes, a deep copy of the session, taken with the changes in it:
+        merging such forks back repeats those changes, which Icechunk's change
+        set merge takes as they are (the same array definitions by node id).
+        ``tests/test_store.py`` checks this behaviour on every release we run.
+        """
+        if session.read_only:
+            raise ConfigError("a read-only session cannot be forked for writing")
+        if not session.has_uncommitted_changes:
+            return session.fork()
+        from icechunk._icechunk_python import PySession
+
+        return icechunk.session.ForkSession(PySession.from_bytes(session._session.as_bytes()))
+
+    def commit(self, session: icechunk.Session, message: str | Callable[[], str],
+               metadata: dict | Callable[[], dict] | None = None, *,
+               repair: Callable[[icechunk.Session], None] | None = None,
+               rebuild: Callable[[], icechunk.Session | None] | None = None) -> Commit:
+        """Commit ``session`` to its branch, landing on top of whatever other writers committed.
+
+        Parameters
+        ----------
+        session : icechunk.Session
+            A writable session with changes.
+        message, metadata : str and dict, or functions returning them
+            Evaluated at each attempt, so that they can describe what a
+            rebuild re-applied.
+        repair : callable, optional
+            Called with the session after each successful rebase, before
+            committing again: fix what another writer's commit leaves
+            inconsistent with this one's (it may change the session).
+        rebuild : callable, optional
+            Called when a rebase meets a real conflict: returns a new session
+            at the branch tip with the intent re-applied (or None when nothing
+            is left to commit). Without it a real conflict raises
+            ``ConcurrentWriteError``.
+
+        Returns
+        -------
+        Commit
+        """
+        result: Commit = Commit(None)
+        path = self.location.local_path
+        for attempt in range(self.retry.attempts):
+            if session is None or not session.has_uncommitted_changes:
+                return result
+            try:
+                with warnings.catch_warnings():
+                    # Forks that failed are deliberately not merged: their writes are dropped.
+                    warnings.filterwarnings("ignore", message="Committing a session after forking")
+                    with _local_lock(path):
+                        result.snapshot_id = session.commit(
+                            message() if callable(message) else message,
+                            metadata=metadata() if callable(metadata) else metadata)
+                return result
+            except icechunk.ConflictError:
+                pass
+            pause = self.retry.delay(attempt)
+            if pause:
+                time.sleep(pause)
+            try:
+                session.rebase(icechunk.ConflictDetector())
+                result.rebases += 1
+                if repair is not None:
+                    repair(session)
+                continue
+            except icechunk.RebaseFailedError as exc:
+                conflicts = describe_conflicts(exc)
+            except RebuildNeeded as exc:
+                conflicts = exc.conflicts
+            result.conflicts = conflicts
+            if rebuild is None:
+                raise ConcurrentWriteError(
+                    f"{self.url}: another writer changed the same data ({'; '.join(conflicts)}); "
+                    "nothing of this write was committed: run it again")
+            log.info("%s: re-applying on the new tip (%s)", self.url, "; ".join(conflicts))
+            result.rebuilds += 1
+            session = rebuild()
+        raise ConcurrentWriteError(f"{self.url}: the branch kept moving; gave up after "
+                                   f"{self.retry.attempts} attempts to commit: run again")
+
+    def update(self, apply: Callable[[zarr.Group], T], message: str | Callable[[T], str],
+               metadata: dict | Callable[[T], dict] | None = None, *, branch: str = "main",
+               repair: Callable[[icechunk.Session], None] | None = None) -> Commit[T]:
+        """Apply ``apply(root)`` on the tip of ``branch`` and commit it; re-applied on the new tip
+        whenever another writer's commit conflicts.
+
+        ``apply`` reads what it needs from the group it is given (so that a
+        re-application sees the other writers' results) and returns a value
+        handed back in ``Commit.value``; when it changes nothing, nothing is
+        committed. ``message`` and ``metadata`` may be functions of that value.
+        """
+        state: dict[str, Any] = {}
+
+        def build() -> icechunk.Session | None:
+            session = self.writable(branch)
+            state["value"] = apply(self.open_root(session))
+            return session if session.has_uncommitted_changes else None
+
+        session = build()
+        if session is None:
+            return Commit(None, state["value"])
+        result = self.commit(
+            session,
+            lambda: message(state["value"]) if callable(message) else message,
+            lambda: metadata(state["value"]) if callable(metadata) else metadata,
+            repair=repair, rebuild=build)
+        result.value = state["value"]
+        return result
+
+    # ------------------------------------------------------------ branches
+    def create_branch(self, name: str, snapshot: str) -> None:
+        with _local_lock(self.location.local_path):
+            self.repo.create_branch(name, snapshot)
+
+    def delete_branch(self, name: str) -> None:
+        with _local_lock(self.location.local_path):
+            self.repo.delete_branch(name)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import LabelerUnavailableError
+from ...errors import ConfigError, LabelerUnavailableError
 from ..base import Detection, LabelOutput, mono
 
 MODEL_FILE = "models/analyzer/BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
@@ -108,9 +108,9 @@ class BirdNet:
     def __init__(self, variant: str | None = None, *, sensitivity: float = 1.0, overlap: float = 0.0,
                  min_confidence: float = 0.5, threads: int = 1) -> None:
         if variant not in (None, "", "global-6k"):
-            raise ValueError(f"unknown BirdNET variant {variant!r} (only global-6k)")
+            raise ConfigError(f"unknown BirdNET variant {variant!r} (only global-6k)")
         if not 0 <= overlap < WINDOW_SECONDS:
-            raise ValueError(f"overlap must be in [0, {WINDOW_SECONDS}) s")
+            raise ConfigError(f"overlap must be in [0, {WINDOW_SECONDS}) s")
         self.sensitivity, self.overlap = float(sensitivity), float(overlap)
         self.min_confidence, self.threads = float(min_confidence), int(threads)
         self.name = "birdnet"

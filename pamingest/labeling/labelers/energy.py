@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage, signal
 
+from ...errors import ConfigError
 from ..base import Detection, LabelOutput, mono
 
 VERSION = "1"
@@ -75,15 +76,15 @@ class EnergySettings:
 
     def check(self) -> None:
         if not 0 <= self.low_hz < self.high_hz:
-            raise ValueError(f"band must satisfy 0 <= low_hz < high_hz, got {self.low_hz}-{self.high_hz} Hz")
+            raise ConfigError(f"band must satisfy 0 <= low_hz < high_hz, got {self.low_hz}-{self.high_hz} Hz")
         if self.floor not in ("time", "frequency"):
-            raise ValueError(f"floor must be 'time' or 'frequency', not {self.floor!r}")
+            raise ConfigError(f"floor must be 'time' or 'frequency', not {self.floor!r}")
         if self.frame_seconds <= 0 or not 0 < self.hop_fraction <= 1:
-            raise ValueError("frame_seconds must be > 0 and hop_fraction in (0, 1]")
+            raise ConfigError("frame_seconds must be > 0 and hop_fraction in (0, 1]")
         if not 0 < self.floor_percentile < 100:
-            raise ValueError(f"floor_percentile must be in (0, 100), got {self.floor_percentile}")
+            raise ConfigError(f"floor_percentile must be in (0, 100), got {self.floor_percentile}")
         if self.slope_db <= 0 or self.min_duration < 0:
-            raise ValueError("slope_db must be > 0 and min_duration >= 0")
+            raise ConfigError("slope_db must be > 0 and min_duration >= 0")
 
 
 PRESETS: dict[str, EnergySettings] = {
@@ -115,17 +116,17 @@ class EnergyDetector:
     def __init__(self, variant: str | None = None, **settings: Any) -> None:
         if variant is not None:
             if variant not in PRESETS:
-                raise ValueError(f"unknown preset {variant!r}: use one of {', '.join(sorted(PRESETS))}")
+                raise ConfigError(f"unknown preset {variant!r}: use one of {', '.join(sorted(PRESETS))}")
             base = PRESETS[variant]
         else:
             missing = {"target", "low_hz", "high_hz"} - set(settings)
             if missing:
-                raise ValueError(f"without a preset give {', '.join(sorted(missing))}")
+                raise ConfigError(f"without a preset give {', '.join(sorted(missing))}")
             base = EnergySettings(str(settings.pop("target")), float(settings.pop("low_hz")),
                                   float(settings.pop("high_hz")))
         unknown = set(settings) - set(EnergySettings.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))}")
+            raise ConfigError(f"unknown setting(s) {', '.join(sorted(unknown))}")
         self.settings = replace(base, **settings)
         self.settings.check()
         self.variant = variant

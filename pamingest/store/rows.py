@@ -1,0 +1,258 @@
+"""Rows and files of streams: what an ingest run allocates, hands to workers, and writes.
+
+A run's store work, in order (``pamingest.ingest`` drives it):
+
+1. ``prepare_streams``: streams the run writes that do not exist yet are
+   created empty, and sources' stream attributes updated, in a small commit
+   of their own. Concurrent runs then share a stream group instead of
+   racing to create it, and a run's own commit never touches a group's
+   attributes (which would conflict with every other writer's).
+2. ``allocate`` (on a writable session at the run's base snapshot): each
+   unit gets its rows at the end of its stream, each new file its index in
+   the files table; every stream's ``audio`` array is grown, and a fork of
+   the session holding only that stream's growth is made for the workers.
+3. Workers write audio rows through forks of their stream's fork.
+4. ``write_tables``: the row, file, decoder (HLS runs) and rejected tables.
+5. ``land``: commit through ``Store.commit``. If others committed meanwhile,
+   the session is rebased (disjoint changes), and ``repair`` grows arrays
+   another writer created in the meantime. If the rebase meets a real
+   conflict, the run is rebuilt on the new tip: streams nobody else wrote
+   keep their rows (their forks are merged again, nothing is re-decoded);
+   units of streams another run wrote to are *deferred*, to be planned again
+   on top of that run's rows (and dropped where it ingested the same files).
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import zarr
+
+from ..decode.base import Unit
+from ..sources.base import RejectedFile
+from ..timing import NAT
+from . import layout
+from .catalog import KnownFile, read_catalog
+from .repo import Commit, Store
+
+
+def _by_stream(units: Iterable[Unit]) -> dict[str, list[Unit]]:
+    groups: dict[str, list[Unit]] = defaultdict(list)
+    for unit in units:
+        groups[unit.stream].append(unit)
+    for path in groups:
+        groups[path].sort(key=lambda u: (u.t0_ns, u.files[0].file.url))
+    return groups
+
+
+def prepare_streams(store: Store, specs: dict[str, tuple[layout.StreamSpec, Any]], check_rows: bool,
+                    attributes: dict[str, dict]) -> Commit:
+    """Create missing streams (empty) and update stream attributes that changed; one commit, or none.
+
+    ``specs`` maps stream path -> (StreamSpec, AudioInfo); ``attributes`` maps
+    stream path -> attributes a source gives it. With ``check_rows``, an
+    existing stream whose rows differ from the spec's is a ConfigError.
+    """
+
+    def apply(root: zarr.Group) -> list[str]:
+        changed = []
+        for path in sorted(specs):
+            spec, info = specs[path]
+            if path in root:
+                group = root[path]
+                if check_rows:
+                    layout.check_stream(group, spec)
+            else:
+                group = layout.create_stream(root, spec, info)
+                changed.append(path)
+            extra = {k: v for k, v in (attributes.get(path) or {}).items() if k not in layout.RESERVED_ATTRS}
+            if any(group.attrs.get(k) != v for k, v in extra.items()):
+                group.attrs.update(extra)
+                changed.append(path)
+        return sorted(set(changed))
+
+    return store.update(apply, lambda paths: f"pamingest: prepare streams {', '.join(paths)}")
+
+
+def allocate(store: Store, session, units: list[Unit], known: dict[str, KnownFile]) -> dict[str, bytes]:
+    """Give units their rows and new files their indices; grow ``audio`` in ``session``.
+
+    Returns each stream's fork (pickled): a copy of the session holding only
+    that stream's growth, for its workers to fork from. Rows are allocated in
+    a deterministic order (start time, then URL).
+    """
+    forks: dict[str, bytes] = {}
+    sizes: dict[str, int] = {}
+    for path, stream_units in sorted(_by_stream(units).items()):
+        group = Store.open_root(session)[path]
+        spr = int(group.attrs["row_samples"])
+        row = group["audio"].shape[0]
+        n_files = group["file_url"].shape[0]
+        for unit in stream_units:
+            for uf in unit.new_files:
+                prior = known.get(uf.file.url)
+                if prior and prior.stream == path:
+                    uf.file_index = prior.file_index  # a retried file keeps its table entry
+                else:
+                    uf.file_index, n_files = n_files, n_files + 1
+            rewrite = unit.rewrite_row(spr)
+            fresh = unit.new_rows(spr)
+            unit.rows = ([rewrite] if rewrite is not None else []) + list(range(row, row + fresh))
+            row += fresh
+        sizes[path] = row
+        _grow_audio(group, row)
+        forks[path] = pickle.dumps(Store.fork(session))
+        session.discard_changes()
+    root = Store.open_root(session)
+    for path, row in sizes.items():
+        _grow_audio(root[path], row)
+    return forks
+
+
+def _grow_audio(group: zarr.Group, rows: int) -> None:
+    audio = group["audio"]
+    if audio.shape[0] != rows:
+        audio.resize((rows, *audio.shape[1:]))
+
+
+def write_tables(root: zarr.Group, units: list[Unit], rejected: list[RejectedFile],
+                 known: dict[str, KnownFile]) -> None:
+    """Row, file and decoder tables of the units' streams, and the rejected objects."""
+    for path, stream_units in _by_stream(units).items():
+        group = root[path]
+        spr = int(group.attrs["row_samples"])
+        layout.grow_row_arrays(group)
+        for unit in stream_units:
+            table = unit.row_table(spr)
+            rows = np.asarray(unit.rows, dtype=np.int64)
+            rewrite = unit.rewrite_row(spr)
+            if unit.status != "ok":
+                # Dead rows: allocated, never written. A rewritten row keeps its earlier content.
+                keep = rows != (rewrite if rewrite is not None else -1)
+                rows = rows[keep]
+                table = {"chunk_start": np.full(len(rows), NAT, dtype=np.int64),
+                         "n_valid": np.zeros(len(rows), dtype=np.int32),
+                         "file_index": table["file_index"][keep], "file_offset": table["file_offset"][keep]}
+            elif rewrite is not None:
+                _requeue(group, rewrite)
+            layout.ROWS.write(group, rows, table)
+        entries = [(uf, u) for u in stream_units for uf in u.new_files]
+        if entries:
+            layout.FILES.write(group, [uf.file_index for uf, _ in entries], {
+                "file_url": [uf.file.url for uf, _ in entries],
+                "file_etag": [uf.file.etag for uf, _ in entries],
+                "file_size": [uf.file.size for uf, _ in entries],
+                "file_start": [uf.file.start_ns for uf, _ in entries],
+                "file_frames": [uf.samples if u.status == "ok" else 0 for uf, u in entries],
+                "file_status": [u.status for _, u in entries],
+                "file_error": [u.error for _, u in entries],
+                "file_time_source": [uf.time_source for uf, _ in entries],
+            })
+        for unit in stream_units:
+            if unit.status != "ok":
+                continue
+            for record in getattr(unit.decoder, "records", lambda u: [])(unit):
+                sub = group.require_group(record.group)
+                if record.index is None:
+                    record.table.append(sub, {k: [v] for k, v in record.values.items()})
+                else:
+                    record.table.write(sub, [record.index], {k: [v] for k, v in record.values.items()})
+    if rejected:
+        group = layout.ensure_rejected(root)
+        retried = {r.url: k for r in rejected if (k := known.get(r.url)) and k.stream == layout.REJECTED_GROUP}
+        fresh = [r for r in rejected if r.url not in retried]
+        for r in rejected:
+            if r.url in retried:
+                layout.REJECTED.write(group, [retried[r.url].file_index], {"reason": [r.reason]})
+        layout.REJECTED.append(group, {"url": [r.url for r in fresh], "etag": [r.etag for r in fresh],
+                                       "size": [r.size for r in fresh], "source": [r.source for r in fresh],
+                                       "reason": [r.reason for r in fresh]})
+
+
+def _requeue(group: zarr.Group, row: int) -> None:
+    """A rewritten row holds more audio than when it was scored: queue it again for every labeller."""
+    for name, array in group.arrays():
+        if name.startswith("status__") and row < array.shape[0] and int(array[row]) != 0:
+            array[row] = 0
+            score = group.get(name.replace("status__", "score__", 1))
+            if score is not None and row < score.shape[0]:
+                score[row] = np.nan
+
+
+def repair(session, streams: Iterable[str]) -> None:
+    """After a rebase: grow per-row arrays that another writer created meanwhile at the old length."""
+    root = Store.open_root(session)
+    for path in streams:
+        if path in root:
+            layout.grow_row_arrays(root[path])
+
+
+def raced_streams(base: zarr.Group, tip: zarr.Group, units: list[Unit], known_base: dict[str, KnownFile],
+                  known_tip: dict[str, KnownFile]) -> set[str]:
+    """Streams another run wrote to between ``base`` and ``tip``: their audio or files table grew,
+    or one of the units' files is now recorded differently than at ``base``."""
+    raced = set()
+    for path, stream_units in _by_stream(units).items():
+        if path not in tip or any(base[path][name].shape != tip[path][name].shape for name in ("audio", "file_url")):
+            raced.add(path)
+        elif any(known_tip.get(uf.file.url) != known_base.get(uf.file.url)
+                 for u in stream_units for uf in u.new_files):
+            raced.add(path)
+    return raced
+
+
+@dataclass
+class Landing:
+    """What a run landed: the commit, the units in it, the units deferred to a later round."""
+
+    commit: Commit
+    units: list[Unit]
+    rejected: list[RejectedFile]
+    deferred: list[Unit] = field(default_factory=list)
+    dropped_rejected: list[RejectedFile] = field(default_factory=list)
+
+
+def land(store: Store, session, base: str, units: list[Unit], rejected: list[RejectedFile],
+         known: dict[str, KnownFile], forks: dict[str, bytes],
+         message: Callable[[list[Unit], list[RejectedFile]], str],
+         metadata: Callable[[list[Unit], list[RejectedFile]], dict]) -> Landing:
+    """Merge the finished units' writes, write the tables and commit (see the module docstring)."""
+    for unit in units:
+        if unit.status == "ok" and unit.forks:
+            session.merge(*unit.forks)
+    write_tables(Store.open_root(session), units, rejected, known)
+    state = Landing(Commit(None), list(units), list(rejected))
+    base_root = store.root(base)
+
+    def rebuild():
+        fresh = store.writable()
+        tip = store.root(fresh.snapshot_id)
+        known_tip = read_catalog(tip)
+        raced = raced_streams(base_root, tip, units, known, known_tip)
+        state.units = [u for u in units if u.stream not in raced]
+        state.deferred = [u for u in units if u.stream in raced]
+        # An object another run recorded meanwhile is its; the rest keep their place.
+        state.rejected = [r for r in rejected if known_tip.get(r.url) == known.get(r.url)]
+        state.dropped_rejected = [r for r in rejected if r not in state.rejected]
+        for path in sorted({u.stream for u in state.units}):
+            fresh.merge(pickle.loads(forks[path]))
+        for unit in state.units:
+            if unit.status == "ok" and unit.forks:
+                fresh.merge(*unit.forks)
+        write_tables(Store.open_root(fresh), state.units, state.rejected, known_tip)
+        return fresh if fresh.has_uncommitted_changes else None
+
+    state.commit = store.commit(
+        session,
+        lambda: message(state.units, state.rejected),
+        lambda: metadata(state.units, state.rejected),
+        repair=lambda s: repair(s, sorted({u.stream for u in state.units})),
+        rebuild=rebuild)
+    return state
+
+
+__all__ = ["Landing", "allocate", "land", "prepare_streams", "raced_streams", "repair", "write_tables"]

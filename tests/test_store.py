@@ -1,0 +1,235 @@
+"""The store layer: Icechunk behaviour pamingest relies on, commits that land under concurrent writers,
+and ingest runs that race each other on one stream."""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+import pamingest as pi
+from pamingest.decode.sndfile import SndfileDecoder
+from pamingest.errors import ConcurrentWriteError
+from pamingest.store.repo import RetryPolicy, Store
+
+from helpers import assert_stream_matches, by_name
+
+STREAM = "files/67416073/8000Hz_1ch_pcm16"
+SOUNDTRAP = ["67416073.210610033655.flac", "67416073.210610034155.flac", "67416073.210610034655.flac"]
+
+
+def small_store(path) -> Store:
+    st = Store.open(str(path), create=True)
+    session = st.writable()
+    root = st.open_root(session)
+    for name in ("a", "b"):
+        g = root.require_group(name)
+        g.create_array("audio", shape=(0, 4), chunks=(1, 4), dtype="int16", fill_value=0)
+        g.create_array("n", shape=(8,), chunks=(4,), dtype="int32", fill_value=0)
+    st.commit(session, "schema")
+    return st
+
+
+# ---------------------------------------------------------------- Icechunk behaviour we rely on
+
+def test_forks_taken_with_uncommitted_growth_merge_back(tmp_path):
+    """Store.fork copies a session with its uncommitted array growth (Icechunk 1.x's own fork()
+    refuses that); workers write past the old end through pickled forks; merging the forks back
+    repeats the growth harmlessly and the commit holds every row."""
+    st = small_store(tmp_path / "s")
+    session = st.writable()
+    st.open_root(session)["a/audio"].resize((3, 4))
+    fork_bytes = pickle.dumps(Store.fork(session))
+    forks = []
+    for row in range(3):
+        fork = pickle.loads(fork_bytes)
+        zarr.open_array(fork.store, path="a/audio", mode="r+")[row] = np.full(4, row + 1, dtype="int16")
+        forks.append(pickle.loads(pickle.dumps(fork)))
+    session.merge(*forks)
+    st.open_root(session)["a/n"][0] = 3
+    assert st.commit(session, "rows").snapshot_id
+    root = st.root()
+    assert root["a/audio"][:].tolist() == [[1] * 4, [2] * 4, [3] * 4]
+    assert root["a/n"][0] == 3
+
+
+def test_disjoint_writers_rebase_and_conflicting_ones_reapply(tmp_path):
+    st = small_store(tmp_path / "s")
+    # Two sessions from one tip changing different arrays: the second rebases, nothing is redone.
+    first, second = st.writable(), st.writable()
+    st.open_root(first)["a/n"][0:4] = 1
+    st.open_root(second)["b/n"][0:4] = 2
+    st.commit(first, "first")
+    landed = st.commit(second, "second")
+    assert (landed.rebases, landed.rebuilds) == (1, 0)
+    assert st.root()["a/n"][:4].tolist() == [1] * 4 and st.root()["b/n"][:4].tolist() == [2] * 4
+
+    # One chunk written by both: the rebase refuses; without a rebuild the write fails cleanly...
+    first, second = st.writable(), st.writable()
+    st.open_root(first)["a/n"][0] = 10
+    st.open_root(second)["a/n"][1] = 20
+    st.commit(first, "first")
+    with pytest.raises(ConcurrentWriteError, match="Chunk double update at /a/n"):
+        st.commit(second, "second")
+    assert st.root()["a/n"][:2].tolist() == [10, 1]
+
+    # ... and Store.update re-applies its intent on the new tip, reading what the other wrote.
+    calls = []
+
+    def add_one(root):
+        calls.append(1)
+        if len(calls) == 1:  # another writer commits between this one's start and its commit
+            st.update(lambda r: r["a/n"].__setitem__(0, int(r["a/n"][0]) + 100), "other")
+        root["a/n"][0] = int(root["a/n"][0]) + 1
+        return int(root["a/n"][0])
+
+    commit = st.update(add_one, "add one")
+    assert commit.rebuilds == 1 and commit.value == 111 and st.root()["a/n"][0] == 111
+
+
+def _commit_many(url: str, name: str, n: int, queue) -> None:
+    st = Store.open(url)
+    landed = []
+    for k in range(n):
+        commit = st.update(lambda root: root[name].__setitem__(k, k + 1), f"{name} {k}")
+        landed.append(commit.snapshot_id)
+    queue.put(landed)
+
+
+def test_concurrent_commits_from_processes_all_land_on_a_local_store(tmp_path):
+    """Local folders have no conditional writes: without the commit lock two processes can both
+    move main from the same parent and one commit vanishes. Every commit must be in main's history."""
+    st = small_store(tmp_path / "s")
+    session = st.writable()
+    for k in range(4):
+        st.open_root(session).create_array(f"w{k}", shape=(12,), chunks=(12,), dtype="int32", fill_value=0)
+    st.commit(session, "writers' arrays")
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_commit_many, args=(st.url, f"w{k}", 12, queue)) for k in range(4)]
+    for p in procs:
+        p.start()
+    landed = [s for _ in procs for s in queue.get(timeout=120)]
+    for p in procs:
+        p.join(60)
+    assert all(p.exitcode == 0 for p in procs)
+    history = {snap.id for snap in st.history(st.tip(), 10_000)}
+    assert len(landed) == 48 and set(landed) <= history
+    root = st.root()
+    for k in range(4):  # one chunk per writer, each rewritten 12 times: last value wins, none lost
+        assert root[f"w{k}"][:].tolist() == list(range(1, 13))
+
+
+def test_a_writer_that_keeps_losing_gives_up_without_writing(tmp_path):
+    st = small_store(tmp_path / "s")
+    st.retry = RetryPolicy(attempts=3, first_delay=0.001)
+
+    def always_raced(root):
+        st2 = Store.open(st.url)
+        st2.update(lambda r: r["a/n"].__setitem__(0, int(r["a/n"][0]) + 1), "other")
+        root["a/n"][0] = -1
+
+    with pytest.raises(ConcurrentWriteError, match="kept moving"):
+        st.update(always_raced, "loser")
+    assert st.root()["a/n"][0] > 0
+
+
+# ---------------------------------------------------------------- ingest runs racing on one stream
+
+class SlowDecoder(SndfileDecoder):
+    """libsndfile, waiting for an event before writing: lets a test land another run first."""
+
+    name = "slow-sndfile"
+
+    def __init__(self, gate: threading.Event) -> None:
+        self.gate = gate
+
+    def read(self, source, start, stop, storage_options):
+        assert self.gate.wait(60)
+        return super().read(source, start, stop, storage_options)
+
+
+def folder_of(tmp_path, fixtures, names, sub):
+    folder = tmp_path / sub
+    folder.mkdir()
+    for n in names:
+        shutil.copy(fixtures / "soundtrap" / n, folder / n)
+    return folder
+
+
+@pytest.mark.parametrize("same_objects", [False, True], ids=["other-files", "same-files"])
+def test_a_run_that_raced_another_on_its_stream_reallocates_after_its_rows(tmp_path, fixtures, same_objects):
+    """Run A plans and allocates rows for two files, then run B lands in the same stream first
+    (another file of the stream, or the very same two objects). A's commit conflicts (both grew the
+    stream): its files are planned again on top of B's rows; objects B ingested are skipped. Each
+    object is in the store once, with exact rows, and no row is left dead."""
+    store = str(tmp_path / "store")
+    a_folder = folder_of(tmp_path, fixtures, SOUNDTRAP[1:], "a")
+    b_folder = a_folder if same_objects else folder_of(tmp_path, fixtures, SOUNDTRAP[:1], "b")
+    pi.ingest(pi.TimestampedFiles(str(tmp_path / "a"), "soundtrap", name="other"), str(tmp_path / "warm"),
+              client="serial")  # imports and first-use costs out of the timing below
+    gate = threading.Event()
+    source = pi.TimestampedFiles(str(a_folder), "soundtrap")
+    source.decoder = SlowDecoder(gate)
+    reports = {}
+    thread = threading.Thread(target=lambda: reports.setdefault("a", pi.ingest(source, store, client="serial")))
+    thread.start()
+    time.sleep(1.0)  # A has listed, probed and allocated; its first write waits for the gate
+    reports["b"] = pi.ingest(pi.TimestampedFiles(str(b_folder), "soundtrap"), store, client="serial")
+    gate.set()
+    thread.join(60)
+    a, b = reports["a"], reports["b"]
+    assert b.ingested == (2 if same_objects else 1) and b.rounds == 1, b.summary()
+    assert a.rebuilds >= 1 and not a.failed and not a.deferred, a.summary()
+    # A's second look at the listing: both objects are B's now (nothing left to write), or the
+    # two files are written again after B's rows.
+    assert a.rounds == (1 if same_objects else 2), a.summary()
+    if same_objects:  # a genuine conflict: exactly one copy, B's
+        assert (a.ingested, a.skipped, a.commits) == (0, 2, 0), a.summary()
+    else:
+        assert (a.ingested, a.skipped, a.commits) == (2, 0, 1), a.summary()
+    ds = pi.open_store(store)[STREAM].to_dataset()
+    urls = [str(u).rsplit("/", 1)[-1] for u in ds["file_url"].values]
+    assert sorted(urls) == sorted(SOUNDTRAP[1:] if same_objects else SOUNDTRAP)
+    assert len(set(ds["file_url"].values.tolist())) == len(urls)
+    assert (ds["n_valid"].values > 0).all() and ds.sizes["chunk"] == 31 * len(urls)
+    assert assert_stream_matches(ds, by_name(fixtures / "soundtrap")) == len(urls)
+
+
+def test_disjoint_runs_and_labelling_rebase_without_rewriting(tmp_path, fixtures):
+    """Run A writes one stream while a pseudolabel run and run B (another stream) commit: A's
+    commit rebases onto both (nothing decoded twice), and the rows B's labeller did not know of
+    are queued."""
+    store = str(tmp_path / "store")
+    first = folder_of(tmp_path, fixtures, SOUNDTRAP[:1], "first")
+    pi.ingest(pi.TimestampedFiles(str(first), "soundtrap"), store, client="serial")  # the stream exists
+    a_folder = folder_of(tmp_path, fixtures, SOUNDTRAP[1:], "a")
+    gate = threading.Event()
+    source = pi.TimestampedFiles(str(a_folder), "soundtrap")
+    source.decoder = SlowDecoder(gate)
+    reports = {}
+    thread = threading.Thread(target=lambda: reports.setdefault("a", pi.ingest(source, store, client="serial")))
+    thread.start()
+    time.sleep(1.0)
+    from pamingest.labeling import pseudolabel, queue
+
+    labelled = pseudolabel(store, "energy:humpback", client="serial")  # creates its arrays on A's stream
+    other = pi.ingest(pi.TimestampedFiles(str(fixtures / "songmeter" / "S4A03895"), "songmeter"), store,
+                      client="serial")
+    gate.set()
+    thread.join(60)
+    a = reports["a"]
+    assert labelled.scored == 31 and other.ingested == 48
+    assert a.ingested == 2 and a.rebases >= 1 and a.rebuilds == 0 and a.rounds == 1, a.summary()
+    [q] = queue(store, "energy:humpback", streams=[STREAM])
+    assert (q.scored, q.queued) == (31, 62)  # A's rows grew the labeller's arrays: queued, not lost
+    tree = pi.open_store(store)
+    ds = tree[STREAM].to_dataset()  # one consistent Dataset: every per-row array has every row
+    assert ds.sizes["chunk"] == 93 and ds.pam.scores("energy:humpback").shape == (93, 1)
