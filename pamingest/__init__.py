@@ -15,6 +15,7 @@ Public API::
 
 from .errors import (
     ConcurrentIngestError,
+    ConcurrentWriteError,
     ConfigError,
     DecodeError,
     LabelerNotFoundError,
@@ -41,15 +42,15 @@ from .sources import (
     SourceFile,
     TimestampedFiles,
 )
-from .store.repo import StoreLocation
+from .store.repo import Store, StoreLocation
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ConcurrentIngestError", "ConfigError", "DecodeError", "LabelerNotFoundError", "LabelerUnavailableError",
+    "ConcurrentIngestError", "ConcurrentWriteError", "ConfigError", "DecodeError", "LabelerNotFoundError", "LabelerUnavailableError",
     "LabelingError", "FilenameTemplate", "IngestReport",
     "PamAccessor", "PamIngestError", "RejectedFile", "Source", "SourceFile", "StoreError",
-    "StoreLocation", "StoreNotFoundError", "StreamNotFoundError", "TEMPLATES", "TemplateError",
+    "Store", "StoreLocation", "StoreNotFoundError", "StreamNotFoundError", "TEMPLATES", "TemplateError",
     "TimestampedFiles", "ingest", "open_store", "open_stream", "streams",
     "SanctSound", "Ncei", "PacificSound", "OrcasoundHLS", "OrcasoundFLAC",
 ]

@@ -39,7 +39,7 @@ import numpy as np
 import zarr
 
 from .decode.base import AudioInfo, Decoder, PlanContext, Unit
-from .errors import PROGRAMMING_ERRORS, DecodeError
+from .errors import PROGRAMMING_ERRORS, ConfigError, DecodeError
 from .executor import executor_for
 from .fsutil import describe_read_error
 from .registry import build
@@ -384,7 +384,7 @@ def ingest(
     source : Source
         Lists the recordings (``TimestampedFiles``, ``OrcasoundHLS``, ...).
     store : str or StoreLocation
-        Store URL: a path, ``s3://bucket/prefix``, ``gs://...`` or ``memory://name``.
+        Store URL: a path, ``s3://bucket/prefix`` or ``gs://...``.
     row_seconds : float, optional
         Row length of new streams (default 10 s). Existing streams keep theirs;
         asking for another length for an existing stream is a ConfigError.
@@ -408,6 +408,9 @@ def ingest(
     """
     t0 = time.perf_counter()
     st = Store.open(store, store_options, create=True)
+    if not st.can_fork:
+        raise ConfigError(f"{st.url}: ingest writes through Icechunk sessions forked to its tasks, which "
+                          "in-memory storage cannot serve; ingest into a folder or a bucket")
     report = IngestReport(store=st.url, run_id=uuid.uuid4().hex[:12], snapshot_id=st.tip())
     decoder = build("decoders", getattr(source, "decoder", "sndfile"))
     options = dict(getattr(source, "storage_options", {}) or {})

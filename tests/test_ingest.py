@@ -227,6 +227,12 @@ def test_missing_store_is_a_file_not_found(tmp_path):
     assert not (tmp_path / "nothing-here").exists()  # looking does not create it
 
 
+def test_in_memory_store_refuses_ingest_with_the_reason(fixtures):
+    # Forked sessions of in-memory storage come back empty in the task: every file would "fail".
+    with pytest.raises(pi.ConfigError, match="in-memory storage"):
+        pi.ingest(pi.TimestampedFiles(str(fixtures / "soundtrap"), "soundtrap"), "memory://refused", client="serial")
+
+
 def test_listing_is_partitioned_and_deterministic(s3, fixtures):
     folder = fixtures / "songmeter" / "S4A03895"
     files = sorted(folder.glob("*.wav"))

@@ -7,8 +7,6 @@ import multiprocessing
 import pickle
 import shutil
 import threading
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,8 +92,8 @@ def test_disjoint_writers_rebase_and_conflicting_ones_reapply(tmp_path):
     assert commit.rebuilds == 1 and commit.value == 111 and st.root()["a/n"][0] == 111
 
 
-def _commit_many(url: str, name: str, n: int, queue) -> None:
-    st = Store.open(url)
+def _commit_many(url: str, options: dict, name: str, n: int, queue) -> None:
+    st = Store.open(url, options)
     landed = []
     for k in range(n):
         commit = st.update(lambda root: root[name].__setitem__(k, k + 1), f"{name} {k}")
@@ -103,17 +101,23 @@ def _commit_many(url: str, name: str, n: int, queue) -> None:
     queue.put(landed)
 
 
-def test_concurrent_commits_from_processes_all_land_on_a_local_store(tmp_path):
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_concurrent_commits_from_processes_all_land(tmp_path, s3, kind):
     """Local folders have no conditional writes: without the commit lock two processes can both
-    move main from the same parent and one commit vanishes. Every commit must be in main's history."""
-    st = small_store(tmp_path / "s")
+    move main from the same parent and one commit vanishes. On S3 the branch moves by a conditional
+    write. Either way every commit must be in main's history."""
+    if kind == "local":
+        url, options = str(tmp_path / "s"), {}
+    else:
+        url, options = f"{s3.bucket('stores')}/commits", {"endpoint_url": s3.endpoint}
+    st = Store.open(url, options, create=True)
     session = st.writable()
     for k in range(4):
         st.open_root(session).create_array(f"w{k}", shape=(12,), chunks=(12,), dtype="int32", fill_value=0)
     st.commit(session, "writers' arrays")
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_commit_many, args=(st.url, f"w{k}", 12, queue)) for k in range(4)]
+    procs = [ctx.Process(target=_commit_many, args=(url, options, f"w{k}", 12, queue)) for k in range(4)]
     for p in procs:
         p.start()
     landed = [s for _ in procs for s in queue.get(timeout=120)]
@@ -143,17 +147,39 @@ def test_a_writer_that_keeps_losing_gives_up_without_writing(tmp_path):
 
 # ---------------------------------------------------------------- ingest runs racing on one stream
 
-class SlowDecoder(SndfileDecoder):
-    """libsndfile, waiting for an event before writing: lets a test land another run first."""
+class HeldDecoder(SndfileDecoder):
+    """libsndfile, holding its first write until released: the run has listed, probed and allocated."""
 
-    name = "slow-sndfile"
+    name = "held-sndfile"
 
-    def __init__(self, gate: threading.Event) -> None:
-        self.gate = gate
+    def __init__(self) -> None:
+        self.reached, self.gate = threading.Event(), threading.Event()
 
     def read(self, source, start, stop, storage_options):
+        self.reached.set()
         assert self.gate.wait(60)
         return super().read(source, start, stop, storage_options)
+
+
+class HeldRun:
+    """``ingest`` of a folder in a thread, held before its first write (``release()`` lets it land)."""
+
+    def __init__(self, folder, store: str) -> None:
+        self.decoder = HeldDecoder()
+        source = pi.TimestampedFiles(str(folder), "soundtrap")
+        source.decoder = self.decoder
+        self.report = None
+        self.thread = threading.Thread(target=self._run, args=(source, store))
+        self.thread.start()
+        assert self.decoder.reached.wait(60)
+
+    def _run(self, source, store: str) -> None:
+        self.report = pi.ingest(source, store, client="serial")
+
+    def release(self):
+        self.decoder.gate.set()
+        self.thread.join(60)
+        return self.report
 
 
 def folder_of(tmp_path, fixtures, names, sub):
@@ -173,19 +199,9 @@ def test_a_run_that_raced_another_on_its_stream_reallocates_after_its_rows(tmp_p
     store = str(tmp_path / "store")
     a_folder = folder_of(tmp_path, fixtures, SOUNDTRAP[1:], "a")
     b_folder = a_folder if same_objects else folder_of(tmp_path, fixtures, SOUNDTRAP[:1], "b")
-    pi.ingest(pi.TimestampedFiles(str(tmp_path / "a"), "soundtrap", name="other"), str(tmp_path / "warm"),
-              client="serial")  # imports and first-use costs out of the timing below
-    gate = threading.Event()
-    source = pi.TimestampedFiles(str(a_folder), "soundtrap")
-    source.decoder = SlowDecoder(gate)
-    reports = {}
-    thread = threading.Thread(target=lambda: reports.setdefault("a", pi.ingest(source, store, client="serial")))
-    thread.start()
-    time.sleep(1.0)  # A has listed, probed and allocated; its first write waits for the gate
-    reports["b"] = pi.ingest(pi.TimestampedFiles(str(b_folder), "soundtrap"), store, client="serial")
-    gate.set()
-    thread.join(60)
-    a, b = reports["a"], reports["b"]
+    run_a = HeldRun(a_folder, store)
+    b = pi.ingest(pi.TimestampedFiles(str(b_folder), "soundtrap"), store, client="serial")
+    a = run_a.release()
     assert b.ingested == (2 if same_objects else 1) and b.rounds == 1, b.summary()
     assert a.rebuilds >= 1 and not a.failed and not a.deferred, a.summary()
     # A's second look at the listing: both objects are B's now (nothing left to write), or the
@@ -210,22 +226,13 @@ def test_disjoint_runs_and_labelling_rebase_without_rewriting(tmp_path, fixtures
     store = str(tmp_path / "store")
     first = folder_of(tmp_path, fixtures, SOUNDTRAP[:1], "first")
     pi.ingest(pi.TimestampedFiles(str(first), "soundtrap"), store, client="serial")  # the stream exists
-    a_folder = folder_of(tmp_path, fixtures, SOUNDTRAP[1:], "a")
-    gate = threading.Event()
-    source = pi.TimestampedFiles(str(a_folder), "soundtrap")
-    source.decoder = SlowDecoder(gate)
-    reports = {}
-    thread = threading.Thread(target=lambda: reports.setdefault("a", pi.ingest(source, store, client="serial")))
-    thread.start()
-    time.sleep(1.0)
+    run_a = HeldRun(folder_of(tmp_path, fixtures, SOUNDTRAP[1:], "a"), store)
     from pamingest.labeling import pseudolabel, queue
 
     labelled = pseudolabel(store, "energy:humpback", client="serial")  # creates its arrays on A's stream
     other = pi.ingest(pi.TimestampedFiles(str(fixtures / "songmeter" / "S4A03895"), "songmeter"), store,
                       client="serial")
-    gate.set()
-    thread.join(60)
-    a = reports["a"]
+    a = run_a.release()
     assert labelled.scored == 31 and other.ingested == 48
     assert a.ingested == 2 and a.rebases >= 1 and a.rebuilds == 0 and a.rounds == 1, a.summary()
     [q] = queue(store, "energy:humpback", streams=[STREAM])

@@ -30,7 +30,7 @@ from ..decode.base import AudioInfo
 from ..errors import ConfigError
 from ..timing import NAT
 from .codec import FLAC_MAX_CHANNELS, FlacCodec
-from .tables import ROW_CHUNK, TABLE_CHUNK, Column, Table
+from .tables import ROW_CHUNK, Column, Table
 
 LAYOUT_VERSION = 1
 META_CHUNK = ROW_CHUNK

@@ -47,6 +47,7 @@ T = TypeVar("T")
 
 _MEMORY: dict[str, icechunk.Storage] = {}
 LOCK_NAME = "pamingest.commit.lock"
+ICECHUNK_2 = int(icechunk.__version__.split(".")[0]) >= 2
 # Icechunk warns on every local-filesystem open that concurrent commits are
 # unsafe there; pamingest serialises local commits with a lock file (above),
 # so the warning is noise. ICECHUNK_LOG set by the user still wins.
@@ -119,7 +120,9 @@ def open_repository(location: StoreLocation, create: bool = False) -> icechunk.R
         return icechunk.Repository.open(storage)
     if not create:
         raise StoreNotFoundError(f"no pamingest store at {location.url}")
-    repo = icechunk.Repository.create(storage)
+    # Icechunk 2 writes its own format (spec 2) by default, which Icechunk 1 cannot open; stores stay
+    # in the format both read until every reader has moved (docs/architecture.md, "Icechunk versions").
+    repo = icechunk.Repository.create(storage, spec_version=1) if ICECHUNK_2 else icechunk.Repository.create(storage)
     # The root group is made at creation, so that no two first writers both create it.
     session = repo.writable_session("main")
     zarr.open_group(session.store, mode="a", attributes={"pamingest_store": 1})
@@ -218,6 +221,12 @@ class Store:
     def url(self) -> str:
         return self.location.url
 
+    @property
+    def can_fork(self) -> bool:
+        """Whether sessions forked to other processes reach this store (not ``memory://``: a pickled
+        session of in-memory storage comes back with storage of its own, empty)."""
+        return not self.url.startswith("memory://")
+
     # ------------------------------------------------------------ reading
     def tip(self, branch: str = "main") -> str:
         return self.repo.lookup_branch(branch)
@@ -264,7 +273,7 @@ class Store:
         """
         if session.read_only:
             raise ConfigError("a read-only session cannot be forked for writing")
-        if not session.has_uncommitted_changes:
+        if ICECHUNK_2 or not session.has_uncommitted_changes:
             return session.fork()
         from icechunk._icechunk_python import PySession
 
