@@ -18,8 +18,10 @@ rounds:
    its own fork, streaming its input (memory is one row batch);
 6. ``land`` (client, ``store.rows``): merge the forks of the units that
    decoded completely, write the tables and commit on ``main``, rebased onto
-   other writers' commits. Units whose stream another run wrote to meanwhile
-   are *deferred* and go through another round on top of that run's rows.
+   other writers' commits. In a stream another run appended to meanwhile,
+   files that run ingested are dropped, file units are moved after its rows
+   (their encoded rows copied), and units continuing stored rows (growing
+   HLS sessions) are *deferred* to another round on top of that run's rows.
 
 Readers of ``main`` never see a half-written run; a crash leaves ``main``
 where it was (plus, at most, the empty groups of new streams), and the next
@@ -83,6 +85,7 @@ class IngestReport:
     commits: int = 0
     rebases: int = 0
     rebuilds: int = 0
+    moved: int = 0
     rounds: int = 0
     elapsed_seconds: float = 0.0
     dashboard_link: str | None = None
@@ -111,7 +114,8 @@ class IngestReport:
         lines.append(f"streams    {', '.join(self.streams) or '-'}")
         landed = "" if self.committed else " (nothing new: no commit)"
         if self.rebases or self.rebuilds:
-            landed += f" ({self.rebases} rebases and {self.rebuilds} rebuilds onto other writers' commits)"
+            landed += (f" ({self.rebases} rebases and {self.rebuilds} rebuilds onto other writers' commits"
+                       + (f"; {self.moved} files' rows moved after another run's" if self.moved else "") + ")")
         lines.append(f"snapshot   {self.snapshot_id or '-'}{landed}")
         lines.append(f"elapsed    {self.elapsed_seconds:.1f} s")
         return "\n".join(lines)
@@ -125,7 +129,7 @@ class IngestReport:
             "changed": [{"url": f.url, "reason": f.reason} for f in self.changed],
             "deferred": [{"url": f.url, "reason": f.reason} for f in self.deferred],
             "outside_range": self.outside_range, "streams": self.streams, "commits": self.commits,
-            "rebases": self.rebases, "rebuilds": self.rebuilds, "rounds": self.rounds,
+            "rebases": self.rebases, "rebuilds": self.rebuilds, "moved": self.moved, "rounds": self.rounds,
             "elapsed_seconds": self.elapsed_seconds,
         }
 
@@ -494,6 +498,9 @@ def _count(report: IngestReport, landing: Landing) -> None:
     commit = landing.commit
     report.rebases += commit.rebases
     report.rebuilds += commit.rebuilds
+    report.moved += landing.moved
+    # Files another run ingested while this one was writing them: stored once, by that run.
+    report.skipped += sum(len(u.new_files) for u in landing.dropped)
     if commit.snapshot_id is None:
         return
     report.commits += 1

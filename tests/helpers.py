@@ -57,4 +57,65 @@ def window_ns(da) -> np.ndarray:
     return da["time"].values.astype("datetime64[ns]").astype(np.int64)
 
 
-__all__ = ["assert_stream_matches", "by_name", "source_samples", "to_ns", "window_ns"]
+class HeldDecoder:
+    """Wraps a decoder: probes and plans as it does, but holds the first read until released, when
+    the run has listed, probed, planned and allocated its rows."""
+
+    def __init__(self, inner) -> None:
+        import threading
+
+        self.inner, self.name = inner, inner.name
+        self.reached, self.gate = threading.Event(), threading.Event()
+        self.reads = 0
+
+    def probe(self, file, storage_options):
+        return self.inner.probe(file, storage_options)
+
+    def plan(self, probed, context):
+        units = self.inner.plan(probed, context)
+        for unit in units:
+            unit.decoder = self
+        return units
+
+    def read(self, source, start, stop, storage_options):
+        self.reads += 1
+        self.reached.set()
+        assert self.gate.wait(60)
+        return self.inner.read(source, start, stop, storage_options)
+
+    def records(self, unit):
+        return self.inner.records(unit)
+
+
+class _WithDecoder:
+    def __init__(self, source, decoder) -> None:
+        self._source, self.decoder = source, decoder
+
+    def __getattr__(self, name):
+        return getattr(self._source, name)
+
+
+class HeldRun:
+    """``ingest`` of a source in a thread (serial), held before its first write; ``release()``
+    lets it write and land, and returns its report."""
+
+    def __init__(self, source, store: str, inner_decoder) -> None:
+        import threading
+
+        import pamingest as pi
+
+        self.decoder = HeldDecoder(inner_decoder)
+        self.report = None
+        self.thread = threading.Thread(
+            target=lambda: setattr(self, "report", pi.ingest(_WithDecoder(source, self.decoder), store,
+                                                             client="serial")))
+        self.thread.start()
+        assert self.decoder.reached.wait(60)
+
+    def release(self):
+        self.decoder.gate.set()
+        self.thread.join(60)
+        return self.report
+
+
+__all__ = ["HeldRun", "assert_stream_matches", "by_name", "source_samples", "to_ns", "window_ns"]

@@ -172,6 +172,38 @@ def test_grown_live_session_continues_without_duplicate_or_gap(s3, fixture_segme
     np.testing.assert_array_equal(session_samples(a, E1), reference_decode(fixture_segments))
 
 
+def test_two_runs_continuing_one_live_session_at_once(s3, fixture_segments, tmp_path):
+    """B continues a stored session with one new segment; A, started later, lists two. B lands
+    first: A's run shares a segment with B's and continued the same stored run, so A plans again on
+    top of B's rows and adds only the segment B did not have. The store equals a one-shot ingest."""
+    from pamingest.decode.hls import HlsDecoder
+
+    from helpers import HeldRun
+
+    s3.bucket(BUCKET)
+    put = lambda n: s3.put(BUCKET, f"{LAB}/hls/{E1}/live{n}.ts", fixture_segments[n - 998])  # noqa: E731
+    src = OrcasoundHLS([LAB], storage_options=s3.storage_options)
+    raced = str(tmp_path / "raced")
+    put(998)
+    assert pi.ingest(src, raced, client="serial").ingested == 1
+    put(999)
+    run_b = HeldRun(src, raced, HlsDecoder())
+    put(1000)
+    run_a = HeldRun(src, raced, HlsDecoder())
+    b = run_b.release()
+    a = run_a.release()
+    assert (b.ingested, b.rounds) == (1, 1), b.summary()
+    assert a.rebuilds >= 1 and a.rounds == 2 and a.ingested == 1 and not a.failed, a.summary()
+    once = str(tmp_path / "once")
+    pi.ingest(src, once, client="serial")
+    x, y = lab_stream(raced), lab_stream(once)
+    assert x.sizes["chunk"] == y.sizes["chunk"] == 4
+    np.testing.assert_array_equal(x["n_valid"].values, y["n_valid"].values)
+    np.testing.assert_array_equal(x["chunk_start"].values, y["chunk_start"].values)
+    np.testing.assert_array_equal(x["audio"].values, y["audio"].values)
+    assert sorted(x["file_url"].values.tolist()) == sorted(y["file_url"].values.tolist())
+
+
 def test_orcasound_flac_archive(s3, fixtures, store):
     s3.bucket(BUCKET)
     files = sorted((fixtures / "soundtrap").glob("*.flac"))

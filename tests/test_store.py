@@ -6,7 +6,6 @@ from __future__ import annotations
 import multiprocessing
 import pickle
 import shutil
-import threading
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from pamingest.decode.sndfile import SndfileDecoder
 from pamingest.errors import ConcurrentWriteError
 from pamingest.store.repo import RetryPolicy, Store
 
-from helpers import assert_stream_matches, by_name
+from helpers import HeldRun, assert_stream_matches, by_name
 
 STREAM = "files/67416073/8000Hz_1ch_pcm16"
 SOUNDTRAP = ["67416073.210610033655.flac", "67416073.210610034155.flac", "67416073.210610034655.flac"]
@@ -147,41 +146,6 @@ def test_a_writer_that_keeps_losing_gives_up_without_writing(tmp_path):
 
 # ---------------------------------------------------------------- ingest runs racing on one stream
 
-class HeldDecoder(SndfileDecoder):
-    """libsndfile, holding its first write until released: the run has listed, probed and allocated."""
-
-    name = "held-sndfile"
-
-    def __init__(self) -> None:
-        self.reached, self.gate = threading.Event(), threading.Event()
-
-    def read(self, source, start, stop, storage_options):
-        self.reached.set()
-        assert self.gate.wait(60)
-        return super().read(source, start, stop, storage_options)
-
-
-class HeldRun:
-    """``ingest`` of a folder in a thread, held before its first write (``release()`` lets it land)."""
-
-    def __init__(self, folder, store: str) -> None:
-        self.decoder = HeldDecoder()
-        source = pi.TimestampedFiles(str(folder), "soundtrap")
-        source.decoder = self.decoder
-        self.report = None
-        self.thread = threading.Thread(target=self._run, args=(source, store))
-        self.thread.start()
-        assert self.decoder.reached.wait(60)
-
-    def _run(self, source, store: str) -> None:
-        self.report = pi.ingest(source, store, client="serial")
-
-    def release(self):
-        self.decoder.gate.set()
-        self.thread.join(60)
-        return self.report
-
-
 def folder_of(tmp_path, fixtures, names, sub):
     folder = tmp_path / sub
     folder.mkdir()
@@ -192,25 +156,24 @@ def folder_of(tmp_path, fixtures, names, sub):
 
 @pytest.mark.parametrize("same_objects", [False, True], ids=["other-files", "same-files"])
 def test_a_run_that_raced_another_on_its_stream_reallocates_after_its_rows(tmp_path, fixtures, same_objects):
-    """Run A plans and allocates rows for two files, then run B lands in the same stream first
-    (another file of the stream, or the very same two objects). A's commit conflicts (both grew the
-    stream): its files are planned again on top of B's rows; objects B ingested are skipped. Each
-    object is in the store once, with exact rows, and no row is left dead."""
+    """Run A plans, allocates and writes rows for two files, then run B lands in the same stream
+    first (another file of the stream, or the very same two objects). A's commit conflicts (both
+    grew the stream): its rows are moved after B's, copied as encoded (nothing decoded twice), or,
+    for objects B ingested, dropped. Each object is in the store once, with exact rows, and no row
+    is left dead."""
     store = str(tmp_path / "store")
     a_folder = folder_of(tmp_path, fixtures, SOUNDTRAP[1:], "a")
     b_folder = a_folder if same_objects else folder_of(tmp_path, fixtures, SOUNDTRAP[:1], "b")
-    run_a = HeldRun(a_folder, store)
+    run_a = HeldRun(pi.TimestampedFiles(str(a_folder), "soundtrap"), store, SndfileDecoder())
     b = pi.ingest(pi.TimestampedFiles(str(b_folder), "soundtrap"), store, client="serial")
     a = run_a.release()
     assert b.ingested == (2 if same_objects else 1) and b.rounds == 1, b.summary()
-    assert a.rebuilds >= 1 and not a.failed and not a.deferred, a.summary()
-    # A's second look at the listing: both objects are B's now (nothing left to write), or the
-    # two files are written again after B's rows.
-    assert a.rounds == (1 if same_objects else 2), a.summary()
+    assert a.rebuilds >= 1 and a.rounds == 1 and not a.failed and not a.deferred, a.summary()
+    assert run_a.decoder.reads == 2  # one task per file, never decoded again
     if same_objects:  # a genuine conflict: exactly one copy, B's
-        assert (a.ingested, a.skipped, a.commits) == (0, 2, 0), a.summary()
+        assert (a.ingested, a.skipped, a.commits, a.moved) == (0, 2, 0, 0), a.summary()
     else:
-        assert (a.ingested, a.skipped, a.commits) == (2, 0, 1), a.summary()
+        assert (a.ingested, a.skipped, a.commits, a.moved) == (2, 0, 1, 2), a.summary()
     ds = pi.open_store(store)[STREAM].to_dataset()
     urls = [str(u).rsplit("/", 1)[-1] for u in ds["file_url"].values]
     assert sorted(urls) == sorted(SOUNDTRAP[1:] if same_objects else SOUNDTRAP)
@@ -226,7 +189,8 @@ def test_disjoint_runs_and_labelling_rebase_without_rewriting(tmp_path, fixtures
     store = str(tmp_path / "store")
     first = folder_of(tmp_path, fixtures, SOUNDTRAP[:1], "first")
     pi.ingest(pi.TimestampedFiles(str(first), "soundtrap"), store, client="serial")  # the stream exists
-    run_a = HeldRun(folder_of(tmp_path, fixtures, SOUNDTRAP[1:], "a"), store)
+    run_a = HeldRun(pi.TimestampedFiles(str(folder_of(tmp_path, fixtures, SOUNDTRAP[1:], "a")), "soundtrap"),
+                    store, SndfileDecoder())
     from pamingest.labeling import pseudolabel, queue
 
     labelled = pseudolabel(store, "energy:humpback", client="serial")  # creates its arrays on A's stream

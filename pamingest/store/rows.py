@@ -17,13 +17,17 @@ A run's store work, in order (``pamingest.ingest`` drives it):
    the session is rebased (disjoint changes), and ``repair`` grows arrays
    another writer created in the meantime. If the rebase meets a real
    conflict, the run is rebuilt on the new tip: streams nobody else wrote
-   keep their rows (their forks are merged again, nothing is re-decoded);
-   units of streams another run wrote to are *deferred*, to be planned again
-   on top of that run's rows (and dropped where it ingested the same files).
+   keep their rows (their forks are merged again, nothing is re-decoded).
+   In a stream another run appended to, a unit whose files that run
+   ingested is dropped (one copy); a file unit is *moved* after that run's
+   rows, its encoded rows copied as they are (nothing decoded again); a
+   unit continuing stored rows (a growing HLS session) is *deferred*, to be
+   planned again on top of what the other run stored.
 """
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -89,20 +93,7 @@ def allocate(store: Store, session, units: list[Unit], known: dict[str, KnownFil
     sizes: dict[str, int] = {}
     for path, stream_units in sorted(_by_stream(units).items()):
         group = Store.open_root(session)[path]
-        spr = int(group.attrs["row_samples"])
-        row = group["audio"].shape[0]
-        n_files = group["file_url"].shape[0]
-        for unit in stream_units:
-            for uf in unit.new_files:
-                prior = known.get(uf.file.url)
-                if prior and prior.stream == path:
-                    uf.file_index = prior.file_index  # a retried file keeps its table entry
-                else:
-                    uf.file_index, n_files = n_files, n_files + 1
-            rewrite = unit.rewrite_row(spr)
-            fresh = unit.new_rows(spr)
-            unit.rows = ([rewrite] if rewrite is not None else []) + list(range(row, row + fresh))
-            row += fresh
+        row = _assign(group, path, stream_units, known)
         sizes[path] = row
         _grow_audio(group, row)
         forks[path] = pickle.dumps(Store.fork(session))
@@ -111,6 +102,25 @@ def allocate(store: Store, session, units: list[Unit], known: dict[str, KnownFil
     for path, row in sizes.items():
         _grow_audio(root[path], row)
     return forks
+
+
+def _assign(group: zarr.Group, path: str, units: list[Unit], known: dict[str, KnownFile]) -> int:
+    """Rows at the end of the stream and file-table indices for ``units``; returns the new row count."""
+    spr = int(group.attrs["row_samples"])
+    row = group["audio"].shape[0]
+    n_files = group["file_url"].shape[0]
+    for unit in units:
+        for uf in unit.new_files:
+            prior = known.get(uf.file.url)
+            if prior and prior.stream == path:
+                uf.file_index = prior.file_index  # a retried file keeps its table entry
+            else:
+                uf.file_index, n_files = n_files, n_files + 1
+        rewrite = unit.rewrite_row(spr)
+        fresh = unit.new_rows(spr)
+        unit.rows = ([rewrite] if rewrite is not None else []) + list(range(row, row + fresh))
+        row += fresh
+    return row
 
 
 def _grow_audio(group: zarr.Group, rows: int) -> None:
@@ -207,13 +217,36 @@ def raced_streams(base: zarr.Group, tip: zarr.Group, units: list[Unit], known_ba
 
 @dataclass
 class Landing:
-    """What a run landed: the commit, the units in it, the units deferred to a later round."""
+    """What a run landed: the commit, the units in it, and what a conflict took out of it."""
 
     commit: Commit
     units: list[Unit]
     rejected: list[RejectedFile]
-    deferred: list[Unit] = field(default_factory=list)
-    dropped_rejected: list[RejectedFile] = field(default_factory=list)
+    deferred: list[Unit] = field(default_factory=list)  # to plan again on top of another run's rows
+    dropped: list[Unit] = field(default_factory=list)  # their files were ingested by another run
+    moved: int = 0  # units whose rows were copied after another run's rows
+
+
+def _chunk_key(stream: str, row: int, array: zarr.Array) -> str:
+    return f"{stream}/audio/" + array.metadata.encode_chunk_key((row, 0, 0))
+
+
+def copy_rows(source, target, stream: str, pairs: list[tuple[int, int]], audio: zarr.Array) -> None:
+    """Copy the encoded audio chunks ``old row -> new row`` from one session's store to another's."""
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    prototype = default_buffer_prototype()
+
+    async def one(old: int, new: int) -> None:
+        data = await source.store.get(_chunk_key(stream, old, audio), prototype=prototype)
+        if data is not None:  # a row of zeros is not stored (the fill value)
+            await target.store.set(_chunk_key(stream, new, audio), data)
+
+    async def all_pairs() -> None:
+        await asyncio.gather(*(one(old, new) for old, new in pairs))
+
+    sync(all_pairs())
 
 
 def land(store: Store, session, base: str, units: list[Unit], rejected: list[RejectedFile],
@@ -227,22 +260,46 @@ def land(store: Store, session, base: str, units: list[Unit], rejected: list[Rej
     write_tables(Store.open_root(session), units, rejected, known)
     state = Landing(Commit(None), list(units), list(rejected))
     base_root = store.root(base)
+    written = session  # the session holding every unit's encoded rows, where they are copied from
+    original_rows = {id(u): list(u.rows) for u in units}
 
     def rebuild():
         fresh = store.writable()
         tip = store.root(fresh.snapshot_id)
         known_tip = read_catalog(tip)
         raced = raced_streams(base_root, tip, units, known, known_tip)
-        state.units = [u for u in units if u.stream not in raced]
-        state.deferred = [u for u in units if u.stream in raced]
+        state.units, state.deferred, state.dropped, state.moved = [], [], [], 0
+        moving: dict[str, list[Unit]] = defaultdict(list)
+        for unit in units:
+            unit.rows = list(original_rows[id(unit)])
+            taken = [uf for uf in unit.new_files if known_tip.get(uf.file.url) != known.get(uf.file.url)]
+            if unit.stream not in raced:
+                state.units.append(unit)
+            elif taken and len(taken) == len(unit.new_files):
+                state.dropped.append(unit)  # another run ingested (or rejected) these files meanwhile
+            elif taken or unit.continues is not None or unit.stream not in tip:
+                # Its plan depends on what another run changed (part of an HLS run taken, or the
+                # stored run it continues grown): planned again, on top of that run's rows.
+                state.deferred.append(unit)
+            else:
+                moving[unit.stream].append(unit)
         # An object another run recorded meanwhile is its; the rest keep their place.
         state.rejected = [r for r in rejected if known_tip.get(r.url) == known.get(r.url)]
-        state.dropped_rejected = [r for r in rejected if r not in state.rejected]
         for path in sorted({u.stream for u in state.units}):
             fresh.merge(pickle.loads(forks[path]))
         for unit in state.units:
             if unit.status == "ok" and unit.forks:
                 fresh.merge(*unit.forks)
+        root = Store.open_root(fresh)
+        for path, stream_units in sorted(moving.items()):
+            group = root[path]
+            old_rows = {id(u): list(u.rows) for u in stream_units}
+            _grow_audio(group, _assign(group, path, stream_units, known_tip))
+            for unit in stream_units:
+                if unit.status == "ok":
+                    copy_rows(written, fresh, path, list(zip(old_rows[id(unit)], unit.rows)), group["audio"])
+            state.units += stream_units
+            state.moved += len(stream_units)
         write_tables(Store.open_root(fresh), state.units, state.rejected, known_tip)
         return fresh if fresh.has_uncommitted_changes else None
 
@@ -255,4 +312,5 @@ def land(store: Store, session, base: str, units: list[Unit], rejected: list[Rej
     return state
 
 
-__all__ = ["Landing", "allocate", "land", "prepare_streams", "raced_streams", "repair", "write_tables"]
+__all__ = ["Landing", "allocate", "copy_rows", "land", "prepare_streams", "raced_streams", "repair",
+           "write_tables"]
