@@ -204,3 +204,25 @@ def test_disjoint_runs_and_labelling_rebase_without_rewriting(tmp_path, fixtures
     tree = pi.open_store(store)
     ds = tree[STREAM].to_dataset()  # one consistent Dataset: every per-row array has every row
     assert ds.sizes["chunk"] == 93 and ds.pam.scores("energy:humpback").shape == (93, 1)
+
+
+def test_stream_preparation_commits_only_what_changed(tmp_path, fixtures):
+    """Streams are created, and sources' attributes written, in a commit of their own, once: the
+    same attributes again (nested ones included, as JSON gives them back) make no commit."""
+    from pamingest.decode.sndfile import probe
+    from pamingest.store import layout
+    from pamingest.store.rows import prepare_streams
+
+    st = Store.open(str(tmp_path / "s"), create=True)
+    info = probe(str(fixtures / "soundtrap" / SOUNDTRAP[0]))
+    spec = layout.StreamSpec(STREAM, "files", "67416073", 8000, 1, "int16", 16, 80000)
+    attrs = {STREAM: {"latitude": 36.7, "depth_m": None, "instrument": {"model": "ST500", "gain": [1, 2]}}}
+    first = prepare_streams(st, {STREAM: (spec, info)}, False, attrs)
+    assert first.snapshot_id and first.value == [STREAM]
+    again = prepare_streams(st, {STREAM: (spec, info)}, False, attrs)
+    assert again.snapshot_id is None and again.value == []
+    changed = prepare_streams(st, {STREAM: (spec, info)}, False, {STREAM: {"latitude": 36.8}})
+    assert changed.snapshot_id and st.root()[STREAM].attrs["latitude"] == 36.8
+    with pytest.raises(pi.ConfigError, match="use --row-seconds 10"):
+        prepare_streams(st, {STREAM: (layout.StreamSpec(STREAM, "files", "67416073", 8000, 1, "int16", 16, 8000),
+                                      info)}, True, {})

@@ -28,6 +28,7 @@ A run's store work, in order (``pamingest.ingest`` drives it):
 from __future__ import annotations
 
 import asyncio
+import json
 import pickle
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -74,12 +75,17 @@ def prepare_streams(store: Store, specs: dict[str, tuple[layout.StreamSpec, Any]
                 group = layout.create_stream(root, spec, info)
                 changed.append(path)
             extra = {k: v for k, v in (attributes.get(path) or {}).items() if k not in layout.RESERVED_ATTRS}
-            if any(group.attrs.get(k) != v for k, v in extra.items()):
+            # Compared as JSON: stored attributes come back from JSON (tuples as lists, and so on).
+            if any(_json(group.attrs.get(k)) != _json(v) for k, v in extra.items()):
                 group.attrs.update(extra)
                 changed.append(path)
         return sorted(set(changed))
 
     return store.update(apply, lambda paths: f"pamingest: prepare streams {', '.join(paths)}")
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def allocate(store: Store, session, units: list[Unit], known: dict[str, KnownFile]) -> dict[str, bytes]:
