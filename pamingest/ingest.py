@@ -30,6 +30,7 @@ run converges to the same store.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 import time
@@ -416,69 +417,89 @@ def ingest(
         raise ConfigError(f"{st.url}: ingest writes through Icechunk sessions forked to its tasks, which "
                           "in-memory storage cannot serve; ingest into a folder or a bucket")
     report = IngestReport(store=st.url, run_id=uuid.uuid4().hex[:12], snapshot_id=st.tip())
-    decoder = build("decoders", getattr(source, "decoder", "sndfile"))
-    options = dict(getattr(source, "storage_options", {}) or {})
-    time_range = source.time_range() if hasattr(source, "time_range") else None
-    records: list[SourceFile | RejectedFile] = list(list_source(source))
-    probes: dict[str, AudioInfo | str] = {}
-    wanted: set[str] | None = None  # URLs still to ingest after the first round
-    executor_cm = None
-    executor = None
-    try:
-        for round_ in range(MAX_ROUNDS):
-            session = st.writable()
-            base = session.snapshot_id
-            root = st.root(base)
-            known = read_catalog(root)
-            listing = list_new([r for r in records if wanted is None or r.url in wanted], known, retry_failed)
-            if wanted is None:
-                report.listed, report.skipped, report.changed = listing.listed, listing.skipped, listing.changed
-                for rec in report.changed:
-                    log.warning("%s: %s", rec.url, rec.reason)
-            else:
-                report.skipped += listing.skipped  # ingested by another run meanwhile
-            if not listing.new and not listing.rejected:
-                break
-            if executor is None:
-                executor_cm = executor_for(client, n_workers)
-                executor = executor_cm.__enter__()
-                report.dashboard_link = executor.dashboard_link
-            limit = 4 * executor.n_threads + 8
-            probed, rejected = probe(executor, decoder, listing.new, options, limit, probes)
-            rejected = listing.rejected + rejected
-            probed, outside = within(probed, time_range)
-            report.outside_range += outside
-            units = plan(decoder, probed, root, known, row_seconds)
-            specs, attributes = stream_specs(units, root, row_seconds, source)
-            prepared = prepare_streams(st, specs, row_seconds is not None, attributes)
-            if prepared.snapshot_id is not None:
-                # New streams exist now (empty): plan again on top of them, at the new tip.
-                wanted = {r.url for r in listing.new} | {r.url for r in listing.rejected}
-                continue
-            report.rounds += 1
-            forks = allocate(st, session, units, known)
-            report.streams = sorted(set(report.streams) | {u.stream for u in units})
-            bar = _progress_bar(progress, sum((u.n_samples - u.write_from(int(root[u.stream].attrs["row_samples"])))
-                                              / u.info.sample_rate for u in units))
-            try:
-                write(executor, units, forks, options, rows_per_task, limit, root, bar)
-            finally:
-                if bar is not None:
-                    bar.close()
-            landing = land(st, session, base, units, rejected, known, forks,
-                           lambda us, rs: _message(report.run_id, us, rs), lambda us, rs: _metadata(report.run_id, us, rs))
-            _count(report, landing)
-            wanted = {uf.file.url for u in landing.deferred for uf in u.new_files}
+    with contextlib.ExitStack() as stack:
+        run = _Run(st, source, report, row_seconds, retry_failed, rows_per_task, progress,
+                   lambda: stack.enter_context(executor_for(client, n_workers)))
+        wanted: set[str] | None = None  # after the first round: URLs still to ingest
+        for _ in range(MAX_ROUNDS):
+            wanted = run.round(wanted)
             if not wanted:
                 break
         else:
             report.deferred = [FailedFile(url, f"its stream kept changing under concurrent runs for {MAX_ROUNDS} "
-                                               "rounds; not ingested") for url in sorted(wanted or ())]
-    finally:
-        if executor_cm is not None:
-            executor_cm.__exit__(None, None, None)
+                                               "rounds; not ingested") for url in sorted(wanted)]
     report.elapsed_seconds = time.perf_counter() - t0
     return report
+
+
+class _Run:
+    """One ``ingest`` call: the source's listing and probes, kept across rounds."""
+
+    def __init__(self, store: Store, source: Source, report: IngestReport, row_seconds: float | None,
+                 retry_failed: bool, rows_per_task: int, progress: bool, start_executor) -> None:
+        self.store, self.source, self.report = store, source, report
+        self.row_seconds, self.retry_failed, self.rows_per_task, self.progress = (
+            row_seconds, retry_failed, rows_per_task, progress)
+        self.decoder = build("decoders", getattr(source, "decoder", "sndfile"))
+        self.options = dict(getattr(source, "storage_options", {}) or {})
+        self.time_range = source.time_range() if hasattr(source, "time_range") else None
+        self.records: list[SourceFile | RejectedFile] = list(list_source(source))
+        self.probes: dict[str, AudioInfo | str] = {}
+        self._start_executor = start_executor
+        self._executor = None
+
+    @property
+    def executor(self):
+        # Started only when there is something to probe: a scheduled run that finds nothing new
+        # costs a listing, not a cluster.
+        if self._executor is None:
+            self._executor = self._start_executor()
+            self.report.dashboard_link = self._executor.dashboard_link
+        return self._executor
+
+    def round(self, wanted: set[str] | None) -> set[str]:
+        """List (the URLs ``wanted``, or all) -> probe -> plan -> allocate -> write -> land;
+        returns the URLs to take again in another round."""
+        st, report = self.store, self.report
+        session = st.writable()
+        base = session.snapshot_id
+        root = st.root(base)
+        known = read_catalog(root)
+        listing = list_new([r for r in self.records if wanted is None or r.url in wanted], known, self.retry_failed)
+        if wanted is None:
+            report.listed, report.skipped, report.changed = listing.listed, listing.skipped, listing.changed
+            for rec in report.changed:
+                log.warning("%s: %s", rec.url, rec.reason)
+        else:
+            report.skipped += listing.skipped  # ingested by another run meanwhile
+        if not listing.new and not listing.rejected:
+            return set()
+        limit = 4 * self.executor.n_threads + 8
+        probed, rejected = probe(self.executor, self.decoder, listing.new, self.options, limit, self.probes)
+        rejected = listing.rejected + rejected
+        probed, outside = within(probed, self.time_range)
+        report.outside_range += outside
+        units = plan(self.decoder, probed, root, known, self.row_seconds)
+        specs, attributes = stream_specs(units, root, self.row_seconds, self.source)
+        if prepare_streams(st, specs, self.row_seconds is not None, attributes).snapshot_id is not None:
+            # New streams exist now (empty), or their attributes changed: plan again at the new tip.
+            return {r.url for r in listing.new} | {r.url for r in listing.rejected}
+        report.rounds += 1
+        forks = allocate(st, session, units, known)
+        report.streams = sorted(set(report.streams) | {u.stream for u in units})
+        seconds = sum((u.n_samples - u.write_from(int(root[u.stream].attrs["row_samples"]))) / u.info.sample_rate
+                      for u in units)
+        bar = _progress_bar(self.progress, seconds)
+        try:
+            write(self.executor, units, forks, self.options, self.rows_per_task, limit, root, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        landing = land(st, session, base, units, rejected, known, forks,
+                       lambda us, rs: _message(report.run_id, us, rs),
+                       lambda us, rs: _metadata(report.run_id, us, rs))
+        _count(report, landing)
+        return {uf.file.url for u in landing.deferred for uf in u.new_files}
 
 
 def _message(run_id: str, units: list[Unit], rejected: list[RejectedFile]) -> str:
