@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import socket
 import subprocess
@@ -82,9 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the servers running until Ctrl-C")
     args = parser.parse_args(argv)
 
-    from distributed import LocalCluster
-
     from pamingest.demo import ORCASOUND_NODES, fill_orcasound_bucket, find_fixtures, start_s3_server
+    from pamingest.executor import local_cluster
     from pamingest.info import store_info
 
     workdir = Path(args.workdir).resolve()
@@ -93,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     fixtures = find_fixtures(args.fixtures, required=False)
     procs: list[subprocess.Popen] = []
     s3, endpoint = start_s3_server()
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0",
-                           silence_logs=logging.ERROR)
+    # The cluster the served flow runs submit to (PAMINGEST_SCHEDULER below), built as pamingest builds its own.
+    cluster = local_cluster(2)
     try:
         counts = fill_orcasound_bucket(endpoint, fixtures)
         print(f"S3 server      {endpoint}  (s3://audio-orcasound-net: "

@@ -52,7 +52,9 @@ def start_pseudolabel_deployments(store: str) -> list[str]:
 def ingest(source: str = "orcasound", options: dict[str, Any] | None = None, store: str | None = None,
            scheduler_address: str | None = None, row_seconds: float | None = None) -> dict:
     """Ingest a source's new recordings into a pamingest store."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
+
+    from pamingest.executor import local_cluster
 
     log = get_run_logger()
     store = store or os.environ.get(orchestration.ENV_STORE)
@@ -62,8 +64,7 @@ def ingest(source: str = "orcasound", options: dict[str, Any] | None = None, sto
     address = scheduler_address or os.environ.get(orchestration.ENV_SCHEDULER)
     with contextlib.ExitStack() as stack:
         if not address:
-            cluster = stack.enter_context(LocalCluster(n_workers=2, threads_per_worker=1,
-                                                       dashboard_address="127.0.0.1:0"))
+            cluster = stack.enter_context(local_cluster())
             address = cluster.scheduler_address
         client = stack.enter_context(Client(address, set_as_default=False))
         log.info("Dask dashboard: %s", client.dashboard_link)

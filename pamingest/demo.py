@@ -98,8 +98,9 @@ def fill_orcasound_bucket(endpoint: str, fixtures: Path | None) -> dict[str, int
 
 
 def run_demo(workdir: str = ".demo", fixtures: str | None = None, n_workers: int = 2) -> int:
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
+    from .executor import local_cluster
     from .info import store_info
     from .ingest import ingest
     from .query import open_store, streams
@@ -113,8 +114,7 @@ def run_demo(workdir: str = ".demo", fixtures: str | None = None, n_workers: int
         print(f"local S3 server {endpoint}: " + ", ".join(f"s3://{b} ({n} objects)" for b, n in counts.items()))
         options = {"endpoint_url": endpoint, "key": os.environ["AWS_ACCESS_KEY_ID"],
                    "secret": os.environ["AWS_SECRET_ACCESS_KEY"]}
-        with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                          dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        with local_cluster(n_workers) as cluster, Client(cluster) as client:
             print(f"dask dashboard: {client.dashboard_link}")
             for bucket, (_, _, _, template, name) in DEMO_LAYOUT.items():
                 source = TimestampedFiles(f"s3://{bucket}", template, name=name, storage_options=options)

@@ -830,6 +830,87 @@ def _dask_cli(sub: str):
     return ep.load()
 
 
+def _dask_config_in_image() -> tuple[Path, Path]:
+    """(file in the repository, where the Dockerfile installs it) of the image's Dask configuration."""
+    found = []
+    for value in instructions("COPY"):
+        *sources, dest = shlex.split(value)
+        found += [(ROOT / src, Path(dest)) for src in sources if src.startswith("infra/") and src.endswith(".yaml")]
+    assert len(found) == 1, f"the Dockerfile should install one Dask YAML file: {found}"
+    return found[0]
+
+
+def test_image_dask_config_is_read_and_removes_malloc_trim(monkeypatch):
+    """`dask worker` in the image reads infra/dask.yaml, which removes what pamingest's own clusters remove."""
+    import dask.config
+
+    from pamingest.executor import NANNY_PRE_SPAWN_ENVIRON
+
+    src, dest = _dask_config_in_image()
+    monkeypatch.delenv("DASK_ROOT_CONFIG", raising=False)
+    monkeypatch.delenv("DASK_CONFIG", raising=False)
+    assert str(dest.parent) in dask.config._get_paths(), f"Dask does not read YAML files from {dest.parent}"
+    assert dest.suffix in (".yaml", ".yml")
+    environ = load_yaml(src)["distributed"]["nanny"]["pre-spawn-environ"]
+    assert environ == NANNY_PRE_SPAWN_ENVIRON
+    # Nothing in the manifests moves Dask's config folder away or sets the variable again.
+    for where, names in _env_settings_of_pamingest_containers().items():
+        assert not names & {"DASK_ROOT_CONFIG", "MALLOC_TRIM_THRESHOLD_"}, where
+        assert not [n for n in names if n.startswith("DASK_DISTRIBUTED__NANNY")], where
+
+
+def _worker_malloc_env(tmp_path, argv: list[str], config_dir: Path | None) -> set:
+    """The MALLOC_TRIM_THRESHOLD_ that the workers of a real `dask worker` (argv from the manifests) get."""
+    import time
+
+    from distributed import Client
+
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_" and not k.startswith("DASK_")}
+    env["DASK_ROOT_CONFIG"] = str(config_dir or tmp_path / "no-config")
+    env["DASK_CONFIG"] = str(tmp_path / "no-user-config")  # not the user's ~/.config/dask
+    dask_cli = str(Path(sys.executable).with_name("dask"))
+    opts = options_of(argv)
+    args = [dask_cli, "worker", address, "--nthreads", opts["--nthreads"], "--memory-limit", opts["--memory-limit"],
+            "--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0"]
+    procs = [subprocess.Popen([dask_cli, "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--dashboard-address", "127.0.0.1:0"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)]
+    try:
+        procs.append(subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with Client(address, timeout=5, set_as_default=False) as c:
+                    c.wait_for_workers(1, timeout=60)
+                    return set(c.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")).values())
+            except OSError:
+                assert time.monotonic() < deadline, "dask scheduler/worker did not start"
+                time.sleep(0.5)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def test_dask_worker_of_the_manifests_starts_its_workers_without_malloc_trim(tmp_path):
+    """The compose/k8s `dask worker` command (with its nanny) and the image's Dask YAML, run for real."""
+    src, dest = _dask_config_in_image()
+    (tmp_path / "etc-dask").mkdir()
+    (tmp_path / "etc-dask" / dest.name).write_bytes(src.read_bytes())
+    argv = services()["dask-worker"]["command"]
+    assert argv == container("dask-worker")["command"]
+    assert "--no-nanny" not in argv  # the nanny is what sets the variable
+    assert _worker_malloc_env(tmp_path, argv, tmp_path / "etc-dask") == {None}
+    # Without the file, Dask's default: what the file is there to change.
+    assert _worker_malloc_env(tmp_path, argv, None) == {"65536"}
+
+
 def test_dask_commands_use_real_options():
     commands = [services()[n]["command"] for n in ("dask-scheduler", "dask-worker")]
     commands += [container(n)["command"] for n in ("dask-scheduler", "dask-worker")]
