@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from .errors import SourceNotFoundError
+
 DEMO_LAYOUT = {
     # bucket: (fixture folder, key prefix, glob, template, source name)
     "pam-field-recordings": ("songmeter/S4A03895", "S4A03895", "*.wav", "songmeter", "songmeter"),
@@ -21,7 +23,11 @@ DEMO_LAYOUT = {
 
 
 def find_fixtures(explicit: str | None = None, required: bool = True) -> Path | None:
-    candidates = [explicit, os.environ.get("PAMINGEST_FIXTURES")]
+    """``explicit`` (the callers pass ``--fixtures`` or ``$PAMINGEST_FIXTURES``), else ``shared/fixtures``
+    in this folder or one above it, or beside the repository."""
+    if explicit and not Path(explicit).is_dir():
+        raise SourceNotFoundError(f"fixture recordings not found: {explicit} is not a folder")
+    candidates = [explicit]
     here = Path.cwd().resolve()
     candidates += [str(p / "shared" / "fixtures") for p in (here, *here.parents)]
     candidates.append(str(Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
@@ -30,7 +36,7 @@ def find_fixtures(explicit: str | None = None, required: bool = True) -> Path | 
             return Path(c)
     if not required:
         return None
-    raise FileNotFoundError("fixture recordings not found: pass --fixtures or set PAMINGEST_FIXTURES")
+    raise SourceNotFoundError("fixture recordings not found: pass --fixtures or set PAMINGEST_FIXTURES")
 
 
 def start_s3_server():

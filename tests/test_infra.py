@@ -274,10 +274,20 @@ def prefect_yaml_env_placeholders() -> set[str]:
 
 def run_path_code() -> list[Path]:
     """The Python that runs in the worker's flow runs and on the Dask workers (not flows/serve.py)."""
-    return sorted((ROOT / "pamingest").rglob("*.py")) + [ROOT / "flows" / "ingest.py", ROOT / "flows" / "pseudolabel.py"]
+    return sorted((ROOT / "pamingest").rglob("*.py")) + [ROOT / "flows" / n for n in ("ingest.py", "pseudolabel.py",
+                                                                                      "settings.py")]
 
 
-FLOW_MODULES = ("serve", "ingest", "pseudolabel")
+FLOW_MODULES = ("serve", "ingest", "pseudolabel", "settings")
+
+
+@cache
+def flow_settings():
+    """flows/settings.py: the PAMINGEST_* variables the flow runs read."""
+    spec = importlib.util.spec_from_file_location("pamingest_flow_settings", ROOT / "flows" / "settings.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def ingest_deployments() -> dict[str, dict]:
@@ -334,7 +344,7 @@ def test_deployments_name_the_ingest_flow_and_its_parameters(ingest_flow):
         params = d["parameters"]
         assert set(params) <= set(signature), (d["name"], set(params) - set(signature))
         ingest_flow.validate_parameters(params)  # types of the flow's signature
-        assert params["source"] in orchestration.SOURCES
+        assert params["source"] in orchestration.source_kinds()
         # The options build the source, piece by piece, as the flow will.
         for piece in orchestration.work_partitions(params["source"], params.get("options") or {}):
             orchestration.build_source(params["source"], piece)
@@ -466,12 +476,12 @@ def test_image_reaches_the_storage_of_every_deployment_source():
     from fsspec.registry import known_implementations
     from packaging.utils import canonicalize_name
 
-    from pamingest import orchestration
+    from pamingest.registry import registry
 
     installed = _distributions_installed(_extras_installed_by_dockerfile())
     dists = md.packages_distributions()
     for name, d in ingest_deployments().items():
-        module = Path(inspect.getsourcefile(orchestration.SOURCES[d["parameters"]["source"]]))
+        module = Path(inspect.getsourcefile(registry("sources").get(d["parameters"]["source"])))
         protocols = set(re.findall(r"[\"'](\w+)://", module.read_text())) - {"file", "memory", "http", "https"}
         for proto in protocols:
             impl = known_implementations.get(proto)
@@ -801,19 +811,17 @@ def test_every_variable_the_manifests_set_is_read(monkeypatch):
 
 
 def test_the_variables_the_code_reads_are_set_and_documented():
-    from pamingest import orchestration
-
+    settings = flow_settings()
     readme = (INFRA / "README.md").read_text()
-    for_flow_runs = {orchestration.ENV_STORE, orchestration.ENV_SCHEDULER, orchestration.ENV_ENDPOINT,
+    for_flow_runs = {settings.STORE, settings.SCHEDULER, settings.S3_ENDPOINT, settings.STORE_ENDPOINT,
                      *prefect_yaml_env_placeholders(), "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "PREFECT_API_URL"}
-    for_dask_workers = {orchestration.ENV_STORE, orchestration.ENV_ENDPOINT,
-                        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"}
+    # The Dask workers get store and sources with each task: they only need the credentials.
+    for_dask_workers = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"}
     assert for_flow_runs <= set(compose_env("prefect-worker"))
     assert for_dask_workers <= set(compose_env("dask-worker"))
     k8s_worker = k8s_env_names(container("prefect-worker"))
-    assert {orchestration.ENV_STORE, orchestration.ENV_SCHEDULER, "PREFECT_API_URL",
-            *prefect_yaml_env_placeholders()} <= k8s_worker
-    assert orchestration.ENV_STORE in k8s_env_names(container("dask-worker"))
+    assert {settings.STORE, settings.SCHEDULER, "PREFECT_API_URL", *prefect_yaml_env_placeholders()} <= k8s_worker
+    assert "AWS_DEFAULT_REGION" in k8s_env_names(container("dask-worker"))
     # Credentials come from the optional Secret in k8s, named in the README.
     assert re.search(r"secret generic pamingest-aws .*AWS_ACCESS_KEY_ID=.*AWS_SECRET_ACCESS_KEY=", readme.replace("\\\n", " "))
     everything_read = {s for s in code_strings(sorted((ROOT / "pamingest").rglob("*.py")) + sorted((ROOT / "flows").glob("*.py")))
