@@ -940,8 +940,7 @@ def _prefect_help(*words: str) -> str:
 
 def test_prefect_commands_use_real_commands_and_options():
     commands = worker_script_commands()
-    assert {tuple(c[1:3]) for c in commands} >= {("work-pool", "inspect"), ("work-pool", "create"),
-                                                  ("work-pool", "set-concurrency-limit"), ("worker", "start")}
+    assert {tuple(c[1:3]) for c in commands} >= {("work-pool", "inspect"), ("work-pool", "create"), ("worker", "start")}
     commands += [services()["prefect-server"]["command"], container("prefect-server")["command"]]
     for argv in commands:
         args = argv[1:]
@@ -1049,7 +1048,8 @@ def test_worker_entrypoint_registers_the_deployments_on_a_real_server(tmp_path):
         _wait(lambda: _api(f"http://127.0.0.1:{health}/health") is not None, "worker health", procs)
 
         pool = _api(f"{api}/work_pools/pamingest")
-        assert (pool["type"], pool["concurrency_limit"]) == ("process", 1)
+        # No pool-wide limit: concurrent writers to one store all land (Store.commit rebases or re-applies).
+        assert (pool["type"], pool["concurrency_limit"]) == ("process", None)
         registered = {d["name"]: d for d in _api(f"{api}/deployments/filter", {})}
         assert set(registered) == set(deployments())
         flows = {f["id"]: f["name"] for f in _api(f"{api}/flows/filter", {})}
@@ -1061,9 +1061,11 @@ def test_worker_entrypoint_registers_the_deployments_on_a_real_server(tmp_path):
         assert registered["files"]["parameters"]["options"]["root"] == "/data/recordings"
         (schedule,) = registered["orcasound"]["schedules"]
         assert schedule["schedule"]["interval"] == 600
-        wanted = deployments()["orcasound"]["concurrency_limit"]
-        assert registered["orcasound"]["global_concurrency_limit"]["limit"] == wanted["limit"] == 1
-        assert registered["orcasound"]["concurrency_options"]["collision_strategy"] == wanted["collision_strategy"]
+        for name, strategy in (("orcasound", "CANCEL_NEW"), ("default", "ENQUEUE")):
+            wanted = deployments()[name]["concurrency_limit"]
+            assert registered[name]["global_concurrency_limit"]["limit"] == wanted["limit"] == 1
+            assert registered[name]["concurrency_options"]["collision_strategy"] == wanted["collision_strategy"] == strategy
+        assert all(registered[n]["global_concurrency_limit"] is None for n in ("files", "sanctsound", "pacific-sound"))
         assert not registered["files"]["schedules"]
         _wait(lambda: _api(f"{api}/work_pools/pamingest/workers/filter", {}), "worker heartbeat", procs, 60)
         workers = _api(f"{api}/work_pools/pamingest/workers/filter", {})
