@@ -278,33 +278,27 @@ def _warm_imports() -> int:
     return os.getpid()
 
 
-def start_cluster(n_workers: int, malloc_trim: bool = True):
+def start_cluster(n_workers: int, malloc_trim: bool = False):
     """A LocalCluster of ``n_workers`` single-threaded worker processes, warmed up; (cluster, client).
 
-    ``malloc_trim=False`` starts the workers without the ``MALLOC_TRIM_THRESHOLD_=65536``
-    that Dask's nanny sets by default (``distributed.nanny.pre-spawn-environ``); the
-    nanny also leaves it in this process's ``os.environ``, so it is removed here too.
+    Built by ``pamingest.executor.local_cluster``, as pamingest builds its own:
+    workers start without Dask's default ``MALLOC_TRIM_THRESHOLD_=65536``.
+    ``malloc_trim=True`` keeps Dask's default, to measure what it costs.
     """
-    import dask
-    from distributed import Client, LocalCluster
+    from distributed import Client
+
+    from pamingest.executor import local_cluster
 
     t0 = time.perf_counter()
-    if malloc_trim:
-        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                               dashboard_address=":0")
-    else:
-        os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
-        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
-            cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=":0")
+    cluster = local_cluster(n_workers, dask_malloc_trim=malloc_trim)
     client = Client(cluster)
     client.wait_for_workers(n_workers)
     client.run(_warm_imports)
     envs = set(client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")).values())
     log.info("LocalCluster with %d worker(s) up in %.1f s (worker MALLOC_TRIM_THRESHOLD_=%s)", n_workers,
              time.perf_counter() - t0, ",".join(str(e) for e in envs))
-    if not malloc_trim and envs != {None}:
-        raise RuntimeError(f"workers still have MALLOC_TRIM_THRESHOLD_={envs}")
+    if malloc_trim != (envs != {None}):
+        raise RuntimeError(f"asked for malloc_trim={malloc_trim}, workers have MALLOC_TRIM_THRESHOLD_={envs}")
     return cluster, client
 
 

@@ -182,10 +182,11 @@ def main() -> None:
     import dask
     import icechunk
     import zarr
-    from distributed import Client, LocalCluster
+    from distributed import Client
     from moto.server import ThreadedMotoServer
 
     from pamingest import PacificSound, ingest
+    from pamingest.executor import local_cluster
 
     seconds = 60 if args.quick else 600
     tmp = Path(tempfile.mkdtemp(prefix="pam-bench-ps-", dir=args.tmpdir))
@@ -207,7 +208,7 @@ def main() -> None:
         wav.unlink()  # served from moto from here on; keep the disk small
         log.info("served as s3://%s/%s from %s", BUCKET, KEY, endpoint)
 
-        cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None)
+        cluster = local_cluster(1, dashboard_address=None)  # as pamingest builds its clusters
         client = Client(cluster)
         client.wait_for_workers(1)
         client.run(_warm)

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import socket
 import subprocess
@@ -82,19 +81,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the servers running until Ctrl-C")
     args = parser.parse_args(argv)
 
-    from distributed import LocalCluster
-
+    import settings  # flows/settings.py: this script's folder is on sys.path
     from pamingest.demo import ORCASOUND_NODES, fill_orcasound_bucket, find_fixtures, start_s3_server
+    from pamingest.executor import local_cluster
     from pamingest.info import store_info
 
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     store = str(workdir / "store")
-    fixtures = find_fixtures(args.fixtures, required=False)
+    fixtures = find_fixtures(args.fixtures or os.environ.get("PAMINGEST_FIXTURES"), required=False)
     procs: list[subprocess.Popen] = []
     s3, endpoint = start_s3_server()
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0",
-                           silence_logs=logging.ERROR)
+    # The cluster the served flow runs submit to (PAMINGEST_SCHEDULER below), built as pamingest builds its own.
+    cluster = local_cluster(2)
     try:
         counts = fill_orcasound_bucket(endpoint, fixtures)
         print(f"S3 server      {endpoint}  (s3://audio-orcasound-net: "
@@ -109,10 +108,10 @@ def main(argv: list[str] | None = None) -> int:
             "PREFECT_API_URL": api,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_UI_ENABLED": "true",
-            "PAMINGEST_STORE": store,
-            "PAMINGEST_SCHEDULER": cluster.scheduler_address,
-            "PAMINGEST_S3_ENDPOINT": endpoint,
-            "PAMINGEST_ORCASOUND_NODES": ",".join(ORCASOUND_NODES),
+            settings.STORE: store,
+            settings.SCHEDULER: cluster.scheduler_address,
+            settings.S3_ENDPOINT: endpoint,
+            settings.ORCASOUND_NODES: ",".join(ORCASOUND_NODES),
         }
         log = open(workdir / "prefect-server.log", "w")
         procs.append(subprocess.Popen(
@@ -144,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         print(store_info(store).format())
         from pamingest.labeling import queue
 
-        for q in queue(store, os.environ.get("PAMINGEST_LABELER", "energy:killer-whale")):
+        for q in queue(store, settings.labeler()):  # the labeller of pseudolabel/default
             print(f"labelled       {q.stream}: {q.scored} chunks scored, {q.queued} queued")
         print(f"\nopen it in a notebook: pamingest.open_store({store!r})")
         if args.keep:

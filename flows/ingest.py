@@ -3,30 +3,39 @@
 Each Prefect task ingests one coarse piece (Orcasound: node x day); inside it
 the per-file and per-row work runs as Dask futures on the cluster at
 ``scheduler_address`` (or a LocalCluster this flow starts). Pieces run one
-after the other: each commits to the store, and the cluster is the parallelism.
-When the run committed new rows, every deployment of the ``pseudolabel`` flow
-is started on the store (``run_deployment(..., timeout=0)``: not waited for),
-so new chunks are labelled without anyone asking.
+after the other because each already spreads its files and rows over every
+worker of the cluster, which is where the parallelism is: running them
+concurrently would only plan several pieces at once in the flow run's process,
+and pieces of one node write the same stream, so they would keep rebasing onto
+each other's commits (they would all land, as concurrent writers do, but with
+work redone). Store, scheduler and endpoints come from ``settings``
+(``PAMINGEST_*``) unless given. When the run committed new rows, every
+deployment of the ``pseudolabel`` flow is started on the store
+(``run_deployment(..., timeout=0)``: not waited for), so new chunks are
+labelled without anyone asking.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Any
 
+import settings
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from pseudolabel import pseudolabel as pseudolabel_flow
 
 from pamingest import orchestration
 
 
 @task(retries=2, retry_delay_seconds=15, task_run_name="ingest {kind} {options}")
-def ingest_piece(kind: str, options: dict[str, Any], store: str, scheduler_address: str,
+def ingest_piece(kind: str, options: dict[str, Any], store: str, scheduler_address: str | None,
                  row_seconds: float | None) -> dict:
     # Safe to retry: a store never ingests an object twice (URL + ETag), and a
     # crashed attempt leaves the store's main branch where it was.
-    report = orchestration.ingest_partition(kind, options, store, scheduler_address, row_seconds)
+    report = orchestration.ingest_partition(kind, options, store, scheduler_address, row_seconds,
+                                            s3_endpoint=settings.s3_endpoint(),
+                                            store_options=settings.store_options())
     get_run_logger().info("%s", report.summary())
     return report.as_dict()
 
@@ -38,12 +47,10 @@ def start_pseudolabel_deployments(store: str) -> list[str]:
     from prefect.deployments import run_deployment
 
     with get_client(sync_client=True) as client:
-        found = client.read_deployments(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=[orchestration.PSEUDOLABEL_FLOW])))
+        found = client.read_deployments(flow_filter=FlowFilter(name=FlowFilterName(any_=[pseudolabel_flow.name])))
     runs = []
     for deployment in found:
-        run = run_deployment(f"{orchestration.PSEUDOLABEL_FLOW}/{deployment.name}", parameters={"store": store},
-                             timeout=0)
+        run = run_deployment(f"{pseudolabel_flow.name}/{deployment.name}", parameters={"store": store}, timeout=0)
         runs.append(str(run.id))
     return runs
 
@@ -52,21 +59,19 @@ def start_pseudolabel_deployments(store: str) -> list[str]:
 def ingest(source: str = "orcasound", options: dict[str, Any] | None = None, store: str | None = None,
            scheduler_address: str | None = None, row_seconds: float | None = None) -> dict:
     """Ingest a source's new recordings into a pamingest store."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
+
+    from pamingest.executor import local_cluster
 
     log = get_run_logger()
-    store = store or os.environ.get(orchestration.ENV_STORE)
-    if not store:
-        # A relative default would land inside a worker's container and vanish with it.
-        raise ValueError(f"give the flow a store or set {orchestration.ENV_STORE}")
-    address = scheduler_address or os.environ.get(orchestration.ENV_SCHEDULER)
+    store = settings.store(store)
+    address = settings.scheduler(scheduler_address)
     with contextlib.ExitStack() as stack:
-        if not address:
-            cluster = stack.enter_context(LocalCluster(n_workers=2, threads_per_worker=1,
-                                                       dashboard_address="127.0.0.1:0"))
-            address = cluster.scheduler_address
-        client = stack.enter_context(Client(address, set_as_default=False))
-        log.info("Dask dashboard: %s", client.dashboard_link)
+        if address != "serial":
+            if not address:
+                address = stack.enter_context(local_cluster()).scheduler_address
+            client = stack.enter_context(Client(address, set_as_default=False))
+            log.info("Dask dashboard: %s", client.dashboard_link)
         reports = [ingest_piece(source, piece, store, address, row_seconds)
                    for piece in orchestration.work_partitions(source, options or {})]
     create_markdown_artifact(orchestration.report_markdown(reports), key=f"ingest-{source}",

@@ -2,14 +2,14 @@
 
     python flows/serve.py            # then: prefect deployment run ingest/orcasound
 
-Deployment parameters come from the environment so that the same deployments
-run on a laptop and on a cluster: PAMINGEST_STORE (store URL),
-PAMINGEST_SCHEDULER (Dask scheduler address; a LocalCluster when unset),
-PAMINGEST_LABELER (labeller of the ``pseudolabel/default`` deployment, e.g.
+Deployment parameters come from the environment (``settings``) so that the
+same deployments run on a laptop and on a cluster: PAMINGEST_LABELER
+(labeller of the ``pseudolabel/default`` deployment, e.g.
 energy:killer-whale; the ingest flow starts every pseudolabel deployment
-when it committed new rows),
-PAMINGEST_ORCASOUND_NODES (comma-separated), PAMINGEST_S3_ENDPOINT (an
-S3-compatible server for tests and MinIO).
+when it committed new rows), PAMINGEST_ORCASOUND_NODES and
+PAMINGEST_SANCTSOUND_SITES (comma-separated), PAMINGEST_FILES_ROOT. The flow
+runs read PAMINGEST_STORE, PAMINGEST_SCHEDULER, PAMINGEST_S3_ENDPOINT and
+PAMINGEST_STORE_ENDPOINT when they start (``flows/settings.py``).
 """
 
 from __future__ import annotations
@@ -22,18 +22,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from prefect import serve  # noqa: E402
 
+import settings  # noqa: E402
 from ingest import ingest  # noqa: E402
 from pseudolabel import pseudolabel  # noqa: E402
-
-from pamingest import orchestration  # noqa: E402
 
 ORCASOUND_EVERY_SECONDS = 600  # live segments arrive every 10 s; pick them up every 10 min
 
 
 def deployments():
-    nodes = [n for n in os.environ.get("PAMINGEST_ORCASOUND_NODES", "rpi_orcasound_lab").split(",") if n]
-    files_root = os.environ.get("PAMINGEST_FILES_ROOT", "")
-    labeler = os.environ.get(orchestration.ENV_LABELER, orchestration.DEFAULT_LABELER)
+    nodes = settings.listed(settings.ORCASOUND_NODES, "rpi_orcasound_lab")
+    files_root = os.environ.get(settings.FILES_ROOT, "")
+    labeler = settings.labeler()
     return [
         pseudolabel.to_deployment(
             name="default", parameters={"labeler": labeler},
@@ -50,7 +49,7 @@ def deployments():
         ingest.to_deployment(
             name="sanctsound",
             parameters={"source": "sanctsound",
-                        "options": {"sites": os.environ.get("PAMINGEST_SANCTSOUND_SITES", "ci01").split(",")}},
+                        "options": {"sites": settings.listed(settings.SANCTSOUND_SITES, "ci01")}},
             description="NOAA SanctSound recordings (gs://noaa-passive-bioacoustic/sanctsound).",
             tags=["pamingest", "sanctsound"],
         ),

@@ -5,9 +5,33 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import re
 import sys
+import warnings
 
-from .errors import PamIngestError
+from .errors import ConcurrentWriteError, PamIngestError
+
+# Exit codes (also the epilog of ``pamingest --help``).
+EXIT_OK = 0
+EXIT_INCOMPLETE = 1  # annotate: a file could not be attached; pseudolabel: chunks left queued (a worker was lost)
+EXIT_ERROR = 2  # an error: bad options or input, no store, a plug-in that cannot load (argparse's usage errors too)
+EXIT_RETRY = 3  # other writers kept changing the same data and this run gave up (part of) its write: run it again
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
+
+EXIT_CODES = f"""exit codes:
+  {EXIT_OK}    done (recordings that failed to decode are listed in the report and the store)
+  {EXIT_INCOMPLETE}    done in part: annotate could not attach a file, pseudolabel left chunks queued
+  {EXIT_ERROR}    error: bad options or input, no store, an unknown or broken plug-in
+  {EXIT_RETRY}    try again: other writers kept changing the same data; what could not land was not
+       committed (ConcurrentWriteError, or ingest deferred files), and a new run picks it up
+  {EXIT_INTERRUPTED}  interrupted
+"""
+
+# Warnings a user can do nothing about: zarr flags the PCodec (a numcodecs codec) of
+# non-FLAC streams on every open. Hidden without -v, in this process and in the
+# Dask worker processes (which start with this process's environment).
+QUIET_WARNINGS = ("Numcodecs codecs are not in the Zarr version 3 specification",)
 
 
 def _storage_options(args, prefix: str = "") -> dict:
@@ -26,65 +50,68 @@ def _client(args):
     return args.scheduler  # None -> LocalCluster
 
 
-def cmd_ingest_files(args) -> int:
-    from .sources.files import TimestampedFiles
-
-    source = TimestampedFiles(args.root, args.template, name=args.source_name, site=args.site,
-                              storage_options=_storage_options(args))
-    return _run_ingest(args, source)
+def _progress(args) -> bool:
+    return not getattr(args, "no_progress", False) and sys.stderr.isatty()
 
 
-def cmd_ingest_orcasound(args) -> int:
-    from .ingest import ingest
-    from .sources.orcasound import OrcasoundFLAC, OrcasoundHLS
-
-    options = _storage_options(args) or {}
-    if not args.endpoint_url:
-        options.setdefault("anon", True)
-    kind = OrcasoundFLAC if args.flac else OrcasoundHLS
-    extra = {} if args.flac else {"capture_delay_s": args.capture_delay}
-    source = kind(args.node, start=args.start, end=args.end, bucket=args.bucket, storage_options=options, **extra)
-    return _run_ingest(args, source)
-
-
-def _run_ingest(args, source) -> int:
-    from .ingest import ingest
-
-    report = ingest(source, args.store, row_seconds=args.row_seconds, client=_client(args), n_workers=args.workers,
-                    store_options=_storage_options(args, "store_"), retry_failed=args.retry_failed,
-                    progress=not args.no_progress and sys.stderr.isatty())
+def _print_dashboard(report) -> None:
     if report.dashboard_link:
         print(f"dask dashboard: {report.dashboard_link}", file=sys.stderr)
+
+
+# CLI flags -> constructor options of each source kind (the names of the
+# pamingest.sources entry points); None means "not given": the source's default.
+def _files_options(args) -> dict:
+    return {"root": args.root, "template": args.template, "name": args.source_name, "site": args.site}
+
+
+def _orcasound_options(args) -> dict:
+    options = {"nodes": args.node, "start": args.start, "end": args.end, "bucket": args.bucket}
+    if not args.flac:
+        options["capture_delay_s"] = args.capture_delay
+    return options
+
+
+def _sanctsound_options(args) -> dict:
+    return {"root": args.root, "sites": args.site, "deployments": args.deployment, "start": args.start,
+            "end": args.end, "name": args.source_name}
+
+
+def _ncei_options(args) -> dict:
+    return {"collection": args.collection, "root": args.root, "stations": args.station,
+            "deployments": args.deployment, "start": args.start, "end": args.end, "name": args.source_name,
+            "check_subchunks": not args.no_subchunk_check}
+
+
+def _pacific_sound_options(args) -> dict:
+    return {"product": args.product, "start": args.start, "end": args.end, "url": args.url,
+            "metadata_url": args.metadata_url, "deployment_metadata_url": args.deployment_metadata_url,
+            "serials": args.recorder, "name": args.source_name}
+
+
+def cmd_ingest(args) -> int:
+    """Any source kind: the flags become its options, the registry builds it (as a deployment's are)."""
+    from .ingest import ingest
+    from .orchestration import build_source
+
+    kind = "orcasound-flac" if getattr(args, "flac", False) else args.kind
+    options = {k: v for k, v in args.source_options(args).items() if v is not None}
+    # Access to the recordings as given (an endpoint and --anon together are kept); no
+    # flag: the source's own default (anonymous for the public archives).
+    access = _storage_options(args)
+    if access:
+        options["storage_options"] = access
+    source = build_source(kind, options)
+    report = ingest(source, args.store, row_seconds=args.row_seconds, client=_client(args), n_workers=args.workers,
+                    store_options=_storage_options(args, "store_"), retry_failed=args.retry_failed,
+                    progress=_progress(args))
+    _print_dashboard(report)
     print(json.dumps(report.as_dict(), indent=2) if args.json else report.summary())
-    return 0
-
-
-def cmd_ingest_sanctsound(args) -> int:
-    from .sources.sanctsound import SanctSound
-
-    # No access options given: the source's own default (anonymous for the public bucket).
-    source = SanctSound(args.root, sites=args.site, deployments=args.deployment, start=args.start, end=args.end,
-                        storage_options=_storage_options(args) or None, name=args.source_name)
-    return _run_ingest(args, source)
-
-
-def cmd_ingest_ncei(args) -> int:
-    from .sources.ncei import Ncei
-
-    source = Ncei(args.collection, args.root, stations=args.station, deployments=args.deployment,
-                  start=args.start, end=args.end, storage_options=_storage_options(args) or None,
-                  name=args.source_name, check_subchunks=not args.no_subchunk_check)
-    return _run_ingest(args, source)
-
-
-def cmd_ingest_pacific_sound(args) -> int:
-    from .sources.pacific_sound import CH01_SERIALS, PacificSound
-
-    source = PacificSound(args.product, start=args.start, end=args.end, url=args.url,
-                          metadata_url=args.metadata_url, deployment_metadata_url=args.deployment_metadata_url,
-                          serials=args.recorder or CH01_SERIALS,
-                          storage_options=_storage_options(args) or None, name=args.source_name)
-    return _run_ingest(args, source)
+    if report.deferred:
+        print(f"pamingest: {len(report.deferred)} files deferred: other writers kept changing their streams; "
+              "run again to ingest them", file=sys.stderr)
+        return EXIT_RETRY
+    return EXIT_OK
 
 
 def cmd_info(args) -> int:
@@ -92,7 +119,7 @@ def cmd_info(args) -> int:
 
     info = store_info(args.store, _storage_options(args), snapshot=args.snapshot)
     print(info.format())
-    return 0
+    return EXIT_OK
 
 
 def cmd_annotate(args) -> int:
@@ -108,9 +135,10 @@ def cmd_annotate(args) -> int:
                            args.include_unreviewed)
     report = attach(args.store, args.files, args.format, options=options, recording=recording, stream=args.stream,
                     rule=rule, skip_unknown_streams=args.skip_unknown_streams,
-                    store_options=_storage_options(args), storage_options=_storage_options(args))
+                    store_options=_storage_options(args), storage_options=_storage_options(args),
+                    progress=_progress(args))
     print(json.dumps(report.as_dict(), indent=2) if args.json else report.summary())
-    return 1 if report.failed else 0
+    return EXIT_INCOMPLETE if report.failed else EXIT_OK
 
 
 def _params(items: list[str], flag: str = "--param") -> dict:
@@ -133,11 +161,11 @@ def cmd_pseudolabel(args) -> int:
     report = pseudolabel(args.store, args.labeler, params=_params(args.param), tag=args.tag or "",
                          streams=args.stream, client=_client(args), n_workers=args.workers,
                          batch_rows=args.batch_rows, max_chunks=args.max_chunks, retry_failed=args.retry_failed,
-                         commit_seconds=args.commit_seconds, store_options=_storage_options(args))
-    if report.dashboard_link:
-        print(f"dask dashboard: {report.dashboard_link}", file=sys.stderr)
+                         commit_seconds=args.commit_seconds, store_options=_storage_options(args),
+                         progress=_progress(args))
+    _print_dashboard(report)
     print(json.dumps(report.as_dict(), indent=2) if args.json else report.summary())
-    return 1 if report.unfinished else 0
+    return EXIT_INCOMPLETE if report.unfinished else EXIT_OK
 
 
 def cmd_queue(args) -> int:
@@ -148,11 +176,11 @@ def cmd_queue(args) -> int:
     if args.json:
         print(json.dumps([{"stream": q.stream, "rows": q.rows, "live": q.live, "annotated": q.annotated,
                            "scored": q.scored, "failed": q.failed, "queued": q.queued} for q in rows], indent=2))
-        return 0
+        return EXIT_OK
     print(f"{'stream':50s} {'live':>8s} {'annotated':>9s} {'scored':>8s} {'failed':>6s} {'queued':>8s}")
     for q in rows:
         print(f"{q.stream:50s} {q.live:8d} {q.annotated:9d} {q.scored:8d} {q.failed:6d} {q.queued:8d}")
-    return 0
+    return EXIT_OK
 
 
 def cmd_review(args) -> int:
@@ -160,15 +188,16 @@ def cmd_review(args) -> int:
 
     batch = review(args.store, args.labeler, args.out, n=args.n, strategy=args.strategy, label=args.label,
                    tag=args.tag or "", version=args.version, streams=args.stream, seed=args.seed,
-                   store_options=_storage_options(args))
+                   store_options=_storage_options(args), progress=_progress(args))
     print(json.dumps(batch.as_dict(), indent=2) if args.json else batch.summary())
-    return 0
+    return EXIT_OK
 
 
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(workdir=args.workdir, fixtures=args.fixtures, n_workers=args.workers)
+    return run_demo(workdir=args.workdir, fixtures=args.fixtures or os.environ.get("PAMINGEST_FIXTURES"),
+                    n_workers=args.workers)
 
 
 def _ingest_options(q, time_range: bool = False) -> None:
@@ -186,16 +215,19 @@ def _ingest_options(q, time_range: bool = False) -> None:
     q.add_argument("--serial", action="store_true", help="run in this process (debugging)")
     q.add_argument("--retry-failed", action="store_true", help="try again objects that failed before")
     q.add_argument("--json", action="store_true", help="print the report as JSON")
-    q.add_argument("--no-progress", action="store_true")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar (shown when stderr is a terminal)")
+    q.set_defaults(func=cmd_ingest, uses_dask=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pamingest", description=__doc__)
-    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    p = argparse.ArgumentParser(prog="pamingest", description=__doc__, epilog=EXIT_CODES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="log progress details, Dask's warnings and zarr's; tracebacks with errors")
     sub = p.add_subparsers(dest="command", required=True)
 
     ing = sub.add_parser("ingest", help="ingest recordings into a store")
-    ing_sub = ing.add_subparsers(dest="source", required=True)
+    ing_sub = ing.add_subparsers(dest="kind", required=True)
     f = ing_sub.add_parser("files", help="timestamped files under a folder or bucket prefix")
     f.add_argument("root", help="folder or URL: /data/dep1, s3://bucket/prefix, gs://bucket/prefix")
     f.add_argument("--template", required=True,
@@ -204,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--source-name", default="files", help="first level of the store's groups (default: files)")
     f.add_argument("--site", help="site name when the template has no {site} field")
     _ingest_options(f)
-    f.set_defaults(func=cmd_ingest_files)
+    f.set_defaults(source_options=_files_options)
 
     o = ing_sub.add_parser("orcasound", help="Orcasound live HLS sessions (or --flac archives)")
     o.add_argument("--node", action="append", required=True, help="node folder, e.g. rpi_orcasound_lab (repeatable)")
@@ -213,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--capture-delay", type=float, default=0.0,
                    help="seconds added to PTS-derived times for the node's capture start-up (default 0)")
     _ingest_options(o, time_range=True)
-    o.set_defaults(func=cmd_ingest_orcasound)
+    o.set_defaults(source_options=_orcasound_options)
 
     from .sources.ncei import COLLECTIONS
     from .sources.ncei import DEFAULT_ROOT as NCEI_ROOT
@@ -226,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--deployment", action="append", help="deployment such as 02 or ci01_02 (repeat; default all)")
     s.add_argument("--source-name", default="sanctsound", help="first level of the store's groups")
     _ingest_options(s, time_range=True)
-    s.set_defaults(func=cmd_ingest_sanctsound)
+    s.set_defaults(source_options=_sanctsound_options)
 
     n = ing_sub.add_parser("ncei", help=f"NOAA NCEI NRS or PIFSC recordings ({NCEI_ROOT})")
     n.add_argument("collection", choices=sorted(COLLECTIONS))
@@ -237,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PIFSC: do not read XWAV directories (files timed by name; duty-cycled files mistimed)")
     n.add_argument("--source-name", default="ncei", help="first level of the store's groups")
     _ingest_options(n, time_range=True)
-    n.set_defaults(func=cmd_ingest_ncei)
+    n.set_defaults(source_options=_ncei_options)
 
     ps = ing_sub.add_parser("pacific-sound", help="MBARI Pacific Sound recordings (AWS, public)")
     ps.add_argument("product", choices=sorted(PRODUCTS))
@@ -248,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"ch01 recorder serial to list (repeat; default {', '.join(CH01_SERIALS)})")
     ps.add_argument("--source-name", default="pacific-sound", help="first level of the store's groups")
     _ingest_options(ps, time_range=True)
-    ps.set_defaults(func=cmd_ingest_pacific_sound)
+    ps.set_defaults(source_options=_pacific_sound_options)
 
 
     info = sub.add_parser("info", help="streams, hours, failures and history of a store")
@@ -277,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     ann.add_argument("--endpoint-url", help="S3-compatible endpoint of the store (and annotation files)")
     ann.add_argument("--anon", action="store_true")
     ann.add_argument("--json", action="store_true", help="print the report as JSON")
+    ann.add_argument("--no-progress", action="store_true", help="no progress bar (shown when stderr is a terminal)")
     ann.set_defaults(func=cmd_annotate)
 
     lab = sub.add_parser("pseudolabel", help="score the store's unannotated chunks with a labeler (on Dask)")
@@ -299,7 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--endpoint-url", help="S3-compatible endpoint of the store")
     lab.add_argument("--anon", action="store_true")
     lab.add_argument("--json", action="store_true", help="print the report as JSON")
-    lab.set_defaults(func=cmd_pseudolabel)
+    lab.add_argument("--no-progress", action="store_true", help="no progress bar (shown when stderr is a terminal)")
+    lab.set_defaults(func=cmd_pseudolabel, uses_dask=True)
 
     qu = sub.add_parser("queue", help="per stream: chunks queued, scored, annotated for a labeler")
     qu.add_argument("store")
@@ -325,25 +359,79 @@ def build_parser() -> argparse.ArgumentParser:
     rv.add_argument("--endpoint-url")
     rv.add_argument("--anon", action="store_true")
     rv.add_argument("--json", action="store_true")
+    rv.add_argument("--no-progress", action="store_true", help="no progress bar (shown when stderr is a terminal)")
     rv.set_defaults(func=cmd_review)
 
     demo = sub.add_parser("demo", help="ingest the fixture recordings from a local S3 server (no network)")
     demo.add_argument("--workdir", default=".demo", help="where the demo store is written (default .demo)")
     demo.add_argument("--fixtures", help="fixture folder (default: $PAMINGEST_FIXTURES or ../shared/fixtures)")
     demo.add_argument("--workers", type=int, default=2)
-    demo.set_defaults(func=cmd_demo)
+    demo.set_defaults(func=cmd_demo, uses_dask=True)
     return p
+
+
+def _quiet(uses_dask: bool) -> None:
+    """Only the report, the progress bar, the dashboard line and errors on a terminal (no -v)."""
+    for text in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=re.escape(text))
+    # Worker processes start with this environment; -W/PYTHONWARNINGS take the message as literal text.
+    extra = [f"ignore:{text}" for text in QUIET_WARNINGS]
+    os.environ["PYTHONWARNINGS"] = ",".join([w for w in [os.environ.get("PYTHONWARNINGS", "")] if w] + extra)
+    if uses_dask:
+        # Dask logs every cluster start and stop at INFO, and closed connections (with
+        # tracebacks) as the cluster shuts down; what went wrong with the work is in the
+        # report. distributed sets its logger's level when imported: set it after that.
+        # local_cluster() gives its worker processes the same level.
+        import distributed  # noqa: F401
+
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        _quiet(getattr(args, "uses_dask", False))
     try:
         return args.func(args)
-    except PamIngestError as exc:
-        print(f"pamingest: error: {exc}", file=sys.stderr)
-        return 2
+    except ConcurrentWriteError as exc:
+        _error(args, str(exc))  # says that nothing was committed and to run again
+        return EXIT_RETRY
+    except (PamIngestError, OSError) as exc:
+        # PamIngestError: what pamingest raises on purpose (bad options, input, plug-ins, store).
+        # OSError: a path or bucket that cannot be read or written, a scheduler that does not answer.
+        _error(args, str(exc) or type(exc).__name__)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("pamingest: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BaseException as exc:
+        # Icechunk's errors (a snapshot id that does not exist, storage it cannot reach) and the
+        # panics of its Rust core (a store folder that cannot be created; a BaseException) are
+        # about the store the user named, not bugs of pamingest.
+        if type(exc).__module__.split(".")[0] not in ("icechunk", "pyo3_runtime"):
+            raise
+        _error(args, _first_line(str(exc)) or type(exc).__name__)
+        return EXIT_ERROR
+
+
+def _first_line(message: str) -> str:
+    """What an Icechunk error or panic says, on one line: their messages are drawn as a tree
+    ("  x invalid snapshot id: ...", "  |", "  `-> ...") or end in a Rust span trace."""
+    for line in message.split(", context: SpanTrace")[0].splitlines():
+        text = re.sub(r"^\s*(?:[|│]\s*)*(?:x |`-> |× |╰─▶ )?", "", line).strip()
+        if text and text != "context:":
+            return text
+    return ""
+
+
+def _error(args, message: str) -> None:
+    if args.verbose:
+        import traceback
+
+        traceback.print_exc()
+    print(f"pamingest: error: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

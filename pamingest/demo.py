@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from .errors import SourceNotFoundError
+
 DEMO_LAYOUT = {
     # bucket: (fixture folder, key prefix, glob, template, source name)
     "pam-field-recordings": ("songmeter/S4A03895", "S4A03895", "*.wav", "songmeter", "songmeter"),
@@ -21,7 +23,11 @@ DEMO_LAYOUT = {
 
 
 def find_fixtures(explicit: str | None = None, required: bool = True) -> Path | None:
-    candidates = [explicit, os.environ.get("PAMINGEST_FIXTURES")]
+    """``explicit`` (the callers pass ``--fixtures`` or ``$PAMINGEST_FIXTURES``), else ``shared/fixtures``
+    in this folder or one above it, or beside the repository."""
+    if explicit and not Path(explicit).is_dir():
+        raise SourceNotFoundError(f"fixture recordings not found: {explicit} is not a folder")
+    candidates = [explicit]
     here = Path.cwd().resolve()
     candidates += [str(p / "shared" / "fixtures") for p in (here, *here.parents)]
     candidates.append(str(Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
@@ -30,7 +36,7 @@ def find_fixtures(explicit: str | None = None, required: bool = True) -> Path | 
             return Path(c)
     if not required:
         return None
-    raise FileNotFoundError("fixture recordings not found: pass --fixtures or set PAMINGEST_FIXTURES")
+    raise SourceNotFoundError("fixture recordings not found: pass --fixtures or set PAMINGEST_FIXTURES")
 
 
 def start_s3_server():
@@ -98,8 +104,9 @@ def fill_orcasound_bucket(endpoint: str, fixtures: Path | None) -> dict[str, int
 
 
 def run_demo(workdir: str = ".demo", fixtures: str | None = None, n_workers: int = 2) -> int:
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
+    from .executor import local_cluster
     from .info import store_info
     from .ingest import ingest
     from .query import open_store, streams
@@ -113,8 +120,7 @@ def run_demo(workdir: str = ".demo", fixtures: str | None = None, n_workers: int
         print(f"local S3 server {endpoint}: " + ", ".join(f"s3://{b} ({n} objects)" for b, n in counts.items()))
         options = {"endpoint_url": endpoint, "key": os.environ["AWS_ACCESS_KEY_ID"],
                    "secret": os.environ["AWS_SECRET_ACCESS_KEY"]}
-        with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                          dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        with local_cluster(n_workers) as cluster, Client(cluster) as client:
             print(f"dask dashboard: {client.dashboard_link}")
             for bucket, (_, _, _, template, name) in DEMO_LAYOUT.items():
                 source = TimestampedFiles(f"s3://{bucket}", template, name=name, storage_options=options)

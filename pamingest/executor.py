@@ -91,36 +91,81 @@ class DaskExecutor:
 
 @contextlib.contextmanager
 def executor_for(client: Any = None, n_workers: int | None = None) -> Iterator[SerialExecutor | DaskExecutor]:
-    """An executor from a Client, a scheduler address, ``"serial"`` or None (LocalCluster).
-
-    A LocalCluster started here uses processes with one thread each: decoding
-    and FLAC encoding hold the GIL between C calls, so processes scale better.
-    """
+    """An executor from a Client, a scheduler address, ``"serial"`` or None (a ``local_cluster``)."""
     if client == "serial":
         yield SerialExecutor()
         return
     if client is not None and not isinstance(client, str):
         yield DaskExecutor(client)
         return
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if isinstance(client, str):
         with Client(client, set_as_default=False) as c:
             log.info("Dask dashboard: %s", c.dashboard_link)
             yield DaskExecutor(c)
         return
-    workers = n_workers or max(1, os.cpu_count() or 1)
-    # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also pins
-    # glibc's mmap threshold: every 1-10 MB row buffer is then mmapped and
-    # unmapped, ~100x the page faults, and ingest runs ~45% slower
-    # (benchmarks/ingest_throughput.py). Worker memory stays flat without it
-    # (benchmarks/worker_memory.py): a worker holds one row batch at a time.
-    import dask
-
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}), LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster, \
-            Client(cluster, set_as_default=False) as c:
+    with local_cluster(n_workers) as cluster, Client(cluster, set_as_default=False) as c:
         log.info("Dask dashboard: %s", c.dashboard_link)
         yield DaskExecutor(c)
 
 
+# What the nannies of pamingest's Dask workers put in a worker's environment before
+# starting it, on top of Dask's ``distributed.nanny.pre-spawn-environ``. Dask's default
+# MALLOC_TRIM_THRESHOLD_=65536 also pins glibc's mmap threshold: every 1-10 MB row
+# buffer is then mmapped and unmapped, ~100x the page faults, and ingest runs ~45%
+# slower (benchmarks/ingest_throughput.py). Setting the variable to glibc's own
+# default (131072) does not help: glibc stops adapting its mmap threshold as soon as
+# the variable is set at all, so it must be absent. Worker memory stays flat without
+# it (benchmarks/worker_memory.py): a worker holds one row batch at a time.
+# infra/dask.yaml gives the `dask worker` processes of the image the same setting.
+NANNY_PRE_SPAWN_ENVIRON: dict[str, Any] = {"MALLOC_TRIM_THRESHOLD_": None}
+
+
+def local_cluster(n_workers: int | None = None, threads_per_worker: int = 1, *, dask_malloc_trim: bool = False,
+                  **kwargs: Any):
+    """A Dask ``LocalCluster`` as pamingest runs one: the one place such a cluster is built.
+
+    Parameters
+    ----------
+    n_workers : int, optional
+        Worker processes (default: one per core).
+    threads_per_worker : int
+        Decoding and FLAC encoding hold the GIL between C calls, so processes
+        with one thread each scale better than threads.
+    dask_malloc_trim : bool
+        Keep Dask's default ``MALLOC_TRIM_THRESHOLD_=65536`` in the workers'
+        environment (only for benchmarks that compare both; see
+        ``NANNY_PRE_SPAWN_ENVIRON``).
+    **kwargs
+        More ``LocalCluster`` arguments. Defaults: ``processes=True``, the
+        dashboard on a free port of 127.0.0.1 (never on every interface), and
+        the workers' logs silenced below ERROR (``silence_logs=logging.WARNING``
+        or ``False`` shows more), or below the level of this process's
+        ``distributed`` logger when that is higher (the quiet CLI).
+
+    Returns
+    -------
+    distributed.LocalCluster
+        Started; use it as a context manager or ``close()`` it. Workers added
+        later with ``scale()`` start with Dask's default environment.
+    """
+    import dask
+    from distributed import LocalCluster
+
+    kwargs.setdefault("processes", True)
+    kwargs.setdefault("dashboard_address", "127.0.0.1:0")
+    kwargs.setdefault("silence_logs", max(logging.ERROR, logging.getLogger("distributed").getEffectiveLevel()))
+    environ = {} if dask_malloc_trim else NANNY_PRE_SPAWN_ENVIRON
+    for name, value in environ.items():
+        # A nanny copies its pre-spawn variables into *this* process's environment, which
+        # worker processes inherit: an earlier cluster started with Dask's default (a test,
+        # a notebook) would leave MALLOC_TRIM_THRESHOLD_=65536 to every later one. A value
+        # that differs from Dask's is someone's choice and is kept (Dask keeps it too).
+        dask_value = dask.config.get(f"distributed.nanny.pre-spawn-environ.{name}", None)
+        if value is None and dask_value is not None and os.environ.get(name) == str(dask_value):
+            del os.environ[name]
+    with dask.config.set({f"distributed.nanny.pre-spawn-environ.{name}": value for name, value in environ.items()}):
+        # The nannies read the setting while the cluster starts, i.e. inside this block.
+        return LocalCluster(n_workers=n_workers or max(1, os.cpu_count() or 1),
+                            threads_per_worker=threads_per_worker, **kwargs)

@@ -1,50 +1,44 @@
-"""Plain helpers for orchestrators (Prefect flows, cron, notebooks).
+"""Plain helpers for orchestrators (Prefect flows, cron, notebooks) and the CLI.
 
-Nothing here imports Prefect: a flow calls ``work_partitions`` to cut a
-source into coarse, independent pieces (node x day for Orcasound) and
-``ingest_partition`` for each, in sequence; the fine-grained work of each
-piece runs as Dask futures on the cluster at ``scheduler``.
+Nothing here imports Prefect or reads the environment: a flow (whose
+settings come from ``PAMINGEST_*`` variables, ``flows/settings.py``) or the
+CLI (flags) passes the store, scheduler, endpoints and labeller in. A flow
+calls ``work_partitions`` to cut a source into coarse, independent pieces
+(node x day for Orcasound) and ``ingest_partition`` for each; the
+fine-grained work of each piece runs as Dask futures on the cluster at
+``scheduler``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
-import os
+import inspect
 from typing import Any
 
 import pandas as pd
 
+from .errors import ConfigError, PamIngestError
 from .ingest import IngestReport, ingest
-from .sources.files import TimestampedFiles
-from .sources.ncei import Ncei
-from .sources.orcasound import OrcasoundFLAC, OrcasoundHLS
-from .sources.pacific_sound import PacificSound
-from .sources.sanctsound import SanctSound
+from .registry import build, registry
 from .timing import to_ns
 
-# Source kinds a deployment can name, and the class each builds.
-SOURCES: dict[str, Any] = {
-    "files": TimestampedFiles,
-    "orcasound": OrcasoundHLS,
-    "orcasound-flac": OrcasoundFLAC,
-    "sanctsound": SanctSound,
-    "ncei": Ncei,
-    "pacific-sound": PacificSound,
-}
+# Source kinds are the names of the ``pamingest.sources`` entry points: files,
+# orcasound, orcasound-flac, sanctsound, ncei, pacific-sound, and any plug-in's.
 
-# Settings read from the environment, so that a deployment's parameters stay
-# the same from a laptop to a cluster (docs: infra/README.md).
-ENV_STORE = "PAMINGEST_STORE"
-ENV_SCHEDULER = "PAMINGEST_SCHEDULER"
-ENV_ENDPOINT = "PAMINGEST_S3_ENDPOINT"  # S3-compatible endpoint for s3:// sources (and the store by default)
-ENV_STORE_ENDPOINT = "PAMINGEST_STORE_ENDPOINT"  # the store's own endpoint (a MinIO store, public sources)
+# Options that take a list; a comma-separated string is accepted for them, as
+# environment-templated deployment parameters produce them.
+LIST_OPTIONS = ("nodes", "sites", "deployments", "stations", "serials")
+
+
+def source_kinds() -> list[str]:
+    """The source kinds that can be built (registered ``pamingest.sources`` entry points)."""
+    return registry("sources").names()
 
 
 def _source_url(kind: str, options: dict[str, Any]) -> str:
     """The bucket or root URL a source reads, from its options or its class default."""
-    import dataclasses
-
-    cls = SOURCES[kind]
+    cls = registry("sources").get(kind)
     for key in ("root", "url", "bucket"):
         value = options.get(key)
         if value is None and dataclasses.is_dataclass(cls):
@@ -55,38 +49,52 @@ def _source_url(kind: str, options: dict[str, Any]) -> str:
     return ""
 
 
-def build_source(kind: str, options: dict[str, Any]):
-    """A source from its kind and constructor options (JSON-friendly, as in a deployment).
+def build_source(kind: str, options: dict[str, Any] | None = None, s3_endpoint: str | None = None):
+    """A source from its kind and constructor options (JSON-friendly, as in a deployment or from CLI flags).
 
-    ``PAMINGEST_S3_ENDPOINT`` points sources that read ``s3://`` at an
-    S3-compatible server; ``gs://`` sources are left alone. Comma-separated
-    strings are accepted for list options (``nodes``, ``sites``), as
-    environment-templated deployment parameters produce them.
+    Parameters
+    ----------
+    kind : str
+        A ``pamingest.sources`` entry point name (``files``, ``orcasound``...).
+    options : dict
+        Constructor arguments. Comma-separated strings are accepted for list
+        options (``nodes``, ``sites``, ``deployments``, ``stations``, ``serials``).
+    s3_endpoint : str, optional
+        An S3-compatible server for sources that read ``s3://`` (its
+        ``endpoint_url``; an ``anon`` in their storage options is dropped, the
+        server's credentials apply). ``gs://`` sources are left alone.
+
+    Raises
+    ------
+    PluginNotFoundError
+        No source of that kind is registered.
+    ConfigError
+        The options do not fit the source's constructor.
     """
-    if kind not in SOURCES:
-        raise ValueError(f"unknown source {kind!r}; known: {', '.join(sorted(SOURCES))}")
-    options = {k: _split_list(k, v) for k, v in options.items()}
-    endpoint = os.environ.get(ENV_ENDPOINT)
-    if endpoint and not _source_url(kind, options).startswith(("gs://", "gcs://")):
+    cls = registry("sources").get(kind)
+    options = {k: _split_list(k, v) for k, v in (options or {}).items()}
+    if s3_endpoint and not _source_url(kind, options).startswith(("gs://", "gcs://")):
         so = dict(options.get("storage_options") or {})
-        so.setdefault("endpoint_url", endpoint)
+        so.setdefault("endpoint_url", s3_endpoint)
         so.pop("anon", None)
         options["storage_options"] = so
-    return SOURCES[kind](**options)
-
-
-LIST_OPTIONS = ("nodes", "sites", "deployments", "stations", "serials")
+    try:
+        inspect.signature(cls).bind(**options)
+    except TypeError as exc:  # checked before the call: a TypeError inside the constructor is a bug, not this
+        accepted = ", ".join(p for p in inspect.signature(cls).parameters)
+        raise ConfigError(f"source {kind!r}: {exc} (its options: {accepted})") from None
+    try:
+        return build("sources", (kind, options))
+    except PamIngestError:
+        raise
+    except ValueError as exc:  # a source rejecting a value (a time that does not parse, an unknown product)
+        raise ConfigError(f"source {kind!r}: {exc}") from exc
 
 
 def _split_list(key: str, value: Any) -> Any:
     if key in LIST_OPTIONS and isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
     return value
-
-
-def store_options() -> dict[str, Any]:
-    endpoint = os.environ.get(ENV_STORE_ENDPOINT) or os.environ.get(ENV_ENDPOINT)
-    return {"endpoint_url": endpoint} if endpoint else {}
 
 
 def _days(start: Any, end: Any) -> list[tuple[str, str]]:
@@ -115,15 +123,19 @@ def work_partitions(kind: str, options: dict[str, Any]) -> list[dict[str, Any]]:
     return [dict(options)]
 
 
-def ingest_partition(kind: str, options: dict[str, Any], store: str | None = None,
-                     scheduler: str | None = None, row_seconds: float | None = None) -> IngestReport:
-    """Ingest one piece; safe to retry (exactly-once by URL + ETag, main moves by compare-and-swap)."""
-    store = store or os.environ.get(ENV_STORE)
+def ingest_partition(kind: str, options: dict[str, Any], store: str, scheduler: str | None = None,
+                     row_seconds: float | None = None, *, s3_endpoint: str | None = None,
+                     store_options: dict[str, Any] | None = None) -> IngestReport:
+    """Ingest one piece; safe to retry (exactly-once by URL + ETag, main moves by compare-and-swap).
+
+    ``scheduler`` is a Dask scheduler address (None: a LocalCluster),
+    ``s3_endpoint`` as for ``build_source``, ``store_options`` the store's
+    (e.g. its ``endpoint_url``).
+    """
     if not store:
-        raise ValueError(f"no store given and {ENV_STORE} is not set")
-    scheduler = scheduler or os.environ.get(ENV_SCHEDULER) or None
-    return ingest(build_source(kind, options), store, client=scheduler, store_options=store_options(),
-                  row_seconds=row_seconds)
+        raise ConfigError("no store given")
+    return ingest(build_source(kind, options, s3_endpoint), store, client=scheduler or None,
+                  store_options=store_options or {}, row_seconds=row_seconds)
 
 
 def report_markdown(reports: list[dict[str, Any]]) -> str:
@@ -148,29 +160,23 @@ def report_markdown(reports: list[dict[str, Any]]) -> str:
 
 # ---------------------------------------------------------------- pseudo-labelling
 
-ENV_LABELER = "PAMINGEST_LABELER"
-DEFAULT_LABELER = "energy:killer-whale"
-# A flow that ingested new rows starts the runs of the deployments of this flow.
-PSEUDOLABEL_FLOW = "pseudolabel"
 
-
-def pseudolabel_store(labeler: str | None = None, params: dict[str, Any] | None = None, store: str | None = None,
-                      scheduler: str | None = None, tag: str = "", batch_rows: int | None = None):
+def pseudolabel_store(store: str, labeler: str, params: dict[str, Any] | None = None, scheduler: str | None = None,
+                      tag: str = "", batch_rows: int | None = None, store_options: dict[str, Any] | None = None):
     """Score a store's queued chunks; safe to retry (a chunk is written once per labeller version).
 
-    Returns the ``PseudolabelReport``. Store, scheduler and labeller default
-    to ``PAMINGEST_STORE``, ``PAMINGEST_SCHEDULER`` and ``PAMINGEST_LABELER``.
+    Returns the ``PseudolabelReport``. ``scheduler`` is a Dask scheduler
+    address (None: a LocalCluster; ``"serial"``: in this process).
     """
     from .labeling import pseudolabel
     from .labeling.run import DEFAULT_BATCH_ROWS
 
-    store = store or os.environ.get(ENV_STORE)
     if not store:
-        raise ValueError(f"no store given and {ENV_STORE} is not set")
-    scheduler = scheduler or os.environ.get(ENV_SCHEDULER) or None
-    labeler = labeler or os.environ.get(ENV_LABELER) or DEFAULT_LABELER
-    return pseudolabel(store, labeler, params=params, tag=tag, client=scheduler, store_options=store_options(),
-                       batch_rows=batch_rows or DEFAULT_BATCH_ROWS)
+        raise ConfigError("no store given")
+    if not labeler:
+        raise ConfigError("no labeler given")
+    return pseudolabel(store, labeler, params=params, tag=tag, client=scheduler or None,
+                       store_options=store_options or {}, batch_rows=batch_rows or DEFAULT_BATCH_ROWS)
 
 
 def pseudolabel_markdown(report: dict[str, Any]) -> str:

@@ -1,6 +1,7 @@
 """The command line as a user runs it: real processes, real recordings."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -57,3 +58,75 @@ def test_demo_runs_the_embedded_default(tmp_path, fixtures):
     assert "33 streams" in out.stdout and "0 objects rejected" in out.stdout
     tree = pi.open_store(str(tmp_path / "store"))
     assert "songmeter/S4A03895/22000Hz_1ch_pcm16" in pi.streams(tree)
+
+
+def test_quiet_on_a_local_cluster(tmp_path, fixtures):
+    """Without -v: no Dask logs, no zarr warnings, no tracebacks as the cluster shuts down; only the
+    dashboard line. SanctSound's MB01 32-bit clip is stored with PCodec, which zarr warns about on
+    every open, in this process and on the workers."""
+    store = tmp_path / "store"
+    out = run("ingest", "files", fixtures / "sanctsound" / "clips", "--template", "sanctsound-clips",
+              "--store", store, "--workers", "2")
+    assert "files/MB01/4000Hz_1ch_pcm32" in out.stdout
+    label = run("pseudolabel", store, "--labeler", "energy:humpback", "--workers", "2")
+    assert "scored" in label.stdout
+    review = run("review", store, "--labeler", "energy:humpback", "--n", "3", "--out", tmp_path / "review")
+    for cmd in (out, label, review):
+        assert "INFO" not in cmd.stderr and "Traceback" not in cmd.stderr and "Numcodecs" not in cmd.stderr, cmd.stderr
+        assert "WARNING" not in cmd.stderr and "Warning" not in cmd.stderr, cmd.stderr
+    for cmd in (out, label):
+        lines = [line for line in cmd.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("dask dashboard: http://127.0.0.1:"), cmd.stderr
+    # -v asks for what the quiet mode hides: the filter is what keeps it out, not its absence.
+    loud = run("-v", "pseudolabel", store, "--labeler", "energy:fin-whale", "--workers", "1")
+    assert "INFO distributed" in loud.stderr
+
+
+def test_exit_codes_are_documented_in_help():
+    out = run("--help").stdout
+    assert "exit codes:" in out
+    for code, words in ((0, "done"), (1, "annotate"), (2, "error"), (3, "try again"), (130, "interrupted")):
+        assert re.search(rf"^\s+{code}\s+.*{words}", out, re.M), (code, out)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["pseudolabel", "{store}", "--labeler", "nosuch", "--serial"], "unknown labeler 'nosuch'"),
+    (["pseudolabel", "{store}", "--labeler", "energy:nosuch", "--serial"], "unknown preset 'nosuch'"),
+    (["annotate", "{store}", "x.txt", "--format", "nosuch"], "unknown annotation format 'nosuch'"),
+    (["ingest", "orcasound", "--node", "a", "--start", "garbage", "--store", "{store}", "--serial"],
+     "source 'orcasound': Unknown datetime string format"),
+    (["ingest", "files", "{tmp}/nowhere", "--template", "soundtrap", "--store", "{store}", "--serial"],
+     "No such file or directory"),
+    (["info", "{store}", "--snapshot", "NOTASNAPSHOT"], "invalid snapshot id"),
+    (["demo", "--fixtures", "{tmp}/nowhere", "--workdir", "{tmp}/demo"], "is not a folder"),
+])
+def test_configuration_mistakes_are_one_line(tmp_path, fixtures, args, message):
+    store = tmp_path / "store"
+    run("ingest", "files", fixtures / "soundtrap", "--template", "soundtrap", "--store", store, "--serial")
+    out = run(*[a.format(store=store, tmp=tmp_path) for a in args], check=False)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pamingest: error: ") and message in lines[0], out.stderr
+
+
+def test_a_concurrent_write_that_gave_up_exits_3(monkeypatch, capsys, tmp_path):
+    """ConcurrentWriteError (and files an ingest deferred) say "run again" with exit 3, for schedulers to retry."""
+    from pamingest import cli
+    from pamingest.errors import ConcurrentWriteError
+    from pamingest.ingest import FailedFile, IngestReport
+
+    def gives_up(args):
+        raise ConcurrentWriteError("s: the branch kept moving; gave up after 200 attempts to commit: run again")
+
+    monkeypatch.setattr(cli, "cmd_info", gives_up)
+    assert cli.main(["info", str(tmp_path)]) == cli.EXIT_RETRY == 3
+    assert capsys.readouterr().err.splitlines() == [
+        "pamingest: error: s: the branch kept moving; gave up after 200 attempts to commit: run again"]
+
+    def deferred(source, store, **kwargs):
+        return IngestReport(store=str(store), run_id="r", deferred=[FailedFile("a.wav", "kept changing")])
+
+    monkeypatch.setattr(sys.modules["pamingest.ingest"], "ingest", deferred)
+    assert cli.main(["ingest", "files", str(tmp_path), "--template", "soundtrap", "--store", str(tmp_path),
+                     "--serial"]) == 3
+    assert "run again" in capsys.readouterr().err

@@ -211,3 +211,29 @@ def test_serve_declares_a_pseudolabel_deployment(monkeypatch):
     monkeypatch.setenv("PAMINGEST_LABELER", "energy:humpback")
     names = {(d.flow_name, d.name): d for d in serve.deployments()}
     assert names[("pseudolabel", "default")].parameters == {"labeler": "energy:humpback"}
+
+
+def test_settings_are_read_when_a_flow_run_asks(monkeypatch):
+    """The flows read PAMINGEST_* at run time (flows/settings.py); an explicit parameter wins."""
+    import settings
+
+    for name in (settings.STORE, settings.SCHEDULER, settings.S3_ENDPOINT, settings.STORE_ENDPOINT,
+                 settings.LABELER):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ValueError, match="PAMINGEST_STORE"):
+        settings.store()
+    assert settings.scheduler() is None and settings.store_options() == {} and settings.s3_endpoint() is None
+    assert settings.labeler() == "energy:killer-whale"
+    monkeypatch.setenv(settings.STORE, "s3://bucket/store")
+    monkeypatch.setenv(settings.SCHEDULER, "tcp://dask-scheduler:8786")
+    monkeypatch.setenv(settings.S3_ENDPOINT, "http://minio:9000")
+    monkeypatch.setenv(settings.LABELER, "energy:humpback")
+    assert settings.store() == "s3://bucket/store" and settings.store("/other") == "/other"
+    assert settings.scheduler() == "tcp://dask-scheduler:8786" and settings.scheduler("serial") == "serial"
+    assert settings.store_options() == {"endpoint_url": "http://minio:9000"}  # the sources' server by default
+    monkeypatch.setenv(settings.STORE_ENDPOINT, "http://store:9000")
+    assert settings.store_options() == {"endpoint_url": "http://store:9000"}
+    assert settings.s3_endpoint() == "http://minio:9000"
+    assert settings.labeler() == "energy:humpback" and settings.labeler("birdnet") == "birdnet"
+    monkeypatch.setenv(settings.ORCASOUND_NODES, " a, b,,")
+    assert settings.listed(settings.ORCASOUND_NODES, "x") == ["a", "b"]

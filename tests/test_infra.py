@@ -274,10 +274,20 @@ def prefect_yaml_env_placeholders() -> set[str]:
 
 def run_path_code() -> list[Path]:
     """The Python that runs in the worker's flow runs and on the Dask workers (not flows/serve.py)."""
-    return sorted((ROOT / "pamingest").rglob("*.py")) + [ROOT / "flows" / "ingest.py", ROOT / "flows" / "pseudolabel.py"]
+    return sorted((ROOT / "pamingest").rglob("*.py")) + [ROOT / "flows" / n for n in ("ingest.py", "pseudolabel.py",
+                                                                                      "settings.py")]
 
 
-FLOW_MODULES = ("serve", "ingest", "pseudolabel")
+FLOW_MODULES = ("serve", "ingest", "pseudolabel", "settings")
+
+
+@cache
+def flow_settings():
+    """flows/settings.py: the PAMINGEST_* variables the flow runs read."""
+    spec = importlib.util.spec_from_file_location("pamingest_flow_settings", ROOT / "flows" / "settings.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def ingest_deployments() -> dict[str, dict]:
@@ -334,7 +344,7 @@ def test_deployments_name_the_ingest_flow_and_its_parameters(ingest_flow):
         params = d["parameters"]
         assert set(params) <= set(signature), (d["name"], set(params) - set(signature))
         ingest_flow.validate_parameters(params)  # types of the flow's signature
-        assert params["source"] in orchestration.SOURCES
+        assert params["source"] in orchestration.source_kinds()
         # The options build the source, piece by piece, as the flow will.
         for piece in orchestration.work_partitions(params["source"], params.get("options") or {}):
             orchestration.build_source(params["source"], piece)
@@ -466,12 +476,12 @@ def test_image_reaches_the_storage_of_every_deployment_source():
     from fsspec.registry import known_implementations
     from packaging.utils import canonicalize_name
 
-    from pamingest import orchestration
+    from pamingest.registry import registry
 
     installed = _distributions_installed(_extras_installed_by_dockerfile())
     dists = md.packages_distributions()
     for name, d in ingest_deployments().items():
-        module = Path(inspect.getsourcefile(orchestration.SOURCES[d["parameters"]["source"]]))
+        module = Path(inspect.getsourcefile(registry("sources").get(d["parameters"]["source"])))
         protocols = set(re.findall(r"[\"'](\w+)://", module.read_text())) - {"file", "memory", "http", "https"}
         for proto in protocols:
             impl = known_implementations.get(proto)
@@ -801,19 +811,17 @@ def test_every_variable_the_manifests_set_is_read(monkeypatch):
 
 
 def test_the_variables_the_code_reads_are_set_and_documented():
-    from pamingest import orchestration
-
+    settings = flow_settings()
     readme = (INFRA / "README.md").read_text()
-    for_flow_runs = {orchestration.ENV_STORE, orchestration.ENV_SCHEDULER, orchestration.ENV_ENDPOINT,
+    for_flow_runs = {settings.STORE, settings.SCHEDULER, settings.S3_ENDPOINT, settings.STORE_ENDPOINT,
                      *prefect_yaml_env_placeholders(), "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "PREFECT_API_URL"}
-    for_dask_workers = {orchestration.ENV_STORE, orchestration.ENV_ENDPOINT,
-                        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"}
+    # The Dask workers get store and sources with each task: they only need the credentials.
+    for_dask_workers = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"}
     assert for_flow_runs <= set(compose_env("prefect-worker"))
     assert for_dask_workers <= set(compose_env("dask-worker"))
     k8s_worker = k8s_env_names(container("prefect-worker"))
-    assert {orchestration.ENV_STORE, orchestration.ENV_SCHEDULER, "PREFECT_API_URL",
-            *prefect_yaml_env_placeholders()} <= k8s_worker
-    assert orchestration.ENV_STORE in k8s_env_names(container("dask-worker"))
+    assert {settings.STORE, settings.SCHEDULER, "PREFECT_API_URL", *prefect_yaml_env_placeholders()} <= k8s_worker
+    assert "AWS_DEFAULT_REGION" in k8s_env_names(container("dask-worker"))
     # Credentials come from the optional Secret in k8s, named in the README.
     assert re.search(r"secret generic pamingest-aws .*AWS_ACCESS_KEY_ID=.*AWS_SECRET_ACCESS_KEY=", readme.replace("\\\n", " "))
     everything_read = {s for s in code_strings(sorted((ROOT / "pamingest").rglob("*.py")) + sorted((ROOT / "flows").glob("*.py")))
@@ -828,6 +836,87 @@ def test_the_variables_the_code_reads_are_set_and_documented():
 def _dask_cli(sub: str):
     (ep,) = [e for e in md.entry_points(group="dask_cli") if e.name == sub]
     return ep.load()
+
+
+def _dask_config_in_image() -> tuple[Path, Path]:
+    """(file in the repository, where the Dockerfile installs it) of the image's Dask configuration."""
+    found = []
+    for value in instructions("COPY"):
+        *sources, dest = shlex.split(value)
+        found += [(ROOT / src, Path(dest)) for src in sources if src.startswith("infra/") and src.endswith(".yaml")]
+    assert len(found) == 1, f"the Dockerfile should install one Dask YAML file: {found}"
+    return found[0]
+
+
+def test_image_dask_config_is_read_and_removes_malloc_trim(monkeypatch):
+    """`dask worker` in the image reads infra/dask.yaml, which removes what pamingest's own clusters remove."""
+    import dask.config
+
+    from pamingest.executor import NANNY_PRE_SPAWN_ENVIRON
+
+    src, dest = _dask_config_in_image()
+    monkeypatch.delenv("DASK_ROOT_CONFIG", raising=False)
+    monkeypatch.delenv("DASK_CONFIG", raising=False)
+    assert str(dest.parent) in dask.config._get_paths(), f"Dask does not read YAML files from {dest.parent}"
+    assert dest.suffix in (".yaml", ".yml")
+    environ = load_yaml(src)["distributed"]["nanny"]["pre-spawn-environ"]
+    assert environ == NANNY_PRE_SPAWN_ENVIRON
+    # Nothing in the manifests moves Dask's config folder away or sets the variable again.
+    for where, names in _env_settings_of_pamingest_containers().items():
+        assert not names & {"DASK_ROOT_CONFIG", "MALLOC_TRIM_THRESHOLD_"}, where
+        assert not [n for n in names if n.startswith("DASK_DISTRIBUTED__NANNY")], where
+
+
+def _worker_malloc_env(tmp_path, argv: list[str], config_dir: Path | None) -> set:
+    """The MALLOC_TRIM_THRESHOLD_ that the workers of a real `dask worker` (argv from the manifests) get."""
+    import time
+
+    from distributed import Client
+
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_" and not k.startswith("DASK_")}
+    env["DASK_ROOT_CONFIG"] = str(config_dir or tmp_path / "no-config")
+    env["DASK_CONFIG"] = str(tmp_path / "no-user-config")  # not the user's ~/.config/dask
+    dask_cli = str(Path(sys.executable).with_name("dask"))
+    opts = options_of(argv)
+    args = [dask_cli, "worker", address, "--nthreads", opts["--nthreads"], "--memory-limit", opts["--memory-limit"],
+            "--host", "127.0.0.1", "--dashboard-address", "127.0.0.1:0"]
+    procs = [subprocess.Popen([dask_cli, "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--dashboard-address", "127.0.0.1:0"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)]
+    try:
+        procs.append(subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with Client(address, timeout=5, set_as_default=False) as c:
+                    c.wait_for_workers(1, timeout=60)
+                    return set(c.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_")).values())
+            except OSError:
+                assert time.monotonic() < deadline, "dask scheduler/worker did not start"
+                time.sleep(0.5)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def test_dask_worker_of_the_manifests_starts_its_workers_without_malloc_trim(tmp_path):
+    """The compose/k8s `dask worker` command (with its nanny) and the image's Dask YAML, run for real."""
+    src, dest = _dask_config_in_image()
+    (tmp_path / "etc-dask").mkdir()
+    (tmp_path / "etc-dask" / dest.name).write_bytes(src.read_bytes())
+    argv = services()["dask-worker"]["command"]
+    assert argv == container("dask-worker")["command"]
+    assert "--no-nanny" not in argv  # the nanny is what sets the variable
+    assert _worker_malloc_env(tmp_path, argv, tmp_path / "etc-dask") == {None}
+    # Without the file, Dask's default: what the file is there to change.
+    assert _worker_malloc_env(tmp_path, argv, None) == {"65536"}
 
 
 def test_dask_commands_use_real_options():
@@ -851,8 +940,7 @@ def _prefect_help(*words: str) -> str:
 
 def test_prefect_commands_use_real_commands_and_options():
     commands = worker_script_commands()
-    assert {tuple(c[1:3]) for c in commands} >= {("work-pool", "inspect"), ("work-pool", "create"),
-                                                  ("work-pool", "set-concurrency-limit"), ("worker", "start")}
+    assert {tuple(c[1:3]) for c in commands} >= {("work-pool", "inspect"), ("work-pool", "create"), ("worker", "start")}
     commands += [services()["prefect-server"]["command"], container("prefect-server")["command"]]
     for argv in commands:
         args = argv[1:]
@@ -960,7 +1048,8 @@ def test_worker_entrypoint_registers_the_deployments_on_a_real_server(tmp_path):
         _wait(lambda: _api(f"http://127.0.0.1:{health}/health") is not None, "worker health", procs)
 
         pool = _api(f"{api}/work_pools/pamingest")
-        assert (pool["type"], pool["concurrency_limit"]) == ("process", 1)
+        # No pool-wide limit: concurrent writers to one store all land (Store.commit rebases or re-applies).
+        assert (pool["type"], pool["concurrency_limit"]) == ("process", None)
         registered = {d["name"]: d for d in _api(f"{api}/deployments/filter", {})}
         assert set(registered) == set(deployments())
         flows = {f["id"]: f["name"] for f in _api(f"{api}/flows/filter", {})}
@@ -972,9 +1061,11 @@ def test_worker_entrypoint_registers_the_deployments_on_a_real_server(tmp_path):
         assert registered["files"]["parameters"]["options"]["root"] == "/data/recordings"
         (schedule,) = registered["orcasound"]["schedules"]
         assert schedule["schedule"]["interval"] == 600
-        wanted = deployments()["orcasound"]["concurrency_limit"]
-        assert registered["orcasound"]["global_concurrency_limit"]["limit"] == wanted["limit"] == 1
-        assert registered["orcasound"]["concurrency_options"]["collision_strategy"] == wanted["collision_strategy"]
+        for name, strategy in (("orcasound", "CANCEL_NEW"), ("default", "ENQUEUE")):
+            wanted = deployments()[name]["concurrency_limit"]
+            assert registered[name]["global_concurrency_limit"]["limit"] == wanted["limit"] == 1
+            assert registered[name]["concurrency_options"]["collision_strategy"] == wanted["collision_strategy"] == strategy
+        assert all(registered[n]["global_concurrency_limit"] is None for n in ("files", "sanctsound", "pacific-sound"))
         assert not registered["files"]["schedules"]
         _wait(lambda: _api(f"{api}/work_pools/pamingest/workers/filter", {}), "worker heartbeat", procs, 60)
         workers = _api(f"{api}/work_pools/pamingest/workers/filter", {})

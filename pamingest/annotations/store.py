@@ -44,6 +44,7 @@ import zarr
 
 from ..errors import AnnotationError, AnnotationTargetError, ConfigError
 from ..fsutil import filesystem
+from ..progress import progress_bar
 from ..registry import registry
 from ..store import layout
 from ..store.repo import Store, StoreLocation
@@ -327,6 +328,7 @@ def attach(
     skip_unknown_streams: bool = False,
     store_options: dict | None = None,
     storage_options: dict | None = None,
+    progress: bool = False,
 ) -> AttachReport:
     """Attach annotation files to a store's streams; events, effort and labels in one commit.
 
@@ -357,6 +359,8 @@ def attach(
         of failing the file (for exports covering more sites than the store).
     store_options, storage_options : dict, optional
         Options for the store and for reading the annotation files.
+    progress : bool
+        Show a progress bar (files attached) on stderr.
 
     Returns
     -------
@@ -377,10 +381,18 @@ def attach(
         except (OSError, ValueError) as exc:
             contents.append((name, None, f"{name}: cannot read: {exc}"))
 
+    bar = progress_bar(progress, len(contents), "files attached", "file")
+
+    def ticking():
+        for item in contents:
+            yield item
+            bar.update(1)
+
     def apply(root: zarr.Group) -> AttachReport:
         # Everything that depends on the store is read here, so that a re-application on a
         # newer tip (another writer committed meanwhile) places the files against that tip.
-        return _attach(root, st.url, contents, reader, given, stream, rule, skip_unknown_streams)
+        bar.reset()
+        return _attach(root, st.url, ticking(), reader, given, stream, rule, skip_unknown_streams)
 
     def message(report: AttachReport) -> str:
         attached = [f for f in report.files if f.streams]
@@ -392,7 +404,10 @@ def attach(
                 "files": [f.name for f in report.files if f.streams],
                 "events": sum(f.events for f in report.files)}
 
-    commit = st.update(apply, message, metadata)
+    try:
+        commit = st.update(apply, message, metadata)
+    finally:
+        bar.close()
     report = commit.value
     report.snapshot_id = commit.snapshot_id
     report.rebases, report.rebuilds = commit.rebases, commit.rebuilds

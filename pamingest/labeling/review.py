@@ -37,6 +37,7 @@ import zarr
 
 from ..annotations.base import file_name
 from ..errors import ConfigError, LabelingError
+from ..progress import progress_bar
 from ..store import layout
 from ..store.repo import Store, StoreLocation
 from ..timing import NAT, NS_PER_S
@@ -133,6 +134,7 @@ def review(
     streams: Iterable[str] | None = None,
     seed: int = 0,
     store_options: dict | None = None,
+    progress: bool = False,
 ) -> ReviewBatch:
     """Write a review batch: the ``n`` most useful scored, unannotated chunks as Raven tables + FLAC.
 
@@ -155,6 +157,8 @@ def review(
         or the only one stored).
     seed : int
         Seed of ``random``.
+    progress : bool
+        Show a progress bar (clips written) on stderr.
 
     Returns
     -------
@@ -205,19 +209,21 @@ def review(
     for _, path, row, score in chosen:
         by_stream.setdefault(path, []).append((row, score))
     meta_of = {c[0]: c[3] for c in candidates}
+    bar = progress_bar(progress, len(chosen), "clips written", "clip")
     for path in sorted(by_stream):
         picked = sorted(by_stream[path], key=lambda rs: rs[0])  # in time order within a table
-        tpath, clips = _write_stream(root[path], path, picked, meta_of[path], out_dir)
+        tpath, clips = _write_stream(root[path], path, picked, meta_of[path], out_dir, bar)
         batch.tables.append(str(tpath))
         batch.clips += [str(c) for c in clips]
         batch.chunks += [(path, r) for r, _ in picked]
         batch.labeler = str(meta_of[path].get("name"))
+    bar.close()
     (out_dir / "review.json").write_text(json.dumps(batch.as_dict(), indent=2) + "\n")
     return batch
 
 
 def _write_stream(group: zarr.Group, path: str, picked: list[tuple[int, float]], meta: dict,
-                  out_dir: Path) -> tuple[Path, list[Path]]:
+                  out_dir: Path, bar=None) -> tuple[Path, list[Path]]:
     import soundfile as sf
 
     rows = np.asarray([r for r, _ in picked], dtype=np.int64)
@@ -251,6 +257,8 @@ def _write_stream(group: zarr.Group, path: str, picked: list[tuple[int, float]],
             clip = folder / f"{k + 1:04d}_{when}.wav"
             sf.write(str(clip), data, sr, subtype="FLOAT" if audio.dtype.kind == "f" else "PCM_32", format="WAV")
         clips.append(clip)
+        if bar is not None:
+            bar.update(1)
         seconds = int(n_valid[k]) / sr
         offset = (int(starts[k]) - int(file_start[fidx[k]])) / NS_PER_S
         lines.append([str(k + 1), "Spectrogram 1", "1", f"{t:.9f}", f"{t + seconds:.9f}", "0",

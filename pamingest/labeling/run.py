@@ -36,6 +36,7 @@ import zarr
 
 from ..errors import PROGRAMMING_ERRORS, LabelingError
 from ..executor import executor_for
+from ..progress import progress_bar
 from ..store import layout
 from ..store.repo import Commit, Store, StoreLocation
 from ..store.tables import gather, scatter
@@ -365,6 +366,7 @@ def pseudolabel(
     retry_failed: bool = False,
     commit_seconds: float = DEFAULT_COMMIT_SECONDS,
     store_options: dict | None = None,
+    progress: bool = False,
 ) -> PseudolabelReport:
     """Score every queued chunk of a store with a labeller, committing finished batches as it goes.
 
@@ -394,6 +396,8 @@ def pseudolabel(
         since the last commit (and at the end); 0 commits every batch on its
         own. A kill loses at most this much finished work, plus the batches
         in flight.
+    progress : bool
+        Show a progress bar (chunks scored) on stderr.
 
     Returns
     -------
@@ -427,7 +431,8 @@ def pseudolabel(
         report.elapsed_seconds = time.perf_counter() - t0
         return report
     session_bytes = pickle.dumps(session)
-    with executor_for(client, n_workers) as executor:
+    with executor_for(client, n_workers) as executor, \
+            progress_bar(progress, report.queued, "chunks scored", "chunk") as bar:
         report.dashboard_link = executor.dashboard_link
         limit = 2 * executor.n_threads + 1
         pending: list[BatchResult] = []
@@ -436,6 +441,7 @@ def pseudolabel(
         for batch, future in executor.map_unordered(label_batch, batches, limit, session_bytes=session_bytes,
                                                     spec=spec):
             left -= 1
+            bar.update(len(batch.rows))
             try:
                 pending.append(future.result())
             except PROGRAMMING_ERRORS:

@@ -1,0 +1,74 @@
+"""The one LocalCluster factory: real clusters, the workers' environment as the workers see it."""
+
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+
+import pytest
+
+from pamingest.executor import NANNY_PRE_SPAWN_ENVIRON, executor_for, local_cluster
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _worker_env(client, name: str) -> set:
+    return set(client.run(lambda: os.environ.get(name)).values())
+
+
+def test_local_cluster_workers_start_without_dasks_malloc_trim(monkeypatch):
+    from distributed import Client
+
+    # What a cluster started earlier in this process with Dask's defaults leaves behind
+    # (its nannies copy their pre-spawn variables into os.environ): the factory's workers
+    # must not inherit it.
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    with local_cluster(2) as cluster, Client(cluster, set_as_default=False) as c:
+        c.wait_for_workers(2)
+        assert _worker_env(c, "MALLOC_TRIM_THRESHOLD_") == {None}
+        assert _worker_env(c, "OMP_NUM_THREADS") == {"1"}  # Dask's other pre-spawn settings are kept
+        assert set(c.nthreads().values()) == {1}
+        assert os.getpid() not in c.run(os.getpid).values()  # processes, not threads
+        assert cluster.dashboard_link.startswith("http://127.0.0.1:")
+    with local_cluster(1, dask_malloc_trim=True) as cluster, Client(cluster, set_as_default=False) as c:
+        assert _worker_env(c, "MALLOC_TRIM_THRESHOLD_") == {"65536"}
+
+
+def test_a_value_someone_chose_is_kept(monkeypatch):
+    from distributed import Client
+
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1048576")
+    with local_cluster(1) as cluster, Client(cluster, set_as_default=False) as c:
+        assert _worker_env(c, "MALLOC_TRIM_THRESHOLD_") == {"1048576"}
+
+
+def test_executor_for_none_runs_on_the_factorys_cluster(monkeypatch):
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    with executor_for(None, n_workers=1) as ex:
+        assert ex.n_threads == 1 and ex.dashboard_link.startswith("http://127.0.0.1:")
+        assert _worker_env(ex.client, "MALLOC_TRIM_THRESHOLD_") == {None}
+
+
+def test_the_factory_removes_what_dask_sets():
+    assert NANNY_PRE_SPAWN_ENVIRON == {"MALLOC_TRIM_THRESHOLD_": None}
+    import dask
+    import distributed  # noqa: F401  (Dask's nanny defaults)
+
+    assert "MALLOC_TRIM_THRESHOLD_" in dask.config.get("distributed.nanny.pre-spawn-environ")
+
+
+@pytest.mark.parametrize("folder", ["pamingest", "flows", "benchmarks"])
+def test_no_other_code_builds_a_local_cluster(folder):
+    """Every LocalCluster of the library, the flows, the demo and the benchmarks comes from the factory."""
+    offenders = []
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        if path == ROOT / "pamingest" / "executor.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                fn = node.func
+                name = fn.attr if isinstance(fn, ast.Attribute) else getattr(fn, "id", None)
+                if name == "LocalCluster":
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not offenders, f"LocalCluster built outside pamingest.executor.local_cluster: {offenders}"
