@@ -124,7 +124,11 @@ def pamingest_revision() -> dict:
                               text=True, timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=src, capture_output=True,
                                text=True, timeout=10).stdout.strip()
-        out.update({"git_commit": head or None, "pamingest_sources_modified": bool(dirty)})
+        # The whole checkout, benchmark scripts included; results written by earlier runs do not count.
+        tree = subprocess.run(["git", "status", "--porcelain", "--", ":/", ":(exclude,top)benchmarks/results"],
+                              cwd=src, capture_output=True, text=True, timeout=10).stdout.strip()
+        out.update({"git_commit": head or None, "pamingest_sources_modified": bool(dirty),
+                    "tree_clean": not tree})
     except (OSError, subprocess.SubprocessError):
         out["git_commit"] = None
     return out
