@@ -181,10 +181,10 @@ class RetryPolicy:
 
     attempts: int = 200
     first_delay: float = 0.002
-    max_delay: float = 0.2
+    max_delay: float = 0.1
     # Lost races a writer retries at once: a rebase or a re-application is quick, and a
     # writer that waits hands the branch to whoever committed last (starving itself).
-    eager: int = 3
+    eager: int = 10
 
     def delay(self, attempt: int) -> float:
         if attempt < self.eager:
@@ -325,16 +325,22 @@ class Store:
             pause = self.retry.delay(attempt)
             if pause:
                 time.sleep(pause)
-            try:
-                session.rebase(icechunk.ConflictDetector())
-                result.rebases += 1
-                if repair is not None:
-                    repair(session)
-                continue
-            except icechunk.RebaseFailedError as exc:
-                conflicts = describe_conflicts(exc)
-            except RebuildNeeded as exc:
-                conflicts = exc.conflicts
+            if not result.conflicts:
+                try:
+                    session.rebase(icechunk.ConflictDetector())
+                    result.rebases += 1
+                    if repair is not None:
+                        repair(session)
+                    continue
+                except icechunk.RebaseFailedError as exc:
+                    conflicts = describe_conflicts(exc)
+                except RebuildNeeded as exc:
+                    conflicts = exc.conflicts
+            else:
+                # Once this write met a real conflict, the next lost race is most likely the same
+                # one: re-apply at once instead of rebasing first, or a writer that has to re-apply
+                # is always a rebase late against one that commits straight from the tip.
+                conflicts = result.conflicts
             result.conflicts = conflicts
             if rebuild is None:
                 raise ConcurrentWriteError(
