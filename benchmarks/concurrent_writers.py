@@ -59,10 +59,15 @@ def make_store(url: str, options: dict) -> None:
     st.commit(session, "benchmark arrays")
 
 
-def writer(url: str, options: dict, stream: str, chunk_of: int, seconds: float, start_at: float, queue) -> None:
-    from pamingest.store.repo import Store
+def writer(url: str, options: dict, stream: str, chunk_of: int, seconds: float, start_at: float, give_up: float,
+           queue) -> None:
+    from pamingest.errors import ConcurrentWriteError
+    from pamingest.store.repo import RetryPolicy, Store
 
-    st = Store.open(url, options)
+    # Writers give up after `give_up` seconds without landing (a real writer waits 10 minutes).
+    opened = Store.open(url, options)
+    st = Store(opened.location, opened.repo, RetryPolicy(timeout=give_up))
+    gave_up = 0
     rng = np.random.default_rng(os.getpid())
     table = detections_table()
     latencies, snapshots, rebases, rebuilds = [], [], 0, 0
@@ -82,14 +87,18 @@ def writer(url: str, options: dict, stream: str, chunk_of: int, seconds: float, 
             return lo
 
         t0 = time.perf_counter()
-        commit = st.update(apply, f"score {stream} chunk {chunk}", {"writer": os.getpid()})
+        try:
+            commit = st.update(apply, f"score {stream} chunk {chunk}", {"writer": os.getpid()})
+        except ConcurrentWriteError:
+            gave_up += 1
+            continue
         latencies.append(time.perf_counter() - t0)
         snapshots.append(commit.snapshot_id)
         rebases += commit.rebases
         rebuilds += commit.rebuilds
         k += 1
     queue.put({"commits": len(snapshots), "snapshots": snapshots, "latencies": latencies,
-               "rebases": rebases, "rebuilds": rebuilds})
+               "rebases": rebases, "rebuilds": rebuilds, "gave_up": gave_up})
 
 
 def run_case(url: str, options: dict, n_writers: int, contended: bool, seconds: float) -> dict:
@@ -100,10 +109,10 @@ def run_case(url: str, options: dict, n_writers: int, contended: bool, seconds: 
     queue = ctx.Queue()
     start_at = time.time() + 3.0  # every process imported and opened the store before the clock starts
     procs = [ctx.Process(target=writer, args=(url, options, "s0" if contended else f"s{k}", 0 if contended else -1,
-                                              seconds, start_at, queue)) for k in range(n_writers)]
+                                              seconds, start_at, seconds, queue)) for k in range(n_writers)]
     for p in procs:
         p.start()
-    results = [queue.get(timeout=seconds + 120) for _ in procs]
+    results = [queue.get(timeout=2 * seconds + 120) for _ in procs]
     for p in procs:
         p.join(30)
     st = Store.open(url, options)
@@ -120,6 +129,8 @@ def run_case(url: str, options: dict, n_writers: int, contended: bool, seconds: 
         "per_writer": [r["commits"] for r in results],
         "rebases": sum(r["rebases"] for r in results),
         "rebuilds": sum(r["rebuilds"] for r in results),
+        "gave_up": sum(r["gave_up"] for r in results),
+        "latency_max_s": round(latencies[-1], 2) if latencies else None,
         "latency_p50_ms": round(1000 * statistics.median(latencies), 1) if latencies else None,
         "latency_p95_ms": round(1000 * latencies[int(0.95 * (len(latencies) - 1))], 1) if latencies else None,
         "all_landed": set(snapshots) <= history and len(set(snapshots)) == commits,

@@ -132,7 +132,7 @@ def test_concurrent_commits_from_processes_all_land(tmp_path, s3, kind):
 
 def test_a_writer_that_keeps_losing_gives_up_without_writing(tmp_path):
     st = small_store(tmp_path / "s")
-    st.retry = RetryPolicy(attempts=3, first_delay=0.001)
+    st.retry = RetryPolicy(timeout=0.5, first_delay=0.001)
 
     def always_raced(root):
         st2 = Store.open(st.url)

@@ -177,9 +177,11 @@ def describe_conflicts(exc: BaseException) -> list[str]:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How long a writer keeps trying to land: attempts and back-off between them (with jitter)."""
+    """How long a writer keeps trying to land, and how it waits between attempts (with jitter)."""
 
-    attempts: int = 200
+    # A writer gives up (ConcurrentWriteError, nothing committed) when it has not landed after this
+    # long: long enough that an ingest that decoded hours of audio is not thrown away by a busy minute.
+    timeout: float = 600.0
     first_delay: float = 0.002
     max_delay: float = 0.1
     # Lost races a writer retries at once: a rebase or a re-application is quick, and a
@@ -308,7 +310,10 @@ class Store:
         """
         result: Commit = Commit(None)
         path = self.location.local_path
-        for attempt in range(self.retry.attempts):
+        deadline = time.monotonic() + self.retry.timeout
+        attempt = -1
+        while time.monotonic() < deadline or attempt < 0:
+            attempt += 1
             if session is None or not session.has_uncommitted_changes:
                 return result
             try:
@@ -349,8 +354,8 @@ class Store:
             log.info("%s: re-applying on the new tip (%s)", self.url, "; ".join(conflicts))
             result.rebuilds += 1
             session = rebuild()
-        raise ConcurrentWriteError(f"{self.url}: the branch kept moving; gave up after "
-                                   f"{self.retry.attempts} attempts to commit: run again")
+        raise ConcurrentWriteError(f"{self.url}: the branch kept moving; gave up after {attempt + 1} attempts "
+                                   f"in {self.retry.timeout:g} s to commit: run again")
 
     def update(self, apply: Callable[[zarr.Group], T], message: str | Callable[[T], str],
                metadata: dict | Callable[[T], dict] | None = None, *, branch: str = "main",
