@@ -66,6 +66,13 @@ def lab_stream(store):
     return tree[f"orcasound/{LAB}/48000Hz_2ch_pcm16"].to_dataset()
 
 
+def assert_same_rows(a, b, n_rows: int) -> None:
+    """Two streams hold the same rows: count, valid samples, times and audio."""
+    assert a.sizes["chunk"] == b.sizes["chunk"] == n_rows
+    for name in ("n_valid", "chunk_start", "audio"):
+        np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
+
+
 def session_samples(ds, epoch: int) -> np.ndarray:
     """A session's rows concatenated in time order."""
     rows = ds.pam.rows
@@ -165,10 +172,7 @@ def test_grown_live_session_continues_without_duplicate_or_gap(s3, fixture_segme
     once = str(tmp_path / "once")
     pi.ingest(src, once, client="serial")
     a, b = lab_stream(grown), lab_stream(once)
-    assert a.sizes["chunk"] == b.sizes["chunk"] == 4
-    np.testing.assert_array_equal(a["n_valid"].values, b["n_valid"].values)
-    np.testing.assert_array_equal(a["chunk_start"].values, b["chunk_start"].values)
-    np.testing.assert_array_equal(a["audio"].values, b["audio"].values)
+    assert_same_rows(a, b, 4)
     np.testing.assert_array_equal(session_samples(a, E1), reference_decode(fixture_segments))
 
 
@@ -197,10 +201,7 @@ def test_two_runs_continuing_one_live_session_at_once(s3, fixture_segments, tmp_
     once = str(tmp_path / "once")
     pi.ingest(src, once, client="serial")
     x, y = lab_stream(raced), lab_stream(once)
-    assert x.sizes["chunk"] == y.sizes["chunk"] == 4
-    np.testing.assert_array_equal(x["n_valid"].values, y["n_valid"].values)
-    np.testing.assert_array_equal(x["chunk_start"].values, y["chunk_start"].values)
-    np.testing.assert_array_equal(x["audio"].values, y["audio"].values)
+    assert_same_rows(x, y, 4)
     assert sorted(x["file_url"].values.tolist()) == sorted(y["file_url"].values.tolist())
 
 
