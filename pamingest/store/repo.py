@@ -149,14 +149,6 @@ def _local_lock(path: str | None) -> Iterator[None]:
 
 # ---------------------------------------------------------------- commits
 
-class RebuildNeeded(Exception):
-    """The session cannot be rebased onto the new tip: its intent must be re-applied there."""
-
-    def __init__(self, conflicts: list[str]) -> None:
-        super().__init__("; ".join(conflicts) or "rebase refused")
-        self.conflicts = conflicts
-
-
 @dataclass
 class Commit(Generic[T]):
     """What committing through the store did: the snapshot (None: nothing to commit), the
@@ -339,8 +331,6 @@ class Store:
                     continue
                 except icechunk.RebaseFailedError as exc:
                     conflicts = describe_conflicts(exc)
-                except RebuildNeeded as exc:
-                    conflicts = exc.conflicts
             else:
                 # Once this write met a real conflict, the next lost race is most likely the same
                 # one: re-apply at once instead of rebasing first, or a writer that has to re-apply
