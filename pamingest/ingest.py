@@ -51,7 +51,7 @@ from .store import layout
 from .store.catalog import KnownFile, read_catalog
 from .store.repo import Store, StoreLocation
 from .store.rows import Landing, allocate, land, prepare_streams
-from .timing import samples_per_row
+from .timing import NS_PER_S, samples_per_row
 
 log = logging.getLogger(__name__)
 DEFAULT_ROW_SECONDS = 10.0
@@ -299,7 +299,7 @@ def within(probed: list[tuple[SourceFile, AudioInfo]], time_range: tuple[int | N
     keep = []
     for file, info in probed:
         start, _ = info.start_of(file)
-        end = start + info.frames * 1_000_000_000 // info.sample_rate
+        end = start + info.frames * NS_PER_S // info.sample_rate
         if (hi is None or start < hi) and (lo is None or end > lo):
             keep.append((file, info))
     return keep, len(probed) - len(keep)
