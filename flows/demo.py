@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import settings  # flows/settings.py: this script's folder is on sys.path
-    from pamingest.demo import ORCASOUND_NODES, fill_orcasound_bucket, find_fixtures, start_s3_server
+    from pamingest.demo import (ORCASOUND_NODES, fill_orcasound_bucket, find_fixtures, start_s3_server,
+                                stop_processes)
     from pamingest.executor import local_cluster
     from pamingest.info import store_info
 
@@ -154,13 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
         cluster.close()
         s3.stop()
 

@@ -53,6 +53,20 @@ def start_s3_server():
     return server, f"http://{host}:{port}"
 
 
+def stop_processes(procs, timeout: float = 20.0) -> None:
+    """Stop server processes started for the demo (or a test): terminate, newest first, then kill
+    whatever has not exited within ``timeout`` seconds."""
+    import subprocess
+
+    for p in reversed(procs):
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def fill_buckets(endpoint: str, fixtures: Path) -> dict[str, int]:
     import boto3
 

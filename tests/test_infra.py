@@ -30,6 +30,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+
+from pamingest.demo import stop_processes
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -897,13 +899,7 @@ def _worker_malloc_env(tmp_path, argv: list[str], config_dir: Path | None) -> se
                 assert time.monotonic() < deadline, "dask scheduler/worker did not start"
                 time.sleep(0.5)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
 
 
 def test_dask_worker_of_the_manifests_starts_its_workers_without_malloc_trim(tmp_path):
@@ -1076,10 +1072,4 @@ def test_worker_entrypoint_registers_the_deployments_on_a_real_server(tmp_path):
                 print(f"--- {log}\n" + (tmp_path / log).read_text()[-4000:])
         raise
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs, timeout=30)
