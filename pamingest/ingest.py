@@ -340,6 +340,32 @@ def stream_specs(units: list[Unit], root: zarr.Group, row_seconds: float | None,
     return specs, attributes
 
 
+def task_rows(unit: Unit, row_samples: int, rows_per_task: int) -> list[tuple[int, int]]:
+    """The unit's rows cut into tasks ``(first, stop)`` (indices into ``unit.rows``).
+
+    Tasks hold at most ``rows_per_task`` rows and, where the decoder names
+    restart points (``restarts``), begin at the first row starting at or after
+    one: a task starting mid-block would decode the block's head again only
+    to reach its first row.
+    """
+    write_from = unit.write_from(row_samples)
+    n = len(unit.rows)
+    restarts = getattr(unit.decoder, "restarts", None)
+    cuts = {0, n}
+    if restarts is not None:
+        for sample in restarts(unit):
+            k = -(-(sample - write_from) // row_samples)  # first row starting at or after the restart
+            if 0 < k < n:
+                cuts.add(k)
+    bounds = sorted(cuts)
+    tasks = []
+    for lo, hi in zip(bounds, bounds[1:]):
+        pieces = -(-(hi - lo) // rows_per_task)
+        edges = [lo + (hi - lo) * i // pieces for i in range(pieces + 1)]
+        tasks += list(zip(edges, edges[1:]))
+    return tasks
+
+
 def write(executor, units: list[Unit], forks: dict[str, bytes], storage_options: dict, rows_per_task: int,
           limit: int, root: zarr.Group, bar=None) -> None:
     """Decode and write every unit's rows; each unit ends ``ok`` (its forks kept) or ``failed``."""
@@ -347,11 +373,11 @@ def write(executor, units: list[Unit], forks: dict[str, bytes], storage_options:
     for unit in units:
         spr = int(root[unit.stream].attrs["row_samples"])
         write_from = unit.write_from(spr)
-        for k in range(0, len(unit.rows), rows_per_task):
-            first = write_from + k * spr
-            stop = min(unit.n_samples, first + rows_per_task * spr)
+        for lo, hi in task_rows(unit, spr, rows_per_task):
+            first = write_from + lo * spr
+            stop = min(unit.n_samples, write_from + hi * spr)
             tasks.append((unit, WriteTask(unit.decoder, unit.source, f"{unit.stream}/audio", spr, first, stop,
-                                          tuple(unit.rows[k : k + rows_per_task])), forks[unit.stream]))
+                                          tuple(unit.rows[lo:hi])), forks[unit.stream]))
             unit.tasks_left += 1
     for (unit, _, _), future in executor.map_unordered(_write_task, tasks, limit, storage_options=storage_options):
         fork, samples, error = future.result()

@@ -158,6 +158,75 @@ def test_sliced_and_whole_session_ingests_are_identical(s3, tmp_path):
     np.testing.assert_array_equal(got[k : k + 1024], ref[k : k + 1024])
 
 
+@pytest.mark.parametrize("stored_block", [2, None], ids=["recorded", "legacy-store"])
+def test_a_continued_run_keeps_the_block_size_it_was_decoded_with(s3, tmp_path, stored_block):
+    """A grown session is continued in the stored run's decode blocks, whatever block size the
+    later run is given; a store from before block sizes were recorded continues in blocks of 64."""
+    import zarr
+
+    from pamingest.decode.hls import LEGACY_BLOCK_SEGMENTS, RUNS_GROUP
+    from pamingest.store.repo import Store
+
+    s3.bucket(BUCKET)
+    segments = hls_segments(tone_and_noise(45, channels=1, seed=5))  # 5 segments
+    for n, data in enumerate(segments[:3]):
+        s3.put(BUCKET, f"rpi_bush_point/hls/{E1}/live{n:03d}.ts", data)
+    block = stored_block or LEGACY_BLOCK_SEGMENTS
+    opts = s3.storage_options
+    grown = str(tmp_path / "grown")
+    pi.ingest(OrcasoundHLS(["rpi_bush_point"], storage_options=opts, block_segments=block), grown, client="serial")
+    stream = "orcasound/rpi_bush_point/48000Hz_1ch_pcm16"
+    if stored_block is None:  # what a store written before run_block_segments existed looks like
+        st = Store.open(grown)
+        session = st.writable()
+        zarr.open_group(session.store, path=f"{stream}/{RUNS_GROUP}", mode="r+").__delitem__("run_block_segments")
+        session.commit("drop run_block_segments (a store from before it existed)")
+    for n, data in enumerate(segments[3:], start=3):
+        s3.put(BUCKET, f"rpi_bush_point/hls/{E1}/live{n:03d}.ts", data)
+    pi.ingest(OrcasoundHLS(["rpi_bush_point"], storage_options=opts, block_segments=3), grown, client="serial",
+              rows_per_task=1)
+    once = str(tmp_path / "once")
+    pi.ingest(OrcasoundHLS(["rpi_bush_point"], storage_options=opts, block_segments=block), once, client="serial")
+    a = pi.open_store(grown)[stream].to_dataset()
+    b = pi.open_store(once)[stream].to_dataset()
+    np.testing.assert_array_equal(a["audio"].values, b["audio"].values)
+    np.testing.assert_array_equal(a["chunk_start"].values, b["chunk_start"].values)
+    runs = pi.open_store(grown)[f"{stream}/runs"].to_dataset()
+    assert list(runs["run_block_segments"].values) == [block]
+
+
+def test_write_tasks_start_at_decode_block_starts(s3, tmp_path):
+    """No task starts inside a decode block: it would decode the block's head again."""
+    from pamingest.ingest import task_rows, plan, probe
+    from pamingest.executor import SerialExecutor
+    from pamingest.decode.hls import HlsDecoder
+    from pamingest.sources.base import list_source
+    from pamingest.store.catalog import read_catalog
+    from pamingest.store.repo import Store
+
+    s3.bucket(BUCKET)
+    segments = hls_segments(tone_and_noise(75, channels=1, seed=3))  # 8 segments, ~80 rows of 1 s
+    for n, data in enumerate(segments):
+        s3.put(BUCKET, f"rpi_bush_point/hls/{E1}/live{n:03d}.ts", data)
+    src = OrcasoundHLS(["rpi_bush_point"], storage_options=s3.storage_options)
+    decoder = HlsDecoder(block_segments=3)
+    files = [f for f in list_source(src)]
+    probed, rejected = probe(SerialExecutor(), decoder, files, s3.storage_options, 8)
+    assert not rejected
+    root = Store.open(str(tmp_path / "s"), create=True).root()
+    (unit,) = plan(decoder, probed, root, read_catalog(root), 1.0)
+    spr = 48_000
+    unit.rows = list(range(-(-unit.n_samples // spr)))
+    tasks = task_rows(unit, spr, rows_per_task=4)
+    starts = [seg.start for seg in unit.source.segments if seg.number % 3 == 0]
+    # Every block start begins a task (at the first row starting at or after it) ...
+    for sample in starts[1:]:
+        assert -(-sample // spr) in {lo for lo, _ in tasks}
+    # ... tasks cover every row once, and none holds more than rows_per_task rows.
+    assert [r for lo, hi in tasks for r in range(lo, hi)] == list(range(len(unit.rows)))
+    assert max(hi - lo for lo, hi in tasks) <= 4
+
+
 def test_grown_live_session_continues_without_duplicate_or_gap(s3, fixture_segments, tmp_path):
     s3.bucket(BUCKET)
     for n, data in zip((998, 999), fixture_segments):

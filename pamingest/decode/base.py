@@ -20,7 +20,10 @@ to Dask workers inside the units it planned. It answers three questions:
 
 Optionally ``records(unit) -> list[TableRecord]``: bookkeeping rows the
 decoder keeps in a stream-level table (HLS runs), written by the store with
-the unit's rows.
+the unit's rows; and ``restarts(unit) -> list[int]``: the unit samples where
+a decode can start without decoding anything before them (HLS decode
+blocks). Ingest cuts a unit's tasks there, so that no task decodes what
+another one writes.
 
 Decoders are registered under the ``pamingest.decoders`` entry point group
 (``pamingest.registry``); a source names its decoder (and settings) by
