@@ -47,7 +47,9 @@ def _storage_options(args, prefix: str = "") -> dict:
 def _client(args):
     if args.serial:
         return "serial"
-    return args.scheduler  # None -> LocalCluster
+    if getattr(args, "threads", False):
+        return "threads"
+    return args.scheduler  # None -> threads for a small job, else a LocalCluster (executor.choose)
 
 
 def _progress(args) -> bool:
@@ -210,9 +212,12 @@ def _ingest_options(q, time_range: bool = False) -> None:
     q.add_argument("--store", required=True, help="store URL: path, s3://bucket/prefix, gs://...")
     q.add_argument("--store-endpoint-url", help="S3-compatible endpoint of the store's bucket")
     q.add_argument("--row-seconds", type=float, default=None, help="row length of new streams (default 10)")
-    q.add_argument("--scheduler", help="Dask scheduler address (default: a LocalCluster)")
-    q.add_argument("--workers", type=int, help="LocalCluster workers (default: one per core)")
-    q.add_argument("--serial", action="store_true", help="run in this process (debugging)")
+    q.add_argument("--scheduler", help="Dask scheduler address (default: threads of this process when the "
+                                        "new files total under 256 MB, else a LocalCluster)")
+    q.add_argument("--workers", type=int, help="start a LocalCluster of this many workers, whatever the job's "
+                                               "size (default: one per core, for jobs of 256 MB or more)")
+    q.add_argument("--threads", action="store_true", help="run in threads of this process, whatever the job's size")
+    q.add_argument("--serial", action="store_true", help="run in this process, one task at a time (debugging)")
     q.add_argument("--retry-failed", action="store_true", help="try again objects that failed before")
     q.add_argument("--json", action="store_true", help="print the report as JSON")
     q.add_argument("--no-progress", action="store_true", help="no progress bar (shown when stderr is a terminal)")

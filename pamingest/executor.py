@@ -1,7 +1,12 @@
-"""Executors: Dask (LocalCluster or a scheduler address) or serial, one interface.
+"""Executors: Dask (LocalCluster or a scheduler address), in-process threads, or serial.
 
 The library never imports Prefect; any orchestrator hands it a Dask client
-or an address. ``serial`` runs everything in-process, for debugging.
+or an address. ``serial`` runs everything in-process, one task at a time,
+for debugging. ``threads`` runs tasks in a thread pool of this process:
+FLAC encoding and S3 reads release the GIL (decoding mostly does not), and
+nothing has to start, so a small job finishes before a ``LocalCluster``
+would have started its workers. Without a client, ``executor_for`` picks
+threads for small jobs and a ``LocalCluster`` above ``LOCAL_WORK_BYTES``.
 """
 
 from __future__ import annotations
@@ -32,6 +37,40 @@ class SerialExecutor:
     def map_unordered(self, fn: Callable, items: Iterable, limit: int, **kwargs: Any) -> Iterator[tuple[Any, cf.Future]]:
         for item in items:
             yield item, self.submit(fn, item, **kwargs)
+
+
+class ThreadExecutor:
+    """Runs tasks in a pool of threads of this process; results come back as they finish."""
+
+    dashboard_link = None
+
+    def __init__(self, n_threads: int | None = None) -> None:
+        self.n_threads = max(1, n_threads or os.cpu_count() or 1)
+        self._pool = cf.ThreadPoolExecutor(self.n_threads, thread_name_prefix="pamingest")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, fn: Callable, *args: Any, **kwargs: Any) -> cf.Future:
+        return self._pool.submit(fn, *args, **kwargs)
+
+    def map_unordered(self, fn: Callable, items: Iterable, limit: int, **kwargs: Any) -> Iterator[tuple[Any, cf.Future]]:
+        """``fn(item)`` for each item with at most ``limit`` in flight; (item, future) as done."""
+        items = iter(items)
+        pending: dict[cf.Future, Any] = {}
+
+        def submit_next() -> None:
+            for item in items:
+                pending[self.submit(fn, item, **kwargs)] = item
+                return
+
+        for _ in range(max(1, limit)):
+            submit_next()
+        while pending:
+            done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                yield pending.pop(future), future
+                submit_next()
 
 
 class DaskExecutor:
@@ -89,11 +128,46 @@ class DaskExecutor:
             submit_next()
 
 
+# Below this many bytes of new input, a run without a client runs in threads of its
+# own process instead of starting a LocalCluster. Starting a 2-worker cluster and
+# importing the decoding stack in its workers costs ~3 s on a 2-core machine, about
+# what threads take for 100-300 MB of recordings (AAC segments ~ 9 MB/s, WAV ~ 20 MB/s
+# per core, benchmarks/small_jobs.json); above it the workers' parallel decoding pays
+# for their start.
+LOCAL_WORK_BYTES = 256 * 2**20
+
+
+def choose(client: Any, n_workers: int | None, work_bytes: int | None) -> str:
+    """``serial``, ``threads``, ``dask`` (a client or an address) or ``cluster`` (a new LocalCluster)."""
+    if client in ("serial", "threads"):
+        return client
+    if client is not None:
+        return "dask"
+    if n_workers is None and work_bytes is not None and work_bytes < LOCAL_WORK_BYTES:
+        return "threads"
+    return "cluster"
+
+
 @contextlib.contextmanager
-def executor_for(client: Any = None, n_workers: int | None = None) -> Iterator[SerialExecutor | DaskExecutor]:
-    """An executor from a Client, a scheduler address, ``"serial"`` or None (a ``local_cluster``)."""
-    if client == "serial":
+def executor_for(client: Any = None, n_workers: int | None = None,
+                 work_bytes: int | None = None) -> Iterator[SerialExecutor | ThreadExecutor | DaskExecutor]:
+    """An executor from a Client, a scheduler address, ``"serial"``, ``"threads"`` or None.
+
+    None: a ``local_cluster`` of ``n_workers``, unless ``n_workers`` is not
+    given and the job is small (``work_bytes`` below ``LOCAL_WORK_BYTES``):
+    then threads of this process.
+    """
+    kind = choose(client, n_workers, work_bytes)
+    if kind == "serial":
         yield SerialExecutor()
+        return
+    if kind == "threads":
+        executor = ThreadExecutor(n_workers)
+        log.info("small job (%s bytes): running in %d threads of this process", work_bytes, executor.n_threads)
+        try:
+            yield executor
+        finally:
+            executor.close()
         return
     if client is not None and not isinstance(client, str):
         yield DaskExecutor(client)

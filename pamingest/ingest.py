@@ -419,9 +419,12 @@ def ingest(
     row_seconds : float, optional
         Row length of new streams (default 10 s). Existing streams keep theirs;
         asking for another length for an existing stream is a ConfigError.
-    client : distributed.Client, str, "serial" or None
+    client : distributed.Client, str, "serial", "threads" or None
         Where decode+write runs: a client, a scheduler address, in-process
-        (``"serial"``) or a new LocalCluster (None).
+        (``"serial"``: one task at a time; ``"threads"``: a thread pool), or
+        None: a new LocalCluster of ``n_workers``, or threads when
+        ``n_workers`` is not given and the new files total less than
+        ``pamingest.executor.LOCAL_WORK_BYTES``.
     rows_per_task : int
         Rows one task writes at most; long files and sessions are split.
     retry_failed : bool
@@ -445,7 +448,7 @@ def ingest(
     report = IngestReport(store=st.url, run_id=uuid.uuid4().hex[:12], snapshot_id=st.tip())
     with contextlib.ExitStack() as stack:
         run = _Run(st, source, report, row_seconds, retry_failed, rows_per_task, progress,
-                   lambda: stack.enter_context(executor_for(client, n_workers)))
+                   lambda work_bytes: stack.enter_context(executor_for(client, n_workers, work_bytes)))
         wanted: set[str] | None = None  # after the first round: URLs still to ingest
         for _ in range(MAX_ROUNDS):
             wanted = run.round(wanted)
@@ -474,12 +477,11 @@ class _Run:
         self._start_executor = start_executor
         self._executor = None
 
-    @property
-    def executor(self):
+    def executor(self, work_bytes: int):
         # Started only when there is something to probe: a scheduled run that finds nothing new
-        # costs a listing, not a cluster.
+        # costs a listing, not a cluster; a small job runs in threads (executor.choose).
         if self._executor is None:
-            self._executor = self._start_executor()
+            self._executor = self._start_executor(work_bytes)
             self.report.dashboard_link = self._executor.dashboard_link
         return self._executor
 
@@ -500,8 +502,9 @@ class _Run:
             report.skipped += listing.skipped  # ingested by another run meanwhile
         if not listing.new and not listing.rejected:
             return set()
-        limit = 4 * self.executor.n_threads + 8
-        probed, rejected = probe(self.executor, self.decoder, listing.new, self.options, limit, self.probes)
+        executor = self.executor(sum(f.size for f in listing.new))
+        limit = 4 * executor.n_threads + 8
+        probed, rejected = probe(executor, self.decoder, listing.new, self.options, limit, self.probes)
         rejected = listing.rejected + rejected
         probed, outside = within(probed, self.time_range)
         report.outside_range += outside
@@ -517,7 +520,7 @@ class _Run:
                       for u in units)
         bar = _progress_bar(self.progress, seconds)
         try:
-            write(self.executor, units, forks, self.options, self.rows_per_task, limit, root, bar)
+            write(executor, units, forks, self.options, self.rows_per_task, limit, root, bar)
         finally:
             if bar is not None:
                 bar.close()

@@ -227,6 +227,23 @@ def test_write_tasks_start_at_decode_block_starts(s3, tmp_path):
     assert max(hi - lo for lo, hi in tasks) <= 4
 
 
+def test_a_probed_segment_is_decoded_from_the_probe_not_read_again(s3, fixture_segments):
+    """In one process the decode takes the probe's demuxed packets: no second download."""
+    from pamingest.decode.hls import DEMUXED, RunSegment, decode_run, probe_segment
+
+    s3.bucket(BUCKET)
+    key = f"{LAB}/hls/{E1}/live000.ts"
+    url = s3.put(BUCKET, key, fixture_segments[0])
+    info = probe_segment(url, len(fixture_segments[0]), s3.storage_options)
+    s3.delete(BUCKET, key)  # from now on, only the probe's packets can give its samples
+    segment = (RunSegment(url, 0, 0, info.samples),)
+    from_probe = np.concatenate(list(decode_run(segment, 0, info.samples, s3.storage_options)))
+    assert DEMUXED.take(url) is None  # taken, not kept
+    with pytest.raises(pi.DecodeError, match="not found|No such|does not exist"):
+        list(decode_run(segment, 0, info.samples, s3.storage_options))  # taken: a second decode must read
+    np.testing.assert_array_equal(from_probe, reference_decode(fixture_segments[:1]))
+
+
 def test_grown_live_session_continues_without_duplicate_or_gap(s3, fixture_segments, tmp_path):
     s3.bucket(BUCKET)
     for n, data in zip((998, 999), fixture_segments):

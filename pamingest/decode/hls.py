@@ -144,6 +144,53 @@ def _packets(data: bytes):
         return stream.codec_context.sample_rate, stream.codec_context.channels, time_base, packets
 
 
+class DemuxedSegments:
+    """Segments demuxed by ``probe_segment`` in this process, kept for the decode that follows.
+
+    Planning a run needs every segment's frame count and first PTS, i.e. a
+    demux of the whole object; decoding needs the same packets. When the
+    probe and the decode run in one process (threads or serial executors,
+    or a Dask worker given both), the decode takes the probe's packets
+    instead of downloading and demuxing the segment again. Entries are taken
+    (removed) by the decode and bounded by ``max_bytes``, oldest dropped
+    first: a worker that probed segments another worker decodes holds at
+    most that much.
+    """
+
+    def __init__(self, max_bytes: int = 128 * 2**20) -> None:
+        import threading
+        from collections import OrderedDict
+
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, tuple[list, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def put(self, url: str, packets: list) -> None:
+        size = sum(p.size for p in packets)
+        with self._lock:
+            if url in self._items:
+                self._bytes -= self._items.pop(url)[1]
+            self._items[url] = (packets, size)
+            self._bytes += size
+            while self._bytes > self.max_bytes and self._items:
+                self._bytes -= self._items.popitem(last=False)[1][1]
+
+    def take(self, url: str) -> list | None:
+        with self._lock:
+            item = self._items.pop(url, None)
+            if item is None:
+                return None
+            self._bytes -= item[1]
+            return item[0]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+DEMUXED = DemuxedSegments()
+
+
 def probe_segment(url: str, size: int | None = None, storage_options: dict | None = None,
                   min_seconds: float = MIN_SEGMENT_SECONDS) -> SegmentInfo:
     """Demux a segment: rate, channels, frames, first PTS. Flags short, silent, broken ones."""
@@ -164,6 +211,7 @@ def probe_segment(url: str, size: int | None = None, storage_options: dict | Non
         samples = _decode_packets(_new_decoder(), packets)
         if not np.any(samples):
             raise DecodeError(f"silent segment: {seconds:.3f} s of digital zeros")
+    DEMUXED.put(url, packets)
     return info
 
 
@@ -249,6 +297,14 @@ def _prefetch(urls: Sequence[str], storage_options: dict | None, batch: int = 8)
             yield from current
 
 
+def _segment_packets(urls: Sequence[str], storage_options: dict | None) -> Iterator[list]:
+    """Each URL's AAC packets in order: the probe's (``DEMUXED``), or fetched and demuxed."""
+    cached = [DEMUXED.take(u) for u in urls]
+    fetched = _prefetch([u for u, c in zip(urls, cached) if c is None], storage_options)
+    for packets in cached:
+        yield packets if packets is not None else _packets(next(fetched))[3]
+
+
 def decode_run(segments: Sequence[RunSegment], start: int, stop: int, storage_options: dict | None = None,
                block_segments: int = DEFAULT_BLOCK_SEGMENTS, primer: RunSegment | None = None) -> Iterator[np.ndarray]:
     """Yield the run's int16 samples ``[start, stop)`` in the canonical block decode.
@@ -269,15 +325,15 @@ def decode_run(segments: Sequence[RunSegment], start: int, stop: int, storage_op
     if prime is not None and prime.number // block_segments == segments[b].number // block_segments:
         prime = None
     wanted = ([prime] if prime is not None else []) + list(segments[b:last])
-    data = _prefetch([s.url for s in wanted], storage_options)
+    data = _segment_packets([s.url for s in wanted], storage_options)
     decoder = _new_decoder()
     previous_packets = None
     if prime is not None:
-        previous_packets = _packets(next(data))[3]
+        previous_packets = next(data)
         _decode_packets(decoder, previous_packets)
     for i in range(b, last):
         seg = segments[i]
-        packets = _packets(next(data))[3]
+        packets = next(data)
         if i > b and seg.number // block_segments != segments[i - 1].number // block_segments:
             decoder = _new_decoder()  # block boundary: fresh decoder primed by the previous segment
             _decode_packets(decoder, previous_packets)
