@@ -72,3 +72,60 @@ def test_no_other_code_builds_a_local_cluster(folder):
                 if name == "LocalCluster":
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not offenders, f"LocalCluster built outside pamingest.executor.local_cluster: {offenders}"
+
+
+def test_executor_choice():
+    from pamingest.executor import LOCAL_WORK_BYTES, choose
+
+    assert choose(None, None, LOCAL_WORK_BYTES - 1) == "threads"
+    assert choose(None, None, LOCAL_WORK_BYTES) == "cluster"
+    assert choose(None, 2, 1000) == "cluster"  # --workers asks for a cluster whatever the size
+    assert choose(None, None, None) == "cluster"  # size unknown (pseudolabel): a cluster as before
+    assert choose("serial", None, 1) == "serial" and choose("threads", 4, 10**12) == "threads"
+    assert choose("tcp://127.0.0.1:8786", None, 1) == "dask"
+
+
+def test_thread_executor_runs_every_item_at_most_limit_at_once():
+    import threading
+    import time
+
+    from pamingest.executor import ThreadExecutor
+
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def task(item):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.01)
+        with lock:
+            running[0] -= 1
+        if item == 7:
+            raise ValueError("item 7")
+        return item * 2
+
+    ex = ThreadExecutor(4)
+    try:
+        got = {}
+        for item, future in ex.map_unordered(task, range(20), limit=3):
+            got[item] = future.exception() or future.result()
+    finally:
+        ex.close()
+    assert sorted(got) == list(range(20)) and peak[0] <= 3
+    assert got[3] == 6 and isinstance(got[7], ValueError)
+
+
+def test_a_small_job_without_a_client_runs_in_threads_and_stores_what_serial_stores(fixtures, tmp_path):
+    import numpy as np
+
+    import pamingest as pi
+
+    src = pi.TimestampedFiles(str(fixtures / "soundtrap"), "soundtrap")
+    auto = pi.ingest(src, str(tmp_path / "auto"))
+    assert auto.dashboard_link is None and auto.ingested == 3 and not auto.failed  # no cluster started
+    pi.ingest(src, str(tmp_path / "serial"), client="serial")
+    (stream,) = pi.streams(pi.open_store(str(tmp_path / "auto")))
+    a = pi.open_store(str(tmp_path / "auto"))[stream].to_dataset()
+    b = pi.open_store(str(tmp_path / "serial"))[stream].to_dataset()
+    for name in ("audio", "chunk_start", "n_valid", "file_offset"):
+        np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
