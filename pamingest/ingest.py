@@ -150,6 +150,39 @@ def probe_file(file: SourceFile, decoder: Decoder, storage_options: dict) -> Aud
         return f"cannot read: {describe_read_error(exc)}"
 
 
+# Files one probe task takes at most: a task per file costs the scheduler more than
+# an HLS segment's probe, and a batch lets a decoder fetch its files concurrently.
+PROBE_BATCH = 32
+# Threads probing the files of one batch when the decoder has no ``probe_many``:
+# probes mostly wait on header reads.
+PROBE_THREADS = 8
+
+
+def probe_files(files: list[SourceFile], decoder: Decoder, storage_options: dict) -> list[AudioInfo | str]:
+    """``probe_file`` for a batch of files, in order: the decoder's ``probe_many`` when it has one
+    (results are AudioInfo or DecodeError), else the files probed in a few threads."""
+    many = getattr(decoder, "probe_many", None)
+    if many is None:
+        if len(files) == 1:
+            return [probe_file(files[0], decoder, storage_options)]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(PROBE_THREADS, len(files))) as pool:
+            return list(pool.map(lambda f: probe_file(f, decoder, storage_options), files))
+    try:
+        results = many(files, storage_options)
+    except PROGRAMMING_ERRORS:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the batch failed as a whole: probe its files one by one
+        log.debug("probe_many failed (%s); probing one by one", exc)
+        return [probe_file(f, decoder, storage_options) for f in files]
+    return [str(r) if isinstance(r, DecodeError) else r for r in results]
+
+
+def _probe_task(batch: list[SourceFile], decoder: Decoder, storage_options: dict) -> list[AudioInfo | str]:
+    return probe_files(batch, decoder, storage_options)
+
+
 @dataclass(frozen=True)
 class WriteTask:
     """Unit samples ``[first_sample, stop)`` -> the store rows ``rows`` (one per row)."""
@@ -278,9 +311,13 @@ def probe(executor, decoder: Decoder, files: list[SourceFile], storage_options: 
     """Probe files on the executor (each once per run: ``cache``); (probed, rejected) by file order."""
     cache = {} if cache is None else cache
     todo = [f for f in files if f.url not in cache]
-    for file, future in executor.map_unordered(probe_file, todo, limit, decoder=decoder,
-                                               storage_options=storage_options):
-        cache[file.url] = future.result()
+    # Enough batches to keep every worker busy, at most PROBE_BATCH files each.
+    size = max(1, min(PROBE_BATCH, -(-len(todo) // (4 * executor.n_threads))))
+    batches = [todo[k : k + size] for k in range(0, len(todo), size)]
+    for batch, future in executor.map_unordered(_probe_task, batches, limit, decoder=decoder,
+                                                storage_options=storage_options):
+        for file, result in zip(batch, future.result()):
+            cache[file.url] = result
     probed, rejected = [], []
     for file in sorted(files):
         result = cache[file.url]

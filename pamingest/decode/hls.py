@@ -192,11 +192,13 @@ DEMUXED = DemuxedSegments()
 
 
 def probe_segment(url: str, size: int | None = None, storage_options: dict | None = None,
-                  min_seconds: float = MIN_SEGMENT_SECONDS) -> SegmentInfo:
-    """Demux a segment: rate, channels, frames, first PTS. Flags short, silent, broken ones."""
+                  min_seconds: float = MIN_SEGMENT_SECONDS, data: bytes | None = None) -> SegmentInfo:
+    """Demux a segment (``data``, or read from ``url``): rate, channels, frames, first PTS.
+    Flags short, silent, broken ones."""
     if size == 0:
         raise DecodeError("empty object (0 bytes)")
-    data = _read(url, storage_options)
+    if data is None:
+        data = _read(url, storage_options)
     rate, channels, time_base, packets = _packets(data)
     if not packets or packets[0].pts is None:
         raise DecodeError("segment holds no AAC frame with a timestamp")
@@ -263,6 +265,22 @@ class RunSegment:
     number: int  # the N of liveN.ts
     start: int  # sample offset of its first sample in the run
     samples: int
+
+
+def _fetch_each(urls: Sequence[str], storage_options: dict | None) -> list[bytes | DecodeError]:
+    """Each URL's bytes, fetched concurrently (fsspec ``cat``); a DecodeError for each that failed."""
+    if not urls:
+        return []
+    fs, _ = filesystem(urls[0], storage_options)
+    paths = [fs._strip_protocol(u) for u in urls]
+    try:
+        got = fs.cat(paths, on_error="return")
+    except Exception as exc:  # noqa: BLE001
+        return [DecodeError(describe_read_error(exc))] * len(urls)
+    if not isinstance(got, dict):
+        got = {paths[0]: got}
+    return [DecodeError(describe_read_error(v)) if isinstance(v, BaseException) else v
+            for v in (got.get(p, FileNotFoundError(p)) for p in paths)]
 
 
 def _prefetch(urls: Sequence[str], storage_options: dict | None, batch: int = 8) -> Iterator[bytes]:
@@ -466,6 +484,22 @@ class HlsDecoder:
 
     def probe(self, file: SourceFile, storage_options: dict) -> SegmentInfo:
         return probe_segment(file.url, file.size, storage_options)
+
+    def probe_many(self, files: Sequence[SourceFile], storage_options: dict) -> list[SegmentInfo | DecodeError]:
+        """Probe segments fetched concurrently (a segment is ~200 kB: fetched one by one, the
+        object store's latency would be the probe's cost)."""
+        nonempty = [f for f in files if f.size != 0]
+        fetched = dict(zip((f.url for f in nonempty), _fetch_each([f.url for f in nonempty], storage_options)))
+        out: list[SegmentInfo | DecodeError] = []
+        for f in files:
+            try:
+                data = fetched.get(f.url)
+                if isinstance(data, DecodeError):
+                    raise data
+                out.append(probe_segment(f.url, f.size, storage_options, data=data))
+            except DecodeError as exc:
+                out.append(exc)
+        return out
 
     def read(self, source: RunSource, start: int, stop: int, storage_options: dict) -> Iterator[np.ndarray]:
         return decode_run(source.segments, start, stop, storage_options, block_segments=source.block_segments)
