@@ -13,6 +13,11 @@ Public API::
     ds.pam.scores("energy:humpback")
 """
 
+import importlib
+import importlib.util
+import sys
+import types
+
 from .errors import (
     ConcurrentIngestError,
     ConcurrentWriteError,
@@ -27,22 +32,51 @@ from .errors import (
     StreamNotFoundError,
     TemplateError,
 )
-from .ingest import IngestReport, ingest
-from .query import PamAccessor, open_store, open_stream, streams
-from .sources import (
-    TEMPLATES,
-    FilenameTemplate,
-    Ncei,
-    OrcasoundFLAC,
-    OrcasoundHLS,
-    PacificSound,
-    RejectedFile,
-    SanctSound,
-    Source,
-    SourceFile,
-    TimestampedFiles,
-)
-from .store.repo import Store, StoreLocation
+# Everything but the errors is imported on first use (PEP 562): `import pamingest` stays under
+# 0.4 s (benchmarks/startup.py) instead of importing the whole stack (zarr, icechunk, xarray,
+# pandas, dask...). `from pamingest import open_store` imports pamingest.query, which registers
+# the ``.pam`` accessor on xarray Datasets.
+_LAZY = {
+    "IngestReport": "ingest", "ingest": "ingest",
+    "PamAccessor": "query", "open_store": "query", "open_stream": "query", "streams": "query",
+    "TEMPLATES": "sources", "FilenameTemplate": "sources", "Ncei": "sources", "OrcasoundFLAC": "sources",
+    "OrcasoundHLS": "sources", "PacificSound": "sources", "RejectedFile": "sources", "SanctSound": "sources",
+    "Source": "sources", "SourceFile": "sources", "TimestampedFiles": "sources",
+    "Store": "store.repo", "StoreLocation": "store.repo",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    elif not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        value = importlib.import_module(f".{name}", __name__)  # a submodule: pamingest.labeling, ...
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(types.ModuleType):
+    """``pamingest.ingest`` is the function, not the submodule of the same name.
+
+    Importing a submodule binds it on its package (``pamingest.ingest =
+    <module pamingest.ingest>``) when it is first loaded, by whoever loads
+    it (the CLI, a Dask worker unpickling a task); the function is bound
+    instead, as the package's former eager ``from .ingest import ingest`` did.
+    """
+
+    def __setattr__(self, name: str, value) -> None:
+        if name == "ingest" and isinstance(value, types.ModuleType):
+            value = value.ingest
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __version__ = "0.1.0"
 

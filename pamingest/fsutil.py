@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import fsspec
-
 from .errors import DecodeError
 
 # Storage options that mean the same thing for every S3-compatible server.
@@ -18,6 +16,9 @@ def filesystem(url: str, storage_options: dict[str, Any] | None = None):
     Listing caches are disabled: a long-lived process (a Prefect worker, a
     notebook) must see objects added to a bucket since its last listing.
     """
+    # imported lazily: `import pamingest` stays under 0.4 s (benchmarks/startup.py)
+    import fsspec
+
     options = dict(storage_options or {})
     protocol = url.split("://", 1)[0] if "://" in url else "file"
     if protocol in ("s3", "s3a"):

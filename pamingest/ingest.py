@@ -32,14 +32,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import pickle
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
-import zarr
 
 from .decode.base import AudioInfo, Decoder, PlanContext, Unit
 from .errors import PROGRAMMING_ERRORS, ConfigError, DecodeError
@@ -49,9 +47,12 @@ from .registry import build
 from .sources.base import RejectedFile, Source, SourceFile, list_source
 from .store import layout
 from .store.catalog import KnownFile, read_catalog
-from .store.repo import Store, StoreLocation
+from .store.repo import Store, StoreLocation, load_session
 from .store.rows import Landing, allocate, land, prepare_streams
 from .timing import NS_PER_S, samples_per_row
+
+if TYPE_CHECKING:
+    import zarr
 
 log = logging.getLogger(__name__)
 DEFAULT_ROW_SECONDS = 10.0
@@ -209,6 +210,10 @@ def write_rows(task: WriteTask, fork, storage_options: dict):
     256 kHz 24-bit row is 10 MB, so such rows go one by one and memory stays
     bounded whatever the rate.
     """
+    # imported lazily (here and by the store modules): `import pamingest` stays under 0.4 s
+    # (benchmarks/startup.py)
+    import zarr
+
     try:
         audio = zarr.open_array(fork.store, path=task.array_path, mode="r+")
         spr = task.row_samples
@@ -260,7 +265,7 @@ def write_rows(task: WriteTask, fork, storage_options: dict):
 
 def _write_task(item, storage_options: dict):
     _, task, fork_bytes = item
-    return write_rows(task, pickle.loads(fork_bytes), storage_options)
+    return write_rows(task, load_session(fork_bytes), storage_options)
 
 
 # ---------------------------------------------------------------- stages

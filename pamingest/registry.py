@@ -14,10 +14,12 @@ and the reason; the other names keep working.
 from __future__ import annotations
 
 import functools
-from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import PluginError, PluginNotFoundError
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
 
 # kind -> (entry point group, what one entry is called in messages)
 GROUPS = {
@@ -45,6 +47,10 @@ class Registry:
         self._loaded: dict[str, Any] = {}
 
     def _entry_points(self) -> dict[str, EntryPoint]:
+        # imported lazily (importlib.metadata is slow to import): `import pamingest` stays under
+        # 0.4 s (benchmarks/startup.py)
+        from importlib.metadata import entry_points
+
         found: dict[str, EntryPoint] = {}
         for ep in entry_points(group=self.group):
             # pamingest's own entry point wins over a plug-in of the same name.

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from . import query  # noqa: F401  (registers the .pam accessor used below)
 from .errors import ConfigError
 from .timing import NS_PER_S, to_ns
 

@@ -13,9 +13,11 @@ import math
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from .errors import ConfigError
+
+# pandas is imported lazily, in the functions that parse and format times: `import pamingest`
+# stays under 0.4 s (benchmarks/startup.py).
 
 NS_PER_S = 1_000_000_000
 NAT = np.iinfo(np.int64).min
@@ -66,6 +68,8 @@ def to_ns(value: Any) -> int:
 
     Naive values are taken as UTC; aware values are converted to UTC.
     """
+    import pandas as pd
+
     ts = pd.Timestamp(value)
     if ts is pd.NaT:
         raise ConfigError(f"not a time: {value!r}")
@@ -81,6 +85,8 @@ def ns_to_datetime64(ns: int | np.ndarray) -> np.datetime64 | np.ndarray:
 def ns_to_iso(ns: int) -> str:
     if ns == NAT:
         return "NaT"
+    import pandas as pd
+
     return pd.Timestamp(ns, unit="ns").isoformat() + "Z"
 
 

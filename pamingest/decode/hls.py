@@ -44,16 +44,20 @@ import io
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
 from ..errors import DecodeError
 from ..fsutil import describe_read_error, filesystem
-from ..sources.base import SourceFile
 from ..store.tables import Column, Table
 from ..timing import NAT, NS_PER_S
 from .base import AudioInfo, Continuation, PlanContext, TableRecord, Unit, UnitFile
+
+if TYPE_CHECKING:
+    # pamingest.sources.orcasound imports this module's constants, so that this module can be
+    # imported first (a Dask worker unpickling an HlsDecoder): SourceFile is imported where used.
+    from ..sources.base import SourceFile
 
 AAC_FRAME = 1024
 # ffmpeg's MPEG-TS muxer starts timestamps at 2 x its max_delay of 0.7 s.
@@ -417,6 +421,8 @@ class _StoredRuns:
 
     def latest_run(self, stream: str, session: str) -> _Run | None:
         """The latest run of ``session`` in a stream, with its segments, or None."""
+        from ..sources.base import SourceFile
+
         t = self.tables(stream)
         if t is None:
             return None
@@ -506,6 +512,8 @@ class HlsDecoder:
 
     def plan(self, probed: Sequence[tuple[SourceFile, SegmentInfo]], context: PlanContext) -> list[Unit]:
         """Units for new segments: runs continued from the store or started at their PTS."""
+        from ..sources.base import SourceFile
+
         by_session: dict[tuple[str, str], list[tuple[SourceFile, SegmentInfo]]] = defaultdict(list)
         for file, seg in probed:
             by_session[(file.site, session_url(file.url))].append((file, seg))

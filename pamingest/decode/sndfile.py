@@ -8,16 +8,18 @@ libsndfile returns left-aligned in int32 and which is stored right-aligned
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
-import soundfile
 
 from ..errors import DecodeError
 from ..fsutil import describe_read_error, filesystem, open_for_read
 from ..sources.base import SourceFile
 from . import riff
 from .base import AudioInfo, FileDecoder
+
+if TYPE_CHECKING:
+    import soundfile
 
 # libsndfile subtype -> (stored dtype, bits per sample, dtype soundfile reads)
 _SUBTYPES = {
@@ -63,6 +65,9 @@ def _check_wav_header(fh, size: int) -> None:
 
 
 def _open(fh, url: str) -> soundfile.SoundFile:
+    # imported lazily: `import pamingest` stays under 0.4 s (benchmarks/startup.py)
+    import soundfile
+
     try:
         return soundfile.SoundFile(fh)
     except soundfile.LibsndfileError as exc:

@@ -38,7 +38,7 @@ from ..errors import PROGRAMMING_ERRORS, LabelingError
 from ..executor import executor_for
 from ..progress import progress_bar
 from ..store import layout
-from ..store.repo import Commit, Store, StoreLocation
+from ..store.repo import Commit, Store, StoreLocation, load_session
 from ..store.tables import gather, scatter
 from ..timing import NS_PER_S
 from .base import Detection, Labeler, LabelerSpec, full_scale
@@ -135,7 +135,7 @@ def _session_for(session_bytes: bytes):
         with _LOCK:
             if len(_SESSIONS) >= 4:  # runs come and go; keep the last few
                 _SESSIONS.pop(next(iter(_SESSIONS)))
-            session = _SESSIONS[session_bytes] = pickle.loads(session_bytes)
+            session = _SESSIONS[session_bytes] = load_session(session_bytes)
     return session
 
 

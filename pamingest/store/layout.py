@@ -22,15 +22,18 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass
-
-import zarr
-from zarr.codecs.numcodecs import PCodec
+from typing import TYPE_CHECKING
 
 from ..decode.base import AudioInfo
 from ..errors import ConfigError
 from ..timing import NAT
-from .codec import FLAC_MAX_CHANNELS, FlacCodec
 from .tables import ROW_CHUNK, Column, Table
+
+if TYPE_CHECKING:
+    import zarr
+
+# zarr (and the FLAC codec, a zarr codec) are imported lazily, where streams are created or
+# listed: `import pamingest` stays under 0.4 s (benchmarks/startup.py).
 
 LAYOUT_VERSION = 1
 META_CHUNK = ROW_CHUNK
@@ -88,6 +91,10 @@ def under(path: str, prefix: str | None) -> bool:
 
 def _serializer(info: AudioInfo):
     """FLAC for integer PCM up to 24 bits and 8 channels; PCodec (lossless) otherwise."""
+    from zarr.codecs.numcodecs import PCodec
+
+    from .codec import FLAC_MAX_CHANNELS, FlacCodec
+
     if info.store_dtype in ("int16", "int32") and info.bits <= 24 and info.channels <= FLAC_MAX_CHANNELS:
         return FlacCodec(bits=16 if info.store_dtype == "int16" else 24, sample_rate=info.sample_rate)
     with warnings.catch_warnings():
@@ -184,6 +191,8 @@ def grow_row_arrays(stream: zarr.Group, n_rows: int | None = None) -> list[str]:
 
 def iter_streams(root: zarr.Group, prefixes=None):
     """``(path, group)`` for every stream group in the store (under one of ``prefixes``), by path."""
+    import zarr
+
     prefixes = [p for p in (prefixes or [])]
     found = []
     for path, node in root.members(max_depth=None):

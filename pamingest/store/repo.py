@@ -29,30 +29,54 @@ rely on their conditional writes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
+import pickle
 import random
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Iterator, TypeVar
-
-import icechunk
-import zarr
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterator, TypeVar
 
 from ..errors import ConcurrentWriteError, ConfigError, StoreNotFoundError
+
+if TYPE_CHECKING:
+    import icechunk
+    import zarr
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _MEMORY: dict[str, icechunk.Storage] = {}
 LOCK_NAME = "pamingest.commit.lock"
-ICECHUNK_2 = int(icechunk.__version__.split(".")[0]) >= 2
-# Icechunk warns on every local-filesystem open that concurrent commits are
-# unsafe there; pamingest serialises local commits with a lock file (above),
-# so the warning is noise. ICECHUNK_LOG set by the user still wins.
-if "ICECHUNK_LOG" not in os.environ:
-    icechunk.set_logs_filter("error")
+
+
+@functools.cache
+def _icechunk():
+    """The ``icechunk`` module, set up for pamingest on first use.
+
+    icechunk and zarr are imported lazily, by the functions that open and
+    commit stores: `import pamingest` stays under 0.4 s (benchmarks/startup.py).
+    """
+    import icechunk
+
+    # Icechunk warns on every local-filesystem open that concurrent commits are
+    # unsafe there; pamingest serialises local commits with a lock file (above),
+    # so the warning is noise. ICECHUNK_LOG set by the user still wins.
+    if "ICECHUNK_LOG" not in os.environ:
+        icechunk.set_logs_filter("error")
+    return icechunk
+
+
+def _icechunk_2() -> bool:
+    return int(_icechunk().__version__.split(".")[0]) >= 2
+
+
+def load_session(data: bytes) -> icechunk.Session:
+    """A session (or fork) pickled by another process, with icechunk set up as above."""
+    _icechunk()
+    return pickle.loads(data)
 
 
 @dataclass(frozen=True)
@@ -76,6 +100,7 @@ class StoreLocation:
         return None
 
     def storage(self) -> icechunk.Storage:
+        icechunk = _icechunk()
         url, opts = self.url, dict(self.options)
         if url.startswith("memory://"):
             return _MEMORY.setdefault(url, icechunk.in_memory_storage())
@@ -111,6 +136,9 @@ class StoreLocation:
 
 
 def open_repository(location: StoreLocation, create: bool = False) -> icechunk.Repository:
+    import zarr
+
+    icechunk = _icechunk()
     path = location.local_path
     if not create and path is not None and not os.path.isdir(path):
         # Checked first: opening local storage would leave an empty folder behind.
@@ -122,7 +150,7 @@ def open_repository(location: StoreLocation, create: bool = False) -> icechunk.R
         raise StoreNotFoundError(f"no pamingest store at {location.url}")
     # Icechunk 2 writes its own format (spec 2) by default, which Icechunk 1 cannot open; stores stay
     # in the format both read until every reader has moved (docs/architecture.md, "Icechunk versions").
-    repo = icechunk.Repository.create(storage, spec_version=1) if ICECHUNK_2 else icechunk.Repository.create(storage)
+    repo = icechunk.Repository.create(storage, spec_version=1) if _icechunk_2() else icechunk.Repository.create(storage)
     # The root group is made at creation, so that no two first writers both create it.
     session = repo.writable_session("main")
     zarr.open_group(session.store, mode="a", attributes={"pamingest_store": 1})
@@ -233,6 +261,8 @@ class Store:
 
     def root(self, snapshot: str | None = None, branch: str = "main") -> zarr.Group:
         """The root group of a snapshot (or of the tip of ``branch``), read-only."""
+        import zarr
+
         return zarr.open_group(self.session(snapshot, branch).store, mode="r")
 
     def history(self, snapshot: str, n: int) -> list[icechunk.SnapshotInfo]:
@@ -249,6 +279,8 @@ class Store:
 
     @staticmethod
     def open_root(session: icechunk.Session) -> zarr.Group:
+        import zarr
+
         return zarr.open_group(session.store, mode="r+")
 
     @staticmethod
@@ -267,8 +299,9 @@ class Store:
         """
         if session.read_only:
             raise ConfigError("a read-only session cannot be forked for writing")
-        if ICECHUNK_2 or not session.has_uncommitted_changes:
+        if _icechunk_2() or not session.has_uncommitted_changes:
             return session.fork()
+        icechunk = _icechunk()
         from icechunk._icechunk_python import PySession
 
         return icechunk.session.ForkSession(PySession.from_bytes(session._session.as_bytes()))
@@ -300,6 +333,7 @@ class Store:
         -------
         Commit
         """
+        icechunk = _icechunk()
         result: Commit = Commit(None)
         path = self.location.local_path
         deadline = time.monotonic() + self.retry.timeout

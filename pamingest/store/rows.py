@@ -32,10 +32,9 @@ import json
 import pickle
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
-import zarr
 
 from ..decode.base import Unit
 from ..sources.base import RejectedFile
@@ -43,6 +42,9 @@ from ..timing import NAT
 from . import layout
 from .catalog import KnownFile, read_catalog
 from .repo import Commit, Store
+
+if TYPE_CHECKING:  # zarr is only in type hints here: `import pamingest` stays light (benchmarks/startup.py)
+    import zarr
 
 
 def _by_stream(units: Iterable[Unit]) -> dict[str, list[Unit]]:

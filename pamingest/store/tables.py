@@ -15,10 +15,12 @@ attributes so that xarray decodes them to ``datetime64[ns]``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
-import zarr
+
+if TYPE_CHECKING:  # zarr is only in type hints here: `import pamingest` stays light (benchmarks/startup.py)
+    import zarr
 
 TABLE_CHUNK = 4096
 ROW_CHUNK = 8192
