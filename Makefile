@@ -24,6 +24,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
+	$(BIN)/pip install -q -e ".[bench]"
 	for b in benchmarks/[a-z]*.py; do $(BIN)/python $$b --output benchmarks/results/$$(basename $$b .py).json || exit 1; done
 
 clean:
