@@ -118,7 +118,7 @@ def read(url: str, info: AudioInfo, start: int, stop: int, storage_options: dict
     _, _, read_dtype = _SUBTYPES[info.subtype]
     want = min(stop, info.frames) - start
     done = 0
-    with open_for_read(fs, path) as fh, _open(fh, url) as snd:
+    with open_for_read(fs, path, background=True) as fh, _open(fh, url) as snd:
         try:
             if start:
                 snd.seek(start)
