@@ -34,9 +34,13 @@ class SerialExecutor:
             future.set_exception(exc)
         return future
 
-    def map_unordered(self, fn: Callable, items: Iterable, limit: int, **kwargs: Any) -> Iterator[tuple[Any, cf.Future]]:
+    def map_unordered(self, fn: Callable, items: Iterable, limit: int, placement: Callable | None = None,
+                      **kwargs: Any) -> Iterator[tuple[Any, cf.Future]]:
         for item in items:
             yield item, self.submit(fn, item, **kwargs)
+
+    def where(self, future) -> str | None:
+        return None
 
 
 class ThreadExecutor:
@@ -54,7 +58,8 @@ class ThreadExecutor:
     def submit(self, fn: Callable, *args: Any, **kwargs: Any) -> cf.Future:
         return self._pool.submit(fn, *args, **kwargs)
 
-    def map_unordered(self, fn: Callable, items: Iterable, limit: int, **kwargs: Any) -> Iterator[tuple[Any, cf.Future]]:
+    def map_unordered(self, fn: Callable, items: Iterable, limit: int, placement: Callable | None = None,
+                      **kwargs: Any) -> Iterator[tuple[Any, cf.Future]]:
         """``fn(item)`` for each item with at most ``limit`` in flight; (item, future) as done."""
         items = iter(items)
         pending: dict[cf.Future, Any] = {}
@@ -72,6 +77,9 @@ class ThreadExecutor:
                 yield pending.pop(future), future
                 submit_next()
 
+    def where(self, future) -> str | None:
+        return None
+
 
 class DaskExecutor:
     """Submits to a ``distributed.Client``; results come back as they finish."""
@@ -87,25 +95,39 @@ class DaskExecutor:
     def n_threads(self) -> int:
         return max(1, sum(self.client.nthreads().values()))
 
-    def submit(self, fn: Callable, *args: Any, key_prefix: str | None = None, **kwargs: Any):
+    def submit(self, fn: Callable, *args: Any, key_prefix: str | None = None, worker: str | None = None,
+               **kwargs: Any):
         import uuid
 
         key = f"{key_prefix or fn.__name__}-{uuid.uuid4().hex}"
-        return self.client.submit(fn, *args, key=key, pure=False, **kwargs)
+        # A preferred worker (one holding the task's input in memory) is a hint, not a rule:
+        # the scheduler may still run the task elsewhere when that worker is busy.
+        where = {"workers": [worker], "allow_other_workers": True} if worker else {}
+        return self.client.submit(fn, *args, key=key, pure=False, **where, **kwargs)
 
-    def map_unordered(self, fn: Callable, items: Iterable, limit: int, **kwargs: Any) -> Iterator[tuple[Any, Any]]:
+    def where(self, future) -> str | None:
+        """The worker that holds a finished task's result (where it ran)."""
+        holders = self.client.who_has([future]).get(future.key) or ()
+        return next(iter(holders), None)
+
+    def map_unordered(self, fn: Callable, items: Iterable, limit: int, placement: Callable | None = None,
+                      **kwargs: Any) -> Iterator[tuple[Any, Any]]:
         """``fn(item)`` for each item with at most ``limit`` in flight; (item, future) as done.
 
         Bounded submission keeps the client's memory and the scheduler's task
-        count flat whatever the number of files.
+        count flat whatever the number of files. ``placement(item)`` names
+        the worker an item should preferably run on (or None).
         """
         from distributed import as_completed
+
+        def submit(item):
+            return self.submit(fn, item, worker=placement(item) if placement else None, **kwargs)
 
         items = iter(items)
         pending: dict[str, Any] = {}
         first = []
         for item in items:
-            future = self.submit(fn, item, **kwargs)
+            future = submit(item)
             pending[future.key] = item
             first.append(future)
             if len(first) >= max(1, limit):
@@ -117,7 +139,7 @@ class DaskExecutor:
 
         def submit_next() -> bool:
             for item in items:
-                future = self.submit(fn, item, **kwargs)
+                future = submit(item)
                 pending[future.key] = item
                 queue.add(future)
                 return True

@@ -34,6 +34,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -311,18 +312,27 @@ classify = list_new
 
 
 def probe(executor, decoder: Decoder, files: list[SourceFile], storage_options: dict, limit: int,
-          cache: dict[str, AudioInfo | str] | None = None) -> tuple[list[tuple[SourceFile, AudioInfo]],
-                                                                   list[RejectedFile]]:
-    """Probe files on the executor (each once per run: ``cache``); (probed, rejected) by file order."""
+          cache: dict[str, AudioInfo | str] | None = None,
+          placed: dict[str, str] | None = None) -> tuple[list[tuple[SourceFile, AudioInfo]], list[RejectedFile]]:
+    """Probe files on the executor (each once per run: ``cache``); (probed, rejected) by file order.
+
+    ``placed`` records the worker that probed each file, for decoders that
+    keep what they probed for the decode (``keeps_probed_data``).
+    """
     cache = {} if cache is None else cache
     todo = [f for f in files if f.url not in cache]
-    # Enough batches to keep every worker busy, at most PROBE_BATCH files each.
-    size = max(1, min(PROBE_BATCH, -(-len(todo) // (4 * executor.n_threads))))
+    # Enough batches to keep every worker busy, at most PROBE_BATCH files each; a decoder may
+    # ask for batches that match its decode (HLS: a decode block's segments).
+    size = max(1, min(getattr(decoder, "probe_batch", PROBE_BATCH), -(-len(todo) // (4 * executor.n_threads))))
     batches = [todo[k : k + size] for k in range(0, len(todo), size)]
+    keeps = placed is not None and getattr(decoder, "keeps_probed_data", False)
     for batch, future in executor.map_unordered(_probe_task, batches, limit, decoder=decoder,
                                                 storage_options=storage_options):
+        where = executor.where(future) if keeps else None
         for file, result in zip(batch, future.result()):
             cache[file.url] = result
+            if where:
+                placed[file.url] = where
     probed, rejected = [], []
     for file in sorted(files):
         result = cache[file.url]
@@ -408,9 +418,20 @@ def task_rows(unit: Unit, row_samples: int, rows_per_task: int) -> list[tuple[in
     return tasks
 
 
+def _preferred_worker(unit: Unit, first: int, stop: int, placed: dict[str, str]) -> str | None:
+    """The worker that probed most of the files holding the unit's samples ``[first, stop)``."""
+    votes = Counter(placed[f.file.url] for f in unit.files
+                    if f.file.url in placed and f.start < stop and f.start + f.samples > first)
+    return votes.most_common(1)[0][0] if votes else None
+
+
 def write(executor, units: list[Unit], forks: dict[str, bytes], storage_options: dict, rows_per_task: int,
-          limit: int, root: zarr.Group, bar=None) -> None:
-    """Decode and write every unit's rows; each unit ends ``ok`` (its forks kept) or ``failed``."""
+          limit: int, root: zarr.Group, bar=None, placed: dict[str, str] | None = None) -> None:
+    """Decode and write every unit's rows; each unit ends ``ok`` (its forks kept) or ``failed``.
+
+    With ``placed`` (worker per probed file), a task preferably runs on the
+    worker that probed its files: that worker still holds them (HLS).
+    """
     tasks = []
     for unit in units:
         spr = int(root[unit.stream].attrs["row_samples"])
@@ -421,7 +442,9 @@ def write(executor, units: list[Unit], forks: dict[str, bytes], storage_options:
             tasks.append((unit, WriteTask(unit.decoder, unit.source, f"{unit.stream}/audio", spr, first, stop,
                                           tuple(unit.rows[lo:hi])), forks[unit.stream]))
             unit.tasks_left += 1
-    for (unit, _, _), future in executor.map_unordered(_write_task, tasks, limit, storage_options=storage_options):
+    where = {id(t[1]): _preferred_worker(t[0], t[1].first_sample, t[1].stop, placed) for t in tasks} if placed else {}
+    for (unit, _, _), future in executor.map_unordered(_write_task, tasks, limit, storage_options=storage_options,
+                                                       placement=lambda t: where.get(id(t[1]))):
         fork, samples, error = future.result()
         unit.tasks_left -= 1
         if error:
@@ -516,6 +539,7 @@ class _Run:
         self.time_range = source.time_range() if hasattr(source, "time_range") else None
         self.records: list[SourceFile | RejectedFile] = list(list_source(source))
         self.probes: dict[str, AudioInfo | str] = {}
+        self.placed: dict[str, str] = {}  # URL -> the Dask worker that probed it
         self._start_executor = start_executor
         self._executor = None
 
@@ -546,7 +570,7 @@ class _Run:
             return set()
         executor = self.executor(sum(f.size for f in listing.new))
         limit = 4 * executor.n_threads + 8
-        probed, rejected = probe(executor, self.decoder, listing.new, self.options, limit, self.probes)
+        probed, rejected = probe(executor, self.decoder, listing.new, self.options, limit, self.probes, self.placed)
         rejected = listing.rejected + rejected
         probed, outside = within(probed, self.time_range)
         report.outside_range += outside
@@ -562,7 +586,7 @@ class _Run:
                       for u in units)
         bar = _progress_bar(self.progress, seconds)
         try:
-            write(executor, units, forks, self.options, self.rows_per_task, limit, root, bar)
+            write(executor, units, forks, self.options, self.rows_per_task, limit, root, bar, self.placed)
         finally:
             if bar is not None:
                 bar.close()

@@ -244,6 +244,36 @@ def test_a_probed_segment_is_decoded_from_the_probe_not_read_again(s3, fixture_s
     np.testing.assert_array_equal(from_probe, reference_decode(fixture_segments[:1]))
 
 
+def _demuxed_segments_held() -> int:
+    from pamingest.decode.hls import DEMUXED
+
+    return len(DEMUXED)
+
+
+def test_on_a_cluster_each_block_is_decoded_by_the_worker_that_probed_it(s3, tmp_path):
+    """The probe keeps a block's demuxed segments on its worker; the block's write task is sent
+    there and takes them: no worker is left holding segments nobody decoded from memory."""
+    from distributed import Client
+
+    from pamingest.executor import local_cluster
+
+    s3.bucket(BUCKET)
+    segments = hls_segments(tone_and_noise(240, channels=1, seed=9))  # 24 segments: 12 blocks of 2
+    for n, data in enumerate(segments):
+        s3.put(BUCKET, f"rpi_bush_point/hls/{E1}/live{n:03d}.ts", data)
+    src = OrcasoundHLS(["rpi_bush_point"], storage_options=s3.storage_options, block_segments=2)
+    with local_cluster(2) as cluster, Client(cluster, set_as_default=False) as client:
+        report = pi.ingest(src, str(tmp_path / "store"), client=client)
+        left = client.run(_demuxed_segments_held)
+    assert report.ingested == 24 and not report.failed
+    assert set(left.values()) == {0}, left
+    pi.ingest(src, str(tmp_path / "serial"), client="serial")
+    stream = "orcasound/rpi_bush_point/48000Hz_1ch_pcm16"
+    a = pi.open_store(str(tmp_path / "store"))[stream].to_dataset()
+    b = pi.open_store(str(tmp_path / "serial"))[stream].to_dataset()
+    np.testing.assert_array_equal(a["audio"].values, b["audio"].values)
+
+
 def test_grown_live_session_continues_without_duplicate_or_gap(s3, fixture_segments, tmp_path):
     s3.bucket(BUCKET)
     for n, data in zip((998, 999), fixture_segments):

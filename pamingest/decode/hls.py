@@ -488,6 +488,15 @@ class HlsDecoder:
         return (f"HlsDecoder(capture_delay_s={self.capture_delay_s}, block_segments={self.block_segments}, "
                 f"tolerance_samples={self.tolerance_samples})")
 
+    # The probe demuxes whole segments and keeps their packets for the decode (DEMUXED):
+    # ingest probes a decode block's segments together and decodes the block where they
+    # were probed.
+    keeps_probed_data = True
+
+    @property
+    def probe_batch(self) -> int:
+        return self.block_segments
+
     def probe(self, file: SourceFile, storage_options: dict) -> SegmentInfo:
         return probe_segment(file.url, file.size, storage_options)
 
