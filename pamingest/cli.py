@@ -412,6 +412,10 @@ def main(argv: list[str] | None = None) -> int:
         print("pamingest: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BaseException as exc:
+        if type(exc).__name__ == "NoCredentialsError":  # botocore: a private bucket, or a public one without --anon
+            _error(args, "no credentials for the bucket: for a public bucket pass --anon; otherwise set "
+                         "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE")
+            return EXIT_ERROR
         # Icechunk's errors (a snapshot id that does not exist, storage it cannot reach) and the
         # panics of its Rust core (a store folder that cannot be created; a BaseException) are
         # about the store the user named, not bugs of pamingest.

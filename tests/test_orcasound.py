@@ -344,6 +344,22 @@ def test_time_range_selects_sessions(orca_bucket):
     assert names[:2] == ["live000.ts", "live001.ts"]
 
 
+def test_command_line_without_credentials_says_what_to_do(orca_bucket, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from pamingest.cli import EXIT_ERROR
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["AWS_SHARED_CREDENTIALS_FILE"] = env["AWS_CONFIG_FILE"] = str(tmp_path / "none")
+    out = subprocess.run([sys.executable, "-m", "pamingest.cli", "ingest", "orcasound", "--node", LAB,
+                          "--store", tmp_path / "s", "--endpoint-url", orca_bucket.endpoint, "--serial"],
+                         capture_output=True, text=True, env=env)
+    assert out.returncode == EXIT_ERROR, out.stderr
+    assert "no credentials" in out.stderr and "--anon" in out.stderr and "Traceback" not in out.stderr
+
+
 def test_command_line(orca_bucket, tmp_path):
     import json
     import subprocess
