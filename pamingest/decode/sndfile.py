@@ -127,7 +127,7 @@ def read(url: str, info: AudioInfo, start: int, stop: int, storage_options: dict
                 if len(block) == 0:
                     break
                 if info.bits == 24:
-                    block = np.right_shift(block, 8)
+                    np.right_shift(block, 8, out=block)  # our own array: shifted in place
                 done += len(block)
                 yield block
         except DecodeError:

@@ -41,16 +41,32 @@ FLAC_BITS = {16: ("PCM_16", np.int16), 24: ("PCM_24", np.int32)}
 _MEMFD = hasattr(os, "memfd_create")
 
 
-def flac_bytes(data: np.ndarray, sample_rate: int, subtype: str) -> bytes:
-    """``(frames, channels)`` samples -> one FLAC stream."""
+# 24-bit rows are handed to libsndfile this many frames at a time, each block shifted
+# into the top 24 bits of an int32 on its own: a 256 kHz row is 10 MB, and a shifted
+# copy of the whole row would double what each encode holds.
+SHIFT_BLOCK_FRAMES = 2**16
+
+
+def _write_flac(f, data: np.ndarray, shift: int) -> None:
+    if not shift:
+        f.write(data)
+        return
+    for k in range(0, len(data), SHIFT_BLOCK_FRAMES):
+        f.write(np.left_shift(data[k : k + SHIFT_BLOCK_FRAMES], shift))
+
+
+def flac_bytes(data: np.ndarray, sample_rate: int, subtype: str, shift: int = 0) -> bytes:
+    """``(frames, channels)`` samples, shifted left by ``shift`` bits on the way -> one FLAC stream."""
+    channels = data.shape[1]
     if not _MEMFD:
         out = io.BytesIO()
-        soundfile.write(out, data, sample_rate, format="FLAC", subtype=subtype)
+        with soundfile.SoundFile(out, "w", sample_rate, channels, subtype, format="FLAC") as f:
+            _write_flac(f, data, shift)
         return out.getvalue()
     fd = os.memfd_create("pamingest-flac", os.MFD_CLOEXEC)
     try:
-        with soundfile.SoundFile(fd, "w", sample_rate, data.shape[1], subtype, format="FLAC", closefd=False) as f:
-            f.write(data)
+        with soundfile.SoundFile(fd, "w", sample_rate, channels, subtype, format="FLAC", closefd=False) as f:
+            _write_flac(f, data, shift)
         return os.pread(fd, os.lseek(fd, 0, os.SEEK_END), 0)
     finally:
         os.close(fd)
@@ -124,18 +140,19 @@ class FlacCodec(ArrayBytesCodec):
         frames, channels = self._frames(data.shape)
         data = data.reshape(frames, channels)
         subtype, _ = FLAC_BITS[self.bits]
+        shift = 0
         if self.bits == 24:
             if data.size and (data.max() > 2**23 - 1 or data.min() < -(2**23)):
                 raise ValueError("sample outside the 24-bit range: refusing a lossy FLAC encode")
-            # libsndfile reads 24-bit PCM from the top 24 bits of an int32.
-            data = np.left_shift(data, 8)
-        return chunk_spec.prototype.buffer.from_bytes(flac_bytes(np.ascontiguousarray(data), self.sample_rate, subtype))
+            shift = 8  # libsndfile reads 24-bit PCM from the top 24 bits of an int32
+        encoded = flac_bytes(np.ascontiguousarray(data), self.sample_rate, subtype, shift)
+        return chunk_spec.prototype.buffer.from_bytes(encoded)
 
     def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
         _, dtype = FLAC_BITS[self.bits]
         data = flac_samples(chunk_bytes.to_bytes(), np.dtype(dtype).name)
         if self.bits == 24:
-            data = np.right_shift(data, 8)
+            np.right_shift(data, 8, out=data)  # our own array: shifted in place
         return chunk_spec.prototype.nd_buffer.from_numpy_array(data.reshape(chunk_spec.shape))
 
     # libsndfile is called through CFFI, which releases the GIL: running chunk
