@@ -20,8 +20,15 @@ def open_session(url: str | StoreLocation, snapshot: str | None = None, branch: 
 
 
 def open_store(url: str | StoreLocation, snapshot: str | None = None, *, branch: str = "main",
-               storage_options: dict | None = None) -> xr.DataTree:
-    """Open a pamingest store as an ``xarray.DataTree`` (lazy, Dask-backed).
+               storage_options: dict | None = None, chunks: dict | None = None) -> xr.DataTree:
+    """Open a pamingest store as an ``xarray.DataTree`` (lazy).
+
+    Opening reads metadata only. Arrays are read when indexed, and then only
+    the Zarr chunks a selection needs (xarray's lazy indexing):
+    ``ds["audio"][i]`` reads one row. By default no Dask array is made: a
+    stream's audio has one chunk per row, and a Dask array of a year of 10 s
+    rows (3.2 million chunks) costs 0.5 s to make and seconds for any
+    selection of it (measured, ``benchmarks/window_at_scale.py``).
 
     Parameters
     ----------
@@ -31,6 +38,11 @@ def open_store(url: str | StoreLocation, snapshot: str | None = None, *, branch:
         Icechunk snapshot id to pin (e.g. the one a training run used).
     storage_options : dict, optional
         ``endpoint_url``, ``key``/``secret``, ``anon`` for object stores.
+    chunks : dict, optional
+        ``{}`` for Dask-backed arrays, one Dask chunk per Zarr chunk (what
+        ``open_store`` gave before; fine for small stores), or any ``chunks``
+        xarray takes. ``ds["audio"].isel(chunk=rows).chunk({"chunk": 1})``
+        makes Dask work of chosen rows.
 
     Returns
     -------
@@ -43,7 +55,7 @@ def open_store(url: str | StoreLocation, snapshot: str | None = None, *, branch:
         with warnings.catch_warnings():
             # PCodec streams (32-bit, float) make zarr warn that numcodecs is outside the v3 spec.
             warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3")
-            return xr.open_datatree(session.store, engine="zarr", consolidated=False, chunks={}, zarr_format=3)
+            return xr.open_datatree(session.store, engine="zarr", consolidated=False, chunks=chunks, zarr_format=3)
     except FileNotFoundError as exc:
         raise StoreNotFoundError(f"no pamingest store at {url}") from exc
 
@@ -67,11 +79,18 @@ class PamAccessor:
     annotations: ``ds.pam.events()``, ``ds.pam.effort()``, ``ds.pam.labels()``;
     pseudo-labels: ``ds.pam.scores(labeler)``, ``ds.pam.detections()``."""
 
+    # A window meeting more blocks of rows than this (a long window, or rows interleaved in
+    # time) reads every row's start once instead; blocks read are kept for later windows.
+    _MAX_BLOCKS = 32
+    _CACHED_BLOCKS = 64
+
     def __init__(self, ds: xr.Dataset) -> None:
         if "audio" not in ds or "chunk_start" not in ds:
             raise StreamNotFoundError("the .pam accessor needs a stream Dataset (with audio and chunk_start)")
         self._ds = ds
         self._index: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._summary: tuple[np.ndarray, np.ndarray, np.ndarray] | bool | None = None
+        self._blocks: dict[int, tuple[np.ndarray, ...]] = {}  # least recently used first
 
     @property
     def sample_rate(self) -> int:
@@ -80,13 +99,106 @@ class PamAccessor:
     def _rows(self):
         """(row ids sorted by start, start ns, valid samples) of the rows holding audio."""
         if self._index is None:
-            start = self._ds["chunk_start"].values.astype("datetime64[ns]").astype(np.int64)
+            start = _ns(self._ds["chunk_start"].values)
             valid = self._ds["n_valid"].values.astype(np.int64)
             live = np.flatnonzero(valid > 0)
             order = live[np.argsort(start[live], kind="stable")]
             self._index = (order, start[order], valid[order])
             self._ends = start[order] + offset_ns(valid[order], self.sample_rate)
         return self._index
+
+    def _overlapping(self, t0: int, t1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, start ns, valid samples) of the live rows meeting ``[t0, t1)``, by start (then row).
+
+        Through the row-block summary (``store/row_blocks.py``): only the
+        blocks of rows whose span meets the window are read. A stream without
+        one (written before it), or whose summary disagrees with a block
+        read, has its whole row index built once instead.
+        """
+        if self._index is None and self._row_summary():
+            found = self._from_blocks(t0, t1)
+            if found is not None:
+                return found
+        order, starts, valid = self._rows()
+        # Rows are sorted by start, and a row ends at most one full row after its start.
+        longest = offset_ns(int(self._ds["audio"].shape[1]), self.sample_rate)
+        lo = int(np.searchsorted(starts, t0 - longest, side="right"))
+        hi = int(np.searchsorted(starts, t1, side="left"))
+        k = lo + np.flatnonzero(self._ends[lo:hi] > t0)
+        return order[k], starts[k], valid[k]
+
+    def _row_summary(self):
+        """(known, first start, last end) per block of rows, or False when the stream has none."""
+        if self._summary is None:
+            from .store.row_blocks import block_rows
+            from .timing import NAT
+
+            names = ("row_block_start", "row_block_end", "row_block_rows")
+            self._summary = False
+            want = block_rows(self._ds.sizes["chunk"])
+            # More blocks than rows: a Dataset cut from a stream (ds.isel(chunk=...)), not a stream.
+            if all(name in self._ds for name in names) and self._ds.sizes["row_block"] <= len(want):
+                have = np.asarray(self._ds["row_block_rows"].values, dtype=np.int64)
+                m = len(have)
+                # A block summarised for another row count (or not yet) is unknown: always read.
+                known = np.zeros(len(want), dtype=bool)
+                known[:m] = have[:m] == want[:m]
+                first = np.full(len(want), NAT, dtype=np.int64)
+                last = np.full(len(want), NAT, dtype=np.int64)
+                first[:m] = _ns(self._ds["row_block_start"].values)[:m]
+                last[:m] = _ns(self._ds["row_block_end"].values)[:m]
+                self._summary = (known, first, last)
+        return self._summary
+
+    def _from_blocks(self, t0: int, t1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """``_overlapping`` from the blocks the summary points at; None: use the whole index."""
+        from .store.layout import ROW_BLOCK
+
+        known, first, last = self._summary
+        # NaT (no live row) is the smallest int64: such a block never ends after t0.
+        pick = np.flatnonzero(~known | ((first < t1) & (last > t0)))
+        if len(pick) > self._MAX_BLOCKS:
+            return None
+        rows, starts, valid = [], [], []
+        for b in pick:
+            block = self._block(int(b))
+            if block is None:
+                return None
+            s, e, v = block
+            hit = np.flatnonzero((v > 0) & (s < t1) & (e > t0))
+            rows.append(int(b) * ROW_BLOCK + hit)
+            starts.append(s[hit])
+            valid.append(v[hit])
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        rows, starts, valid = np.concatenate(rows), np.concatenate(starts), np.concatenate(valid)
+        order = np.argsort(starts, kind="stable")  # rows were gathered in row order: ties stay so
+        return rows[order], starts[order], valid[order]
+
+    def _block(self, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(start ns, end ns, valid samples) of block ``b``'s rows, kept for later windows; None
+        (and the summary dropped) when a known block disagrees with its summary."""
+        from .store.layout import ROW_BLOCK
+        from .store.row_blocks import summarise
+
+        got = self._blocks.pop(b, None)
+        if got is not None:
+            self._blocks[b] = got
+            return got
+        a, z = b * ROW_BLOCK, min((b + 1) * ROW_BLOCK, self._ds.sizes["chunk"])
+        start = _ns(self._ds["chunk_start"].variable[a:z].values)
+        valid = np.asarray(self._ds["n_valid"].variable[a:z].values, dtype=np.int64)
+        known, first, last = self._summary
+        if known[b]:
+            f, e, _ = summarise(start, valid, self.sample_rate)
+            if f[0] != first[b] or e[0] != last[b]:
+                self._summary = False
+                return None
+        got = (start, start + offset_ns(valid, self.sample_rate), valid)
+        self._blocks[b] = got
+        if len(self._blocks) > self._CACHED_BLOCKS:
+            del self._blocks[next(iter(self._blocks))]
+        return got
 
     @property
     def rows(self) -> "pd.DataFrame":  # noqa: F821
@@ -137,32 +249,32 @@ class PamAccessor:
         writes them) both are kept, so ``time`` steps back at the seam rather
         than dropping recorded samples.
         """
+        import pandas as pd
+
+        from .timing import offset_range_ns
+
         t0, t1 = to_ns(start), to_ns(end)
         sr = self.sample_rate
-        order, starts, valid = self._rows()
-        ends = self._ends
-        # Rows are sorted by start; a row overlaps if it starts before t1 and ends after t0.
-        hi = int(np.searchsorted(starts, t1, side="left"))
-        cand = np.flatnonzero(ends[:hi] > t0)
-        audio = self._ds["audio"]
-        channels = audio.sizes["channel"]
-        if not len(cand):
+        rows, starts, valid = self._overlapping(t0, t1)
+        channels = self._ds["audio"].sizes["channel"]
+        if not len(rows):
             return self._empty(channels)
-        data = self._read_rows(order[cand])
+        data = self._read_rows(rows)
         pieces, times = [], []
-        for k, i in enumerate(cand):
+        for k in range(len(rows)):
             # First and last sample of this row inside the window, by exact arithmetic.
-            a = _first_sample_at_or_after(t0 - starts[i], sr)
-            b = _first_sample_at_or_after(t1 - starts[i], sr)
-            a, b = max(a, 0), min(b, int(valid[i]))
+            a = _first_sample_at_or_after(t0 - starts[k], sr)
+            b = _first_sample_at_or_after(t1 - starts[k], sr)
+            a, b = max(a, 0), min(b, int(valid[k]))
             if b <= a:
                 continue
             pieces.append(data[k, a:b])
-            times.append(starts[i] + offset_ns(np.arange(a, b, dtype=np.int64), sr))
+            times.append(starts[k] + offset_range_ns(a, b, sr))
         if not pieces:
             return self._empty(channels)
         samples = np.concatenate(pieces)
-        t = np.concatenate(times).astype("datetime64[ns]")
+        # A DatetimeIndex given as it is: xarray copies a datetime64 array three times to make one.
+        t = pd.DatetimeIndex(np.concatenate(times).view("datetime64[ns]"), copy=False)
         return xr.DataArray(samples, dims=("time", "channel"), coords={"time": t},
                             attrs={"sample_rate": sr, "bits_per_sample": self._ds.attrs.get("bits_per_sample")},
                             name="audio")
@@ -216,16 +328,22 @@ class PamAccessor:
         return detections_frame(self._ds, labeler, version)
 
     def _read_rows(self, rows: np.ndarray) -> np.ndarray:
-        """``audio[rows]`` read as slices of consecutive rows, computed together.
+        """``audio[rows]``: through xarray's lazy indexing, which reads just these rows' chunks
+        (decoded in parallel); Dask-backed audio is read as slices of consecutive rows.
 
         Fancy indexing a Dask array with one chunk per row costs time in
         proportion to the whole store's rows; slices cost per row read.
         """
-        data = self._ds["audio"].data
-        if not hasattr(data, "dask"):
-            return np.asarray(data[np.asarray(rows)])
+        audio = self._ds["audio"].variable
+        rows = np.asarray(rows, dtype=np.int64)
+        consecutive = bool((np.diff(rows) == 1).all())
+        if audio.chunks is None:
+            if consecutive:
+                return np.asarray(audio[int(rows[0]) : int(rows[-1]) + 1].values)
+            return np.asarray(audio[rows].values)
         import dask
 
+        data = audio.data
         pieces, k = [], 0
         while k < len(rows):
             j = k + 1
@@ -239,6 +357,11 @@ class PamAccessor:
         return xr.DataArray(np.zeros((0, channels), dtype=self._ds["audio"].dtype), dims=("time", "channel"),
                             coords={"time": np.array([], dtype="datetime64[ns]")},
                             attrs={"sample_rate": self.sample_rate}, name="audio")
+
+
+def _ns(values: np.ndarray) -> np.ndarray:
+    """Times (datetime64, or integer ns when not decoded) as int64 ns; NaT is the smallest int64."""
+    return np.asarray(values).astype("datetime64[ns]").astype(np.int64)
 
 
 def _first_sample_at_or_after(delta_ns: int, sample_rate: int) -> int:

@@ -168,14 +168,19 @@ def row_spectra(ds: xr.Dataset, *, start: Any = None, end: Any = None, channel: 
         import dask.array as da
 
         audio = ds["audio"]
-        if audio.chunks is None or any(c != 1 for c in audio.chunks[0]):
-            # Without Dask (or with other chunks): wrap lazily, one row per Dask chunk, as stored.
+        lazy = audio.chunks is None  # open_store's default: xarray's lazy indexing, no Dask
+        if not lazy and any(c != 1 for c in audio.chunks[0]):
             audio = audio.chunk({"chunk": 1})
-        data = audio.data
         for first in range(0, len(ids), max(1, int(batch_rows))):
             sel = slice(first, first + max(1, int(batch_rows)))
-            # The rows' own blocks, in time order: each task reads exactly one row (no fancy-index shuffle).
-            block = da.concatenate([data.blocks[int(i)] for i in ids[sel]], axis=0)[:, :, channel]
+            if lazy:
+                # Only this batch's rows become Dask chunks, one row each: a Dask array of the whole
+                # stream would have a chunk per row (millions), slow to make and to slice.
+                block = audio.isel(chunk=ids[sel]).chunk({"chunk": 1}).data[:, :, channel]
+            else:
+                # The rows' own blocks, in time order: each task reads exactly one row (no fancy-index shuffle).
+                data = audio.data
+                block = da.concatenate([data.blocks[int(i)] for i in ids[sel]], axis=0)[:, :, channel]
             block = block.rechunk({1: -1})
             n = valid[sel]
 

@@ -58,6 +58,24 @@ def offset_ns(offset: int | np.ndarray, sample_rate: int) -> int | np.ndarray:
     return (2 * int(offset) * NS_PER_S + sample_rate) // (2 * sample_rate)
 
 
+_SECOND_OFFSETS: dict[int, np.ndarray] = {}
+
+
+def offset_range_ns(start: int, stop: int, sample_rate: int) -> np.ndarray:
+    """``offset_ns(np.arange(start, stop), sample_rate)``, the same integers, without a division
+    per sample: whole seconds plus the offsets within a second (kept per sample rate)."""
+    start, stop = int(start), int(stop)
+    if stop - start < sample_rate:
+        return offset_ns(np.arange(start, max(start, stop), dtype=np.int64), sample_rate)
+    within = _SECOND_OFFSETS.get(sample_rate)
+    if within is None:
+        within = _SECOND_OFFSETS.setdefault(sample_rate, offset_ns(np.arange(sample_rate, dtype=np.int64), sample_rate))
+    q0, q1 = start // sample_rate, (stop - 1) // sample_rate
+    seconds = np.arange(q0, q1 + 1, dtype=np.int64) * NS_PER_S
+    out = (seconds[:, None] + within[None, :]).ravel()
+    return out[start - q0 * sample_rate : stop - q0 * sample_rate]
+
+
 def sample_time_ns(start_ns: int, offset: int, sample_rate: int) -> int:
     """UTC nanoseconds of sample ``offset`` of a file starting at ``start_ns``."""
     return int(start_ns) + offset_ns(int(offset), sample_rate)

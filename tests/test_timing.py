@@ -8,10 +8,18 @@ from hypothesis import assume, given, strategies as st
 
 from pamingest.query import _first_sample_at_or_after
 from pamingest.timing import (
-    NS_PER_S, offset_ns, row_valid, rows_for, sample_time_ns, samples_per_row, to_ns,
+    NS_PER_S, offset_ns, offset_range_ns, row_valid, rows_for, sample_time_ns, samples_per_row, to_ns,
 )
 
 rates = st.sampled_from([2000, 4000, 8000, 10000, 22050, 32000, 44100, 48000, 96000, 192000, 256000, 300000]) | st.integers(1, 2_000_000)
+
+
+@given(rate=st.sampled_from([1, 7, 8000, 22050, 44100, 48000, 96000, 256000]) | st.integers(1, 5000),
+       start=st.integers(0, 10**12), seconds=st.floats(0, 3.2))
+def test_offset_range_is_offset_ns_of_the_range(rate, start, seconds):
+    stop = start + int(seconds * rate)
+    np.testing.assert_array_equal(offset_range_ns(start, stop, rate),
+                                  offset_ns(np.arange(start, stop, dtype=np.int64), rate))
 
 
 @given(rate=rates, seconds=st.floats(0.01, 3600), frames=st.integers(0, 10**10))

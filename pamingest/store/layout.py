@@ -10,11 +10,18 @@
         file_offset  (chunk,)  sample offset of the row's first sample in its file
         file_url, file_etag, file_size, file_start, file_frames,
         file_status, file_error, file_time_source   (file,)  the files table
+        row_block_start, row_block_end, row_block_rows  (row_block,)  what each block of
+                     ROW_BLOCK rows holds: earliest start and latest end of its live rows
+                     (NaT: none), and its row count when summarised (store/row_blocks.py)
     rejected/                          objects that never reached a stream
         url, etag, size, source, reason  (rejected,)
 
 A dead row (``n_valid == 0``) belongs to a file whose decode failed after its
 rows were allocated; it holds no audio and readers skip it.
+
+Rows are appended in the order runs allocate them, so ``chunk_start`` is not
+sorted; the row-block summary lets a reader find the few blocks of rows a
+time window can touch without reading every row's start.
 """
 
 from __future__ import annotations
@@ -54,6 +61,14 @@ FILES = Table("file", {
     "file_error": Column(str, ""),
     # Where file_start comes from: "name", "metadata" (the archive's index), "xwav", "pts"; "" before it was kept.
     "file_time_source": Column(str, ""),
+})
+# Blocks of ROW_BLOCK consecutive rows (the per-row arrays' chunks): block b holds rows
+# [b * ROW_BLOCK, (b + 1) * ROW_BLOCK). Kept by every write of rows (store/row_blocks.py).
+ROW_BLOCK = ROW_CHUNK
+ROW_BLOCKS = Table("row_block", {
+    "row_block_start": Column("int64", NAT, time=True),
+    "row_block_end": Column("int64", NAT, time=True),
+    "row_block_rows": Column("int32", 0),
 })
 REJECTED_GROUP = "rejected"
 REJECTED = Table("rejected", {
@@ -137,6 +152,7 @@ def create_stream(root: zarr.Group, spec: StreamSpec, info: AudioInfo) -> zarr.G
     )
     ROWS.create(group)
     FILES.create(group)
+    ROW_BLOCKS.create(group)
     group.attrs.update(
         {
             "pamingest_stream": LAYOUT_VERSION,

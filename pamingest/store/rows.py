@@ -12,7 +12,8 @@ A run's store work, in order (``pamingest.ingest`` drives it):
    the files table; every stream's ``audio`` array is grown, and a fork of
    the session holding only that stream's growth is made for the workers.
 3. Workers write audio rows through forks of their stream's fork.
-4. ``write_tables``: the row, file, decoder (HLS runs) and rejected tables.
+4. ``write_tables``: the row, file, decoder (HLS runs) and rejected tables,
+   and the row-block summary of the rows written (``store.row_blocks``).
 5. ``land``: commit through ``Store.commit``. If others committed meanwhile,
    the session is rebased (disjoint changes), and ``repair`` grows arrays
    another writer created in the meantime. If the rebase meets a real
@@ -140,10 +141,13 @@ def _grow_audio(group: zarr.Group, rows: int) -> None:
 def write_tables(root: zarr.Group, units: list[Unit], rejected: list[RejectedFile],
                  known: dict[str, KnownFile]) -> None:
     """Row, file and decoder tables of the units' streams, and the rejected objects."""
+    from . import row_blocks
+
     for path, stream_units in _by_stream(units).items():
         group = root[path]
         spr = int(group.attrs["row_samples"])
         layout.grow_row_arrays(group)
+        written = []
         for unit in stream_units:
             table = unit.row_table(spr)
             rows = np.asarray(unit.rows, dtype=np.int64)
@@ -158,6 +162,9 @@ def write_tables(root: zarr.Group, units: list[Unit], rejected: list[RejectedFil
             elif rewrite is not None:
                 _requeue(group, rewrite)
             layout.ROWS.write(group, rows, table)
+            written.append(rows)
+        # The row-block summary readers find windows by, in the same commit as the rows.
+        row_blocks.update(group, np.concatenate(written) if written else ())
         entries = [(uf, u) for u in stream_units for uf in u.new_files]
         if entries:
             layout.FILES.write(group, [uf.file_index for uf, _ in entries], {
