@@ -88,14 +88,16 @@ def _warm() -> int:
 
 
 def _bare_read(url: str, storage_options: dict) -> tuple[int, float]:
-    """Read the object start to end as ingest's reader does (4 MB read-ahead), discarding it."""
-    from pamingest.fsutil import filesystem, open_for_read
+    """Read the object start to end in the range requests ingest's PCM reader makes
+    (``sndfile.PCM_READ_BYTES``, one after the other), discarding it: the transfer alone."""
+    from pamingest.decode.sndfile import PCM_READ_BYTES
+    from pamingest.fsutil import filesystem
 
     fs, path = filesystem(url, storage_options)
+    size = fs.size(path)
     t0, n = time.perf_counter(), 0
-    with open_for_read(fs, path) as fh:
-        while chunk := fh.read(4 * MB):
-            n += len(chunk)
+    for lo in range(0, size, PCM_READ_BYTES):
+        n += len(fs.cat_file(path, start=lo, end=min(size, lo + PCM_READ_BYTES)))
     return n, time.perf_counter() - t0
 
 

@@ -63,20 +63,11 @@ def describe_read_error(exc: BaseException) -> str:
     return text
 
 
-def open_for_read(fs, path: str, block_size: int = 4 * 2**20, background: bool = False):
-    """Open an object for streaming reads with bounded read-ahead.
-
-    ``background``: while one block is being decoded, the next is fetched in a
-    thread (fsspec's ``background`` block cache; two blocks held): for reads
-    that go through a whole object, so that the object store's transfer and
-    the decoding overlap instead of taking turns.
-    """
+def open_for_read(fs, path: str, block_size: int = 4 * 2**20):
+    """Open an object for streaming reads with bounded read-ahead."""
     try:
         if fs.protocol in ("file", ("file", "local")):
             return fs.open(path, "rb")
-        if background:
-            return fs.open(path, "rb", block_size=block_size, cache_type="background",
-                           cache_options={"maxblocks": 2})  # the block being read and the next one
         return fs.open(path, "rb", block_size=block_size, cache_type="readahead")
     except Exception as exc:  # noqa: BLE001 - every read failure becomes a recorded reason
         raise DecodeError(describe_read_error(exc)) from exc
