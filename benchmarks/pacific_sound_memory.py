@@ -30,13 +30,16 @@ import datetime as dt
 import json
 import logging
 import os
-import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as c  # noqa: E402
 
 import numpy as np
 import psutil
@@ -168,7 +171,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 min file instead of 10 min")
     parser.add_argument("--output", "-o", help="also write the JSON result to this file")
     parser.add_argument("--tmpdir", help="where to put the generated WAV and the store")
+    parser.add_argument("--repeats", type=int, default=None, help="bare read + ingest pairs (default 3; quick 1)")
     args = parser.parse_args()
+    repeats = args.repeats or (1 if args.quick else 3)
     json_fd = _real_stdout()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     import distributed  # noqa: F401 - its logging set-up at import would undo the levels below
@@ -215,30 +220,48 @@ def main() -> None:
         client.wait_for_workers(1)
         client.run(_warm)
         options = {"endpoint_url": endpoint, "key": "bench", "secret": "bench"}
-        # The same bytes read bare on the worker: what the S3 server alone allows (moto serves a
-        # range of a large object much slower than a real S3 endpoint does).
-        n_read, read_s = client.submit(_bare_read, f"s3://{BUCKET}/{KEY}", options, pure=False).result()
-        log.info("bare read on the worker: %.1f MB/s", n_read / MB / read_s)
-        (addr, pid), = client.run(_reset_hwm).items()
-        baseline = psutil.Process(pid).memory_info().rss
-        sampler = Sampler(pid)
-        sampler.start()
         source = PacificSound("256khz", start=START, end=START + dt.timedelta(minutes=10), metadata_url="",
                               storage_options=options)
-        store = str(tmp / "store")
-        t0 = time.perf_counter()
-        try:
-            report = ingest(source, store, client=client)
-        finally:
-            elapsed = time.perf_counter() - t0
-            sampler.stop()
-        status = client.run(_status_kb)[addr]
-        same_worker = client.run(os.getpid)[addr] == pid
-        if report.failed or report.ingested != 1:
-            raise RuntimeError(f"ingest failed:\n{report.summary()}")
-        log.info("ingested in %.1f s; verifying", elapsed)
+        runs = []
+        for r in range(repeats):
+            # The same bytes read bare on the worker: what the S3 server alone allows (moto serves a
+            # range of a large object much slower than a real S3 endpoint does).
+            n_read, read_s = client.submit(_bare_read, f"s3://{BUCKET}/{KEY}", options, pure=False).result()
+            log.info("bare read on the worker: %.1f MB/s", n_read / MB / read_s)
+            (addr, pid), = client.run(_reset_hwm).items()
+            baseline = psutil.Process(pid).memory_info().rss
+            sampler = Sampler(pid)
+            sampler.start()
+            store = str(tmp / f"store-{r}")
+            t0 = time.perf_counter()
+            try:
+                report = ingest(source, store, client=client)
+            finally:
+                elapsed = time.perf_counter() - t0
+                sampler.stop()
+            status = client.run(_status_kb)[addr]
+            same_worker = client.run(os.getpid)[addr] == pid
+            if report.failed or report.ingested != 1:
+                raise RuntimeError(f"ingest failed:\n{report.summary()}")
+            peak = max(sampler.peak, status["VmHWM"] * 1024)
+            runs.append({"ingest_seconds": round(elapsed, 2), "bare_read_seconds": round(read_s, 2),
+                         "ingest_over_bare_read": round((wav_bytes / elapsed) / (n_read / read_s), 3),
+                         "worker_baseline_mb": round(baseline / MB, 1), "worker_peak_mb": round(peak / MB, 1),
+                         "worker_vmhwm_mb": round(status["VmHWM"] / 1024, 1), "rss_samples": sampler.n,
+                         "worker_restarted": not same_worker})
+            log.info("repeat %d: ingested in %.1f s (%.3f of the bare read), peak %.0f MB", r, elapsed,
+                     runs[-1]["ingest_over_bare_read"], peak / MB)
+            if r:
+                shutil.rmtree(store, ignore_errors=True)
+        store = str(tmp / "store-0")
+        log.info("verifying")
         check = verify(store, seconds)
-        peak = max(sampler.peak, status["VmHWM"] * 1024)
+        elapsed = statistics.median(x["ingest_seconds"] for x in runs)
+        read_s = statistics.median(x["bare_read_seconds"] for x in runs)
+        ratio = statistics.median(x["ingest_over_bare_read"] for x in runs)
+        # The first ingest's peak, on a worker that has only been warmed and read the object once
+        # (as before repeats existed); later repeats start from what earlier ones left in glibc's arenas.
+        peak_mb = runs[0]["worker_peak_mb"]
         store_bytes = sum(f.stat().st_size for f in Path(store).rglob("*") if f.is_file())
         result = {
             "benchmark": "pacific_sound_memory",
@@ -249,27 +272,27 @@ def main() -> None:
             "config": {"cluster": "LocalCluster(n_workers=1, threads_per_worker=1, processes=True)",
                        "row_seconds": 10.0, "rows_per_task": 90, "served_by": "moto ThreadedMotoServer (in process)",
                        "store": "local Icechunk repository"},
+            "repeats": repeats,
             "ingest_seconds": round(elapsed, 2),
-            "audio_s_per_s": round(report.audio_seconds / elapsed, 1),
+            "audio_s_per_s": round(seconds / elapsed, 1),
             "wav_mb_per_s": round(wav_bytes / MB / elapsed, 1),
-            "samples_per_s": round(report.audio_seconds * RATE / elapsed),
+            "samples_per_s": round(seconds * RATE / elapsed),
             "bare_s3_read_mb_per_s": round(n_read / MB / read_s, 1),
-            "ingest_over_bare_read": round((wav_bytes / elapsed) / (n_read / read_s), 3),
+            "ingest_over_bare_read": ratio,
             "rows": report.rows,
-            "worker_baseline_mb": round(baseline / MB, 1),
-            "worker_vmhwm_mb": round(status["VmHWM"] / 1024, 1),
-            "worker_peak_rss_sampled_mb": round(sampler.peak / MB, 1),
-            "worker_peak_mb": round(peak / MB, 1),
-            "worker_peak_above_baseline_mb": round((peak - baseline) / MB, 1),
-            "worker_restarted": not same_worker,
-            "rss_samples": sampler.n,
+            "worker_baseline_mb": runs[0]["worker_baseline_mb"],
+            "worker_peak_mb": peak_mb,
+            "targets": {
+                "ingest_over_bare_read": {"measured": ratio, "target": 0.9, "met": ratio >= 0.9,
+                                          "what": "median over the repeats"},
+                "worker_peak_mb": {"measured": peak_mb, "target": 250, "met": peak_mb <= 250,
+                                   "what": "the first repeat's (fresh worker); each repeat's in runs"},
+            },
+            "runs": runs,
             "store_bytes": store_bytes,
             "store_over_wav_bytes": round(store_bytes / wav_bytes, 3),
             "readback": check,
-            "environment": {"python": platform.python_version(), "cpu_count": os.cpu_count(),
-                            "libsndfile": soundfile.__libsndfile_version__, "zarr": zarr.__version__,
-                            "icechunk": icechunk.__version__, "dask": dask.__version__,
-                            "timestamp_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")},
+            "environment": c.environment(),
         }
     finally:
         if client is not None:
