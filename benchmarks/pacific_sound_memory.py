@@ -224,10 +224,7 @@ def main() -> None:
                               storage_options=options)
         runs = []
         for r in range(repeats):
-            # The same bytes read bare on the worker: what the S3 server alone allows (moto serves a
-            # range of a large object much slower than a real S3 endpoint does).
-            n_read, read_s = client.submit(_bare_read, f"s3://{BUCKET}/{KEY}", options, pure=False).result()
-            log.info("bare read on the worker: %.1f MB/s", n_read / MB / read_s)
+            # Memory first, on a worker that has only been warmed: the bare read after the ingest.
             (addr, pid), = client.run(_reset_hwm).items()
             baseline = psutil.Process(pid).memory_info().rss
             sampler = Sampler(pid)
@@ -244,6 +241,10 @@ def main() -> None:
             if report.failed or report.ingested != 1:
                 raise RuntimeError(f"ingest failed:\n{report.summary()}")
             peak = max(sampler.peak, status["VmHWM"] * 1024)
+            # The same bytes read bare on the worker: what the S3 server alone allows (moto serves a
+            # range of a large object much slower than a real S3 endpoint does).
+            n_read, read_s = client.submit(_bare_read, f"s3://{BUCKET}/{KEY}", options, pure=False).result()
+            log.info("bare read on the worker: %.1f MB/s", n_read / MB / read_s)
             runs.append({"ingest_seconds": round(elapsed, 2), "bare_read_seconds": round(read_s, 2),
                          "ingest_over_bare_read": round((wav_bytes / elapsed) / (n_read / read_s), 3),
                          "worker_baseline_mb": round(baseline / MB, 1), "worker_peak_mb": round(peak / MB, 1),
@@ -259,8 +260,8 @@ def main() -> None:
         elapsed = statistics.median(x["ingest_seconds"] for x in runs)
         read_s = statistics.median(x["bare_read_seconds"] for x in runs)
         ratio = statistics.median(x["ingest_over_bare_read"] for x in runs)
-        # The first ingest's peak, on a worker that has only been warmed and read the object once
-        # (as before repeats existed); later repeats start from what earlier ones left in glibc's arenas.
+        # The first ingest's peak, on a worker that has only been warmed; later repeats start from
+        # what earlier ones (and the bare reads) left in glibc's arenas.
         peak_mb = runs[0]["worker_peak_mb"]
         store_bytes = sum(f.stat().st_size for f in Path(store).rglob("*") if f.is_file())
         result = {

@@ -142,7 +142,8 @@ def _pcm_samples(raw: bytes, width: int, channels: int) -> np.ndarray:
         return np.frombuffer(raw, dtype="<i2").astype(np.int16).reshape(-1, channels)
     if width == 4:
         return np.frombuffer(raw, dtype="<i4").astype(np.int32).reshape(-1, channels)
-    wide = np.zeros((len(raw) // 3, 4), dtype=np.uint8)
+    wide = np.empty((len(raw) // 3, 4), dtype=np.uint8)
+    wide[:, 0] = 0
     wide[:, 1:] = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3)
     samples = wide.view("<i4").reshape(-1)
     np.right_shift(samples, 8, out=samples)  # arithmetic: the top byte's sign extends down
