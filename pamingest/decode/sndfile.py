@@ -108,12 +108,12 @@ def probe(url: str, size: int | None = None, storage_options: dict | None = None
 
 # Little-endian PCM WAV read without libsndfile: sample bytes per subtype.
 _PCM_WIDTH = {"PCM_16": 2, "PCM_24": 3, "PCM_32": 4}
-# Bytes per range request of the direct PCM reader. Object stores serve large ranges
-# best (S3's guidance is 8-16 MB; moto, the test server, spends per request in
-# proportion to the object's size): 16 MB reads a 460 MB Pacific Sound file at
-# twice the speed of 8 MB (benchmarks/pacific_sound_memory.py). Two are held at
-# once (the one being converted and the next), converted PCM_CONVERT_BYTES at a time.
-PCM_READ_BYTES = 16 * 2**20
+# Bytes per range request of the direct PCM reader: S3's guidance for ranged reads is
+# 8-16 MB. Two are held at once (the one being converted and the next), converted
+# PCM_CONVERT_BYTES at a time. 16 MB read a 460 MB Pacific Sound file from moto (the
+# test server, which spends per request in proportion to the object's size) 1.8x
+# faster, but took the worker's peak from ~210 to ~290 MB (benchmarks/pacific_sound_memory.py).
+PCM_READ_BYTES = 8 * 2**20
 PCM_CONVERT_BYTES = 2**20
 
 
