@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 import numpy as np
 
 from ..errors import DecodeError
-from ..fsutil import describe_read_error, filesystem
+from ..fsutil import describe_read_error, fetch_pool, filesystem
 from ..store.tables import Column, Table
 from ..timing import NAT, NS_PER_S
 from .base import AudioInfo, Continuation, PlanContext, TableRecord, Unit, UnitFile
@@ -296,8 +296,6 @@ def _prefetch(urls: Sequence[str], storage_options: dict | None, batch: int = 8)
     """
     if not urls:
         return
-    from concurrent.futures import ThreadPoolExecutor
-
     fs, _ = filesystem(urls[0], storage_options)
 
     def fetch(k: int) -> list[bytes]:
@@ -310,13 +308,16 @@ def _prefetch(urls: Sequence[str], storage_options: dict | None, batch: int = 8)
             got = {paths[0]: got}
         return [got[p] for p in paths]
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(fetch, 0)
+    pool = fetch_pool()
+    pending = pool.submit(fetch, 0)
+    try:
         for k in range(0, len(urls), batch):
             current = pending.result()
-            if k + batch < len(urls):
-                pending = pool.submit(fetch, k + batch)
+            pending = pool.submit(fetch, k + batch) if k + batch < len(urls) else None
             yield from current
+    finally:
+        if pending is not None:
+            pending.cancel()
 
 
 def _segment_packets(urls: Sequence[str], storage_options: dict | None) -> Iterator[list]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from ..errors import DecodeError
-from ..fsutil import describe_read_error, filesystem, open_for_read
+from ..fsutil import describe_read_error, fetch_pool, filesystem, open_for_read
 from ..sources.base import SourceFile
 from . import riff
 from .base import AudioInfo, FileDecoder
@@ -157,8 +157,6 @@ def _read_pcm(fs, path: str, offset: int, info: AudioInfo, start: int, want: int
     encodes the current one: the object store's transfer and the encoding
     overlap instead of taking turns.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     width = _PCM_WIDTH[info.subtype]
     frame_bytes = width * info.channels
     block = max(1, PCM_READ_BYTES // frame_bytes)
@@ -172,8 +170,9 @@ def _read_pcm(fs, path: str, offset: int, info: AudioInfo, start: int, want: int
             raise DecodeError(f"decoding failed at frame {first}: {describe_read_error(exc)}") from exc
 
     done = 0
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(fetch, *ranges[0]) if ranges else None
+    pool = fetch_pool()
+    pending = pool.submit(fetch, *ranges[0]) if ranges else None
+    try:
         for i, (first, n) in enumerate(ranges):
             raw = pending.result()
             pending = pool.submit(fetch, *ranges[i + 1]) if i + 1 < len(ranges) else None
@@ -185,6 +184,9 @@ def _read_pcm(fs, path: str, offset: int, info: AudioInfo, start: int, want: int
             done += got
             if got < n:
                 break
+    finally:
+        if pending is not None:
+            pending.cancel()  # a reader stopped early (an error downstream): no range left behind
     if done < want:
         raise DecodeError(f"file ends at frame {start + done} but its header announces {info.frames} frames "
                           "(truncated or corrupt)")
