@@ -49,7 +49,7 @@ from .sources.base import RejectedFile, Source, SourceFile, list_source
 from .store import layout
 from .store.catalog import KnownFile, read_catalog
 from .store.repo import Store, StoreLocation, load_session
-from .store.rows import Landing, allocate, land, prepare_streams
+from .store.rows import Landing, allocate, land, prepare_streams, row_writer
 from .timing import NS_PER_S, samples_per_row
 
 if TYPE_CHECKING:
@@ -207,7 +207,7 @@ def write_rows(task: WriteTask, fork, storage_options: dict):
     Returns (fork, samples written, error). Input blocks of any length are
     re-cut into rows, so a decoder may yield segments or rows alike. Rows
     that land on consecutive store rows are written several at a time (up to
-    ``WRITE_BATCH_BYTES``): zarr then encodes their chunks concurrently. A
+    ``WRITE_BATCH_BYTES``): their chunks are encoded concurrently. A
     256 kHz 24-bit row is 10 MB, so such rows go one by one and memory stays
     bounded whatever the rate.
     """
@@ -217,6 +217,7 @@ def write_rows(task: WriteTask, fork, storage_options: dict):
 
     try:
         audio = zarr.open_array(fork.store, path=task.array_path, mode="r+")
+        put = row_writer(fork, task.array_path, audio)
         spr = task.row_samples
         row_bytes = spr * audio.shape[2] * audio.dtype.itemsize
         batch_rows = max(1, min(8, WRITE_BATCH_BYTES // row_bytes))
@@ -230,7 +231,7 @@ def write_rows(task: WriteTask, fork, storage_options: dict):
                 j = k + 1
                 while j < len(held) and held[j] == held[j - 1] + 1:
                     j += 1
-                audio[held[k] : held[k] + (j - k)] = buf[k:j]
+                put(held[k], buf[k:j])
                 k = j
             held.clear()
 

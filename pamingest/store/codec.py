@@ -136,7 +136,11 @@ class FlacCodec(ArrayBytesCodec):
         return int(np.prod(shape)) // channels, channels
 
     def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
-        data = np.asarray(chunk_array.as_numpy_array())
+        encoded = self.encode_samples(np.asarray(chunk_array.as_numpy_array()))
+        return chunk_spec.prototype.buffer.from_bytes(encoded)
+
+    def encode_samples(self, data: np.ndarray) -> bytes:
+        """One chunk's samples (``(..., sample, channel)``) -> its FLAC stream."""
         frames, channels = self._frames(data.shape)
         data = data.reshape(frames, channels)
         subtype, _ = FLAC_BITS[self.bits]
@@ -145,8 +149,7 @@ class FlacCodec(ArrayBytesCodec):
             if data.size and (data.max() > 2**23 - 1 or data.min() < -(2**23)):
                 raise ValueError("sample outside the 24-bit range: refusing a lossy FLAC encode")
             shift = 8  # libsndfile reads 24-bit PCM from the top 24 bits of an int32
-        encoded = flac_bytes(np.ascontiguousarray(data), self.sample_rate, subtype, shift)
-        return chunk_spec.prototype.buffer.from_bytes(encoded)
+        return flac_bytes(np.ascontiguousarray(data), self.sample_rate, subtype, shift)
 
     def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
         _, dtype = FLAC_BITS[self.bits]
