@@ -43,7 +43,7 @@ import numpy as np
 from .decode.base import AudioInfo, Decoder, PlanContext, Unit
 from .errors import PROGRAMMING_ERRORS, ConfigError, DecodeError
 from .executor import executor_for
-from .fsutil import describe_read_error
+from .fsutil import describe_read_error, fetch_pool
 from .registry import build
 from .sources.base import RejectedFile, Source, SourceFile, list_source
 from .store import layout
@@ -155,22 +155,17 @@ def probe_file(file: SourceFile, decoder: Decoder, storage_options: dict) -> Aud
 # Files one probe task takes at most: a task per file costs the scheduler more than
 # an HLS segment's probe, and a batch lets a decoder fetch its files concurrently.
 PROBE_BATCH = 32
-# Threads probing the files of one batch when the decoder has no ``probe_many``:
-# probes mostly wait on header reads.
-PROBE_THREADS = 8
 
 
 def probe_files(files: list[SourceFile], decoder: Decoder, storage_options: dict) -> list[AudioInfo | str]:
     """``probe_file`` for a batch of files, in order: the decoder's ``probe_many`` when it has one
-    (results are AudioInfo or DecodeError), else the files probed in a few threads."""
+    (results are AudioInfo or DecodeError), else the files probed in the process's read threads
+    (``fsutil.fetch_pool``: probes mostly wait on header reads)."""
     many = getattr(decoder, "probe_many", None)
     if many is None:
         if len(files) == 1:
             return [probe_file(files[0], decoder, storage_options)]
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(min(PROBE_THREADS, len(files))) as pool:
-            return list(pool.map(lambda f: probe_file(f, decoder, storage_options), files))
+        return list(fetch_pool().map(lambda f: probe_file(f, decoder, storage_options), files))
     try:
         results = many(files, storage_options)
     except PROGRAMMING_ERRORS:

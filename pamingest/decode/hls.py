@@ -296,17 +296,13 @@ def _prefetch(urls: Sequence[str], storage_options: dict | None, batch: int = 8)
     """
     if not urls:
         return
-    fs, _ = filesystem(urls[0], storage_options)
 
     def fetch(k: int) -> list[bytes]:
-        paths = [fs._strip_protocol(u) for u in urls[k : k + batch]]
-        try:
-            got = fs.cat(paths, on_error="raise")
-        except Exception as exc:  # noqa: BLE001
-            raise DecodeError(describe_read_error(exc)) from exc
-        if not isinstance(got, dict):
-            got = {paths[0]: got}
-        return [got[p] for p in paths]
+        got = _fetch_each(urls[k : k + batch], storage_options)
+        failed = next((g for g in got if isinstance(g, DecodeError)), None)
+        if failed is not None:
+            raise failed
+        return got
 
     pool = fetch_pool()
     pending = pool.submit(fetch, 0)
