@@ -37,6 +37,23 @@ def filesystem(url: str, storage_options: dict[str, Any] | None = None):
     return fs, path
 
 
+def whole_object_options(fs) -> dict[str, Any]:
+    """Keyword arguments for ``fs.cat``/``cat_file`` reads of whole small objects.
+
+    s3fs (>= 2025.x) reads a whole object by first asking its size (a HEAD
+    request) to decide whether to split the GET into concurrent ranges: for
+    an HLS segment of ~200 kB that doubles the requests and, on a local
+    server, made the probe fetches 1.75x slower (0.74 s vs 0.42 s for 180
+    segments). ``max_concurrency=1`` skips the size request.
+    """
+    return {"max_concurrency": 1} if "s3" in _protocols(fs) else {}
+
+
+def _protocols(fs) -> tuple[str, ...]:
+    protocol = fs.protocol
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+
+
 def join_url(fs, path: str) -> str:
     """The canonical URL of ``path`` on ``fs`` (``s3://bucket/key``, ``/abs/path``)."""
     return fs.unstrip_protocol(path) if fs.protocol not in ("file", ("file", "local")) else path

@@ -244,6 +244,34 @@ def test_a_probed_segment_is_decoded_from_the_probe_not_read_again(s3, fixture_s
     np.testing.assert_array_equal(from_probe, reference_decode(fixture_segments[:1]))
 
 
+def test_probing_segments_asks_for_each_object_once(s3, fixture_segments):
+    """One GET per segment and no HEAD: s3fs asks an object's size before a whole-object read
+    unless told not to split it, which doubled the probe's requests (and their latency)."""
+    from pamingest.decode.hls import HlsDecoder
+    from pamingest.fsutil import filesystem
+    from pamingest.sources.base import SourceFile
+
+    s3.bucket(BUCKET)
+    files = []
+    for n, data in enumerate(fixture_segments + fixture_segments):
+        url = s3.put(BUCKET, f"{LAB}/hls/{E1}/live{n:03d}.ts", data)
+        files.append(SourceFile("orcasound", LAB, E1 * NS_PER_S, url, len(data), f"etag{n}"))
+    fs, _ = filesystem(files[0].url, s3.storage_options)
+    fs.ls(f"{BUCKET}/{LAB}")  # starts fs's client, so that its request events can be counted
+    calls: list[str] = []
+
+    def count(event_name, **kwargs):
+        calls.append(event_name.split(".")[-1])
+
+    fs.s3.meta.events.register("before-call.s3", count)
+    try:
+        infos = HlsDecoder().probe_many(files, s3.storage_options)
+    finally:
+        fs.s3.meta.events.unregister("before-call.s3", count)
+    assert [info.samples for info in infos] == [len(reference_decode([d])) for d in fixture_segments] * 2
+    assert sorted(calls) == ["GetObject"] * len(files)
+
+
 def _demuxed_segments_held() -> int:
     from pamingest.decode.hls import DEMUXED
 

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 import numpy as np
 
 from ..errors import DecodeError
-from ..fsutil import describe_read_error, fetch_pool, filesystem
+from ..fsutil import describe_read_error, fetch_pool, filesystem, whole_object_options
 from ..store.tables import Column, Table
 from ..timing import NAT, NS_PER_S
 from .base import AudioInfo, Continuation, PlanContext, TableRecord, Unit, UnitFile
@@ -73,6 +73,9 @@ SILENT_FRAME_BYTES = 16
 DEFAULT_BLOCK_SEGMENTS = 16
 # Runs stored before their block size was recorded were decoded in blocks of 64.
 LEGACY_BLOCK_SEGMENTS = 64
+# A probe batch (a decode block) is fetched this many segments at a time, the next few
+# downloading while the current ones are demuxed.
+PROBE_FETCH_BATCH = 4
 SEGMENT_NAME = re.compile(r"live(\d+)\.ts\Z")
 
 # One entry per run of contiguous segments, in the stream group's "runs" group.
@@ -122,7 +125,7 @@ def session_url(url: str) -> str:
 def _read(url: str, storage_options: dict | None) -> bytes:
     fs, path = filesystem(url, storage_options)
     try:
-        return fs.cat_file(path)
+        return fs.cat_file(path, **whole_object_options(fs))
     except Exception as exc:  # noqa: BLE001
         raise DecodeError(describe_read_error(exc)) from exc
 
@@ -278,7 +281,7 @@ def _fetch_each(urls: Sequence[str], storage_options: dict | None) -> list[bytes
     fs, _ = filesystem(urls[0], storage_options)
     paths = [fs._strip_protocol(u) for u in urls]
     try:
-        got = fs.cat(paths, on_error="return")
+        got = fs.cat(paths, on_error="return", **whole_object_options(fs))
     except Exception as exc:  # noqa: BLE001
         return [DecodeError(describe_read_error(exc))] * len(urls)
     if not isinstance(got, dict):
@@ -287,33 +290,35 @@ def _fetch_each(urls: Sequence[str], storage_options: dict | None) -> list[bytes
             for v in (got.get(p, FileNotFoundError(p)) for p in paths)]
 
 
-def _prefetch(urls: Sequence[str], storage_options: dict | None, batch: int = 8) -> Iterator[bytes]:
-    """Each URL's bytes in order, fetched ``batch`` at a time concurrently (fsspec ``cat``).
+def _prefetch_each(urls: Sequence[str], storage_options: dict | None, batch: int = 8) -> Iterator[bytes | DecodeError]:
+    """Each URL's bytes (or the DecodeError of its read) in order, fetched ``batch`` at a time.
 
     Segments are ~200 kB: fetched one by one, an object store's latency, not
     decoding, would be the cost of a task. The next batch downloads in a
-    thread while the current one is decoded; at most two batches are held.
+    thread while the current one is demuxed or decoded; at most two batches
+    are held.
     """
     if not urls:
         return
-
-    def fetch(k: int) -> list[bytes]:
-        got = _fetch_each(urls[k : k + batch], storage_options)
-        failed = next((g for g in got if isinstance(g, DecodeError)), None)
-        if failed is not None:
-            raise failed
-        return got
-
     pool = fetch_pool()
-    pending = pool.submit(fetch, 0)
+    pending = pool.submit(_fetch_each, urls[:batch], storage_options)
     try:
         for k in range(0, len(urls), batch):
             current = pending.result()
-            pending = pool.submit(fetch, k + batch) if k + batch < len(urls) else None
+            nxt = k + batch
+            pending = pool.submit(_fetch_each, urls[nxt : nxt + batch], storage_options) if nxt < len(urls) else None
             yield from current
     finally:
         if pending is not None:
             pending.cancel()
+
+
+def _prefetch(urls: Sequence[str], storage_options: dict | None, batch: int = 8) -> Iterator[bytes]:
+    """Each URL's bytes in order (``_prefetch_each``); the first failed read raises its DecodeError."""
+    for got in _prefetch_each(urls, storage_options, batch):
+        if isinstance(got, DecodeError):
+            raise got
+        yield got
 
 
 def _segment_packets(urls: Sequence[str], storage_options: dict | None) -> Iterator[list]:
@@ -499,13 +504,14 @@ class HlsDecoder:
 
     def probe_many(self, files: Sequence[SourceFile], storage_options: dict) -> list[SegmentInfo | DecodeError]:
         """Probe segments fetched concurrently (a segment is ~200 kB: fetched one by one, the
-        object store's latency would be the probe's cost)."""
-        nonempty = [f for f in files if f.size != 0]
-        fetched = dict(zip((f.url for f in nonempty), _fetch_each([f.url for f in nonempty], storage_options)))
+        object store's latency would be the probe's cost), a few at a time: the next few
+        download while the current ones are demuxed."""
+        nonempty = [f.url for f in files if f.size != 0]
+        fetched = _prefetch_each(nonempty, storage_options, PROBE_FETCH_BATCH)
         out: list[SegmentInfo | DecodeError] = []
         for f in files:
             try:
-                data = fetched.get(f.url)
+                data = next(fetched) if f.size != 0 else None
                 if isinstance(data, DecodeError):
                     raise data
                 out.append(probe_segment(f.url, f.size, storage_options, data=data))
