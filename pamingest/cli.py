@@ -385,11 +385,10 @@ def _quiet(uses_dask: bool) -> None:
     if uses_dask:
         # Dask logs every cluster start and stop at INFO, and closed connections (with
         # tracebacks) as the cluster shuts down; what went wrong with the work is in the
-        # report. distributed sets its logger's level when imported: set it after that.
-        # local_cluster() gives its worker processes the same level.
-        import distributed  # noqa: F401
+        # report. local_cluster() gives its worker processes the same level.
+        from .executor import quiet_dask
 
-        logging.getLogger("distributed").setLevel(logging.CRITICAL)
+        quiet_dask(logging.CRITICAL)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,9 +15,32 @@ import concurrent.futures as cf
 import contextlib
 import logging
 import os
+import sys
 from typing import Any, Callable, Iterable, Iterator
 
 log = logging.getLogger(__name__)
+
+# The level of distributed's logger in this process, applied when this module imports
+# distributed (None: Dask's own). distributed sets its logger's level when it is
+# imported, so a level set before that import is lost; importing distributed only to
+# set a level would cost a job that runs in threads 0.17 s of start-up.
+_dask_log_level: int | None = None
+
+
+def quiet_dask(level: int = logging.CRITICAL) -> None:
+    """Log Dask's messages (cluster starts and stops, closed connections) at ``level`` and above."""
+    global _dask_log_level
+    _dask_log_level = level
+    if "distributed" in sys.modules:
+        logging.getLogger("distributed").setLevel(level)
+
+
+def _import_distributed():
+    import distributed
+
+    if _dask_log_level is not None:
+        logging.getLogger("distributed").setLevel(_dask_log_level)
+    return distributed
 
 
 class SerialExecutor:
@@ -194,7 +217,7 @@ def executor_for(client: Any = None, n_workers: int | None = None,
     if client is not None and not isinstance(client, str):
         yield DaskExecutor(client)
         return
-    from distributed import Client
+    Client = _import_distributed().Client
 
     if isinstance(client, str):
         with Client(client, set_as_default=False) as c:
@@ -247,7 +270,8 @@ def local_cluster(n_workers: int | None = None, threads_per_worker: int = 1, *, 
         later with ``scale()`` start with Dask's default environment.
     """
     import dask
-    from distributed import LocalCluster
+
+    LocalCluster = _import_distributed().LocalCluster
 
     kwargs.setdefault("processes", True)
     kwargs.setdefault("dashboard_address", "127.0.0.1:0")

@@ -16,8 +16,6 @@ import datetime as _dt
 import inspect
 from typing import Any
 
-import pandas as pd
-
 from .errors import ConfigError, PamIngestError
 from .ingest import IngestReport, ingest
 from .registry import build, registry
@@ -99,6 +97,8 @@ def _split_list(key: str, value: Any) -> Any:
 
 def _days(start: Any, end: Any) -> list[tuple[str, str]]:
     """UTC day pieces of [start, end): the first and last may be partial days."""
+    import pandas as pd  # lazily: the CLI builds its source here and needs no pandas (startup.py)
+
     t0, t1 = (pd.Timestamp(to_ns(start)), pd.Timestamp(to_ns(end)))
     out, day = [], t0
     while day < t1:

@@ -66,3 +66,17 @@ def test_public_names_resolve_on_first_use():
 def test_each_worker_module_imports_first(module):
     """Dask workers import a task's module first (unpickling it): no import cycle may depend on the order."""
     fresh(f"import {module}")
+
+
+def test_a_small_ingest_in_threads_imports_neither_dask_nor_pandas(fixtures, tmp_path):
+    """A job below LOCAL_WORK_BYTES runs in threads: importing distributed (0.17 s, to quiet its
+    logger) or pandas (0.13 s, for day splits) would be a third of its start-up."""
+    soundtrap = fixtures / "soundtrap"
+    code = (
+        "from pamingest.cli import main\n"
+        f"assert main(['ingest', 'files', {str(soundtrap)!r}, '--template', 'soundtrap', "
+        f"'--store', {str(tmp_path / 'store')!r}, '--no-progress']) == 0\n"
+    )
+    loaded = modules_after(code)
+    assert {"zarr", "icechunk"} <= loaded  # it did ingest
+    assert sorted({"dask", "distributed", "pandas"} & loaded) == []
