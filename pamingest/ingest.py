@@ -30,6 +30,7 @@ run converges to the same store.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
 import logging
 import time
@@ -202,33 +203,45 @@ def write_rows(task: WriteTask, fork, storage_options: dict):
     Returns (fork, samples written, error). Input blocks of any length are
     re-cut into rows, so a decoder may yield segments or rows alike. Rows
     that land on consecutive store rows are written several at a time (up to
-    ``WRITE_BATCH_BYTES``): their chunks are encoded concurrently. A
-    256 kHz 24-bit row is 10 MB, so such rows go one by one and memory stays
-    bounded whatever the rate.
+    ``WRITE_BATCH_BYTES``): their chunks are encoded concurrently, in other
+    threads, while this one decodes the next batch into a second buffer (two
+    buffers, so at most 2 x ``WRITE_BATCH_BYTES`` of rows per task). A
+    256 kHz 24-bit row is 10 MB: such rows go one by one, one buffer, and
+    the decoding waits for each, so that memory stays bounded whatever the
+    rate (benchmarks/pacific_sound_memory.py).
     """
     # imported lazily (here and by the store modules): `import pamingest` stays under 0.4 s
     # (benchmarks/startup.py)
     import zarr
 
+    writes: list = []  # per buffer: the futures of its rows' writes in flight
     try:
         audio = zarr.open_array(fork.store, path=task.array_path, mode="r+")
         put = row_writer(fork, task.array_path, audio)
         spr = task.row_samples
         row_bytes = spr * audio.shape[2] * audio.dtype.itemsize
         batch_rows = max(1, min(8, WRITE_BATCH_BYTES // row_bytes))
-        buf = np.zeros((batch_rows, spr, audio.shape[2]), dtype=audio.dtype)
+        buffers = [np.zeros((batch_rows, spr, audio.shape[2]), dtype=audio.dtype)
+                   for _ in range(2 if batch_rows > 1 else 1)]
+        writes = [[] for _ in buffers]
+        current = 0
+        buf = buffers[current]
         held: list[int] = []  # store rows of the rows filled in buf
         filled = written = 0
 
         def flush() -> None:
+            nonlocal current, buf
             k = 0
             while k < len(held):
                 j = k + 1
                 while j < len(held) and held[j] == held[j - 1] + 1:
                     j += 1
-                put(held[k], buf[k:j])
+                writes[current].append(put(held[k], buf[k:j]))
                 k = j
             held.clear()
+            current = (current + 1) % len(buffers)
+            buf = buffers[current]
+            _finish(writes[current])  # its rows are written before it is filled again
 
         for block in task.decoder.read(task.source, task.first_sample, task.stop, storage_options):
             pos = 0
@@ -248,6 +261,8 @@ def write_rows(task: WriteTask, fork, storage_options: dict):
             held.append(task.rows[written // spr])
             written += filled
         flush()
+        for pending in writes:
+            _finish(pending)
         expected = task.stop - task.first_sample
         if written != expected:
             raise DecodeError(f"decoded {written} samples where {expected} were expected")
@@ -258,6 +273,19 @@ def write_rows(task: WriteTask, fork, storage_options: dict):
         raise
     except Exception as exc:  # noqa: BLE001 - recorded with the file, the run goes on
         return None, 0, f"write failed: {describe_read_error(exc)}"
+    finally:
+        # A failed task's fork is dropped, but no write of it may outlive the task.
+        for pending in writes:
+            for future in pending:
+                future.cancel()
+            cf.wait(pending)
+
+
+def _finish(pending: list) -> None:
+    """Wait for row writes in flight; the first failure raises (leaving the rest in ``pending``)."""
+    while pending:
+        pending[0].result()
+        pending.pop(0)
 
 
 def _write_task(item, storage_options: dict):

@@ -74,7 +74,7 @@ def test_rows_set_directly_are_stored_as_zarr_stores_them(fixtures, tmp_path):
     rows[1] = 0
     put = row_writer(session, path, audio)
     assert put.__name__ == "write"  # the direct path, not zarr's
-    put(10, rows)
+    put(10, rows).result()
     audio[20:23] = rows  # zarr's own path
 
     def chunk(row):

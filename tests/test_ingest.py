@@ -286,3 +286,32 @@ def test_later_per_row_arrays_grow_with_new_rows(tmp_path, fixtures):
     ds = pi.open_store(store)["files/S4A03895/22000Hz_1ch_pcm16"].to_dataset()
     assert ds["score_demo"].shape == (3, 3)
     assert np.isnan(ds["score_demo"].values[2]).all() and (ds["score_demo"].values[:2] == 0.5).all()
+
+
+def test_a_row_that_fails_to_encode_fails_its_file_only(tmp_path, fixtures, monkeypatch):
+    """Rows are encoded in other threads while the task decodes on: an encode failure still
+    fails its file (with the reason), leaves none of its rows visible, and the rest land.
+    The failure is injected (a FLAC encoder that raises cannot be produced with real input)."""
+    from pamingest.store.codec import FlacCodec
+
+    folder = fixtures / "soundtrap"
+    real = FlacCodec.encode_samples
+    calls = []
+
+    def encode(self, samples):
+        calls.append(len(samples))
+        if len(calls) == 5:  # a row of the first file (31 rows), while later rows are in flight
+            raise OSError("disk full (injected)")
+        return real(self, samples)
+
+    monkeypatch.setattr(FlacCodec, "encode_samples", encode)
+    store = str(tmp_path / "store")
+    report = pi.ingest(pi.TimestampedFiles(str(folder), "soundtrap"), store, client="serial", row_seconds=10)
+    assert report.ingested == 2 and [f.url.rsplit("/", 1)[-1] for f in report.failed] == [
+        "67416073.210610033655.flac"]
+    assert "write failed" in report.failed[0].reason and "disk full (injected)" in report.failed[0].reason
+    ds = only_stream(pi.open_store(store))
+    failed = list(ds["file_url"].values).index(report.failed[0].url)
+    dead = ds["file_index"].values == failed  # its allocated rows hold no sample (none half-written)
+    assert dead.sum() == 31 and not ds["n_valid"].values[dead].any() and not ds["audio"].values[dead].any()
+    assert assert_stream_matches(ds, by_name(folder)) == 2

@@ -32,6 +32,7 @@ import asyncio
 import json
 import pickle
 from collections import defaultdict
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -246,24 +247,30 @@ def _chunk_key(stream: str, row: int, array: zarr.Array) -> str:
     return f"{stream}/audio/" + array.metadata.encode_chunk_key((row, 0, 0))
 
 
-def row_writer(session, array_path: str, audio: zarr.Array) -> Callable[[int, np.ndarray], None]:
+def row_writer(session, array_path: str, audio: zarr.Array) -> Callable[[int, np.ndarray], Future]:
     """``write(first_row, rows)``: whole rows into ``audio`` through ``session``'s store.
 
     For FLAC streams the rows are encoded (concurrently, off the GIL) and their
     chunks set directly, as zarr would store them (a row equal to the fill
     value is not stored): zarr's own write path costs ~0.4 ms and a copy of
     the row per chunk on top of the encode (benchmarks/ingest_throughput.py).
-    Other codecs go through zarr.
+    ``write`` returns at once with a future that is done when every chunk is
+    set: the caller decodes its next rows meanwhile, and must leave ``rows``
+    untouched until then. Other codecs go through zarr (the future is done
+    when ``write`` returns).
     """
     from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.sync import sync
+    from zarr.core.sync import _get_loop
 
     from .codec import FlacCodec
 
     codecs = audio.metadata.codecs
     if not (len(codecs) == 1 and isinstance(codecs[0], FlacCodec) and audio.metadata.fill_value == 0):
-        def through_zarr(first: int, rows: np.ndarray) -> None:
+        def through_zarr(first: int, rows: np.ndarray) -> Future:
+            done: Future = Future()
             audio[first : first + len(rows)] = rows
+            done.set_result(None)
+            return done
 
         return through_zarr
     codec, prototype, store = codecs[0], default_buffer_prototype(), session.store
@@ -276,11 +283,12 @@ def row_writer(session, array_path: str, audio: zarr.Array) -> Callable[[int, np
         encoded = await asyncio.to_thread(codec.encode_samples, samples)
         await store.set(key, prototype.buffer.from_bytes(encoded))
 
-    def write(first: int, rows: np.ndarray) -> None:
+    def write(first: int, rows: np.ndarray) -> Future:
         async def all_rows() -> None:
             await asyncio.gather(*(one(first + i, rows[i]) for i in range(len(rows))))
 
-        sync(all_rows())
+        # zarr's event loop (the one its own writes use), without waiting on it here
+        return asyncio.run_coroutine_threadsafe(all_rows(), _get_loop())
 
     return write
 
