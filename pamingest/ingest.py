@@ -221,6 +221,8 @@ def write_rows(task: WriteTask, fork, storage_options: dict):
         spr = task.row_samples
         row_bytes = spr * audio.shape[2] * audio.dtype.itemsize
         batch_rows = max(1, min(8, WRITE_BATCH_BYTES // row_bytes))
+        if batch_rows == 1:
+            return_large_buffers()
         buffers = [np.zeros((batch_rows, spr, audio.shape[2]), dtype=audio.dtype)
                    for _ in range(2 if batch_rows > 1 else 1)]
         writes = [[] for _ in buffers]
@@ -279,6 +281,35 @@ def write_rows(task: WriteTask, fork, storage_options: dict):
             for future in pending:
                 future.cancel()
             cf.wait(pending)
+
+
+LARGE_BUFFER_BYTES = 4 * 2**20
+_large_buffers_returned = False
+
+
+def return_large_buffers() -> None:
+    """Have this process's allocator give buffers of ``LARGE_BUFFER_BYTES`` or more back to the
+    system when they are freed (glibc: a fixed mmap threshold).
+
+    Called by tasks that write rows too large to batch (a 256 kHz 24-bit row is 10 MB, its
+    reads 8 MB). glibc raises its mmap threshold to the size of each such buffer freed, so
+    that later ones come from per-thread heaps, which keep them: the worker's peak grew
+    ~25 MB (benchmarks/pacific_sound_memory.py). It is process-wide and kept: HLS and most
+    file rows (<= 2 MB) never allocate buffers this large per row, so only such streams are
+    affected.
+    """
+    global _large_buffers_returned
+    if _large_buffers_returned:
+        return
+    _large_buffers_returned = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to tune
+        return
+    M_MMAP_THRESHOLD = -3
+    libc.mallopt(M_MMAP_THRESHOLD, LARGE_BUFFER_BYTES)
 
 
 def _finish(pending: list) -> None:
