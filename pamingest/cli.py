@@ -124,6 +124,20 @@ def cmd_info(args) -> int:
     return EXIT_OK
 
 
+def cmd_gc(args) -> int:
+    import datetime as dt
+
+    from .store.repo import Store
+
+    expire = None
+    if args.expire_days is not None:
+        expire = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=args.expire_days)
+    collected = Store.open(args.store, _storage_options(args)).collect_garbage(
+        grace_seconds=args.grace_hours * 3600, expire_before=expire, dry_run=args.dry_run)
+    print(json.dumps(collected.as_dict(), indent=2) if args.json else collected.summary())
+    return EXIT_OK
+
+
 def cmd_annotate(args) -> int:
     from .annotations import OverlapRule, Recording, attach
 
@@ -294,6 +308,19 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--endpoint-url")
     info.add_argument("--anon", action="store_true")
     info.set_defaults(func=cmd_info)
+
+    gc = sub.add_parser("gc", help="delete the data no snapshot needs (rows of runs that never landed; "
+                                   "old history on request)")
+    gc.add_argument("store")
+    gc.add_argument("--grace-hours", type=float, default=168.0,
+                    help="keep whatever was written in the last N hours: a run in flight writes its rows "
+                         "before its commit (default 168, a week)")
+    gc.add_argument("--expire-days", type=float,
+                    help="also drop history older than N days: those snapshots can no longer be opened")
+    gc.add_argument("--dry-run", action="store_true", help="count, delete nothing")
+    gc.add_argument("--json", action="store_true")
+    gc.add_argument("--endpoint-url")
+    gc.set_defaults(func=cmd_gc)
 
     ann = sub.add_parser("annotate", help="attach annotation files to a store's streams (exit 1 if a file failed)")
     ann.add_argument("store")

@@ -226,3 +226,89 @@ def test_stream_preparation_commits_only_what_changed(tmp_path, fixtures):
     with pytest.raises(pi.ConfigError, match="use --row-seconds 10"):
         prepare_streams(st, {STREAM: (layout.StreamSpec(STREAM, "files", "67416073", 8000, 1, "int16", 16, 8000),
                                       info)}, True, {})
+
+
+# ---------------------------------------------------------------- garbage collection
+
+def _ingest_with_a_failed_file(folder, store, monkeypatch):
+    """Ingest the SoundTrap folder; the first file's 5th row fails to encode after 4 of its rows
+    were stored in the run's fork: data no snapshot will reference. (The failure is injected:
+    a FLAC encoder that fails cannot be produced with real input.)"""
+    from pamingest.store.codec import FlacCodec
+
+    real, calls = FlacCodec.encode_samples, []
+
+    def encode(self, samples):
+        calls.append(1)
+        if len(calls) == 5:
+            raise OSError("disk full (injected)")
+        return real(self, samples)
+
+    with monkeypatch.context() as m:
+        m.setattr(FlacCodec, "encode_samples", encode)
+        report = pi.ingest(pi.TimestampedFiles(str(folder), "soundtrap"), store, client="serial", row_seconds=10)
+    assert report.ingested == 2 and len(report.failed) == 1
+    return report
+
+
+def test_gc_deletes_the_rows_of_failed_files_and_nothing_readers_need(tmp_path, fixtures, monkeypatch):
+    folder = fixtures / "soundtrap"
+    store = str(tmp_path / "store")
+    _ingest_with_a_failed_file(folder, store, monkeypatch)
+    st = Store.open(store)
+    tip = st.tip()
+    kept = st.collect_garbage()  # default grace: everything here is minutes old
+    assert kept.chunks == 0 and kept.bytes == 0
+    dry = st.collect_garbage(grace_seconds=0, dry_run=True)
+    assert dry.chunks >= 4 and dry.bytes > 0  # the failed file's rows stored before it failed
+    done = st.collect_garbage(grace_seconds=0)
+    assert (done.chunks, done.bytes) == (dry.chunks, dry.bytes) and not done.dry_run
+    assert st.collect_garbage(grace_seconds=0).chunks == 0
+    assert Store.open(store).tip() == tip  # gc commits nothing
+    ds = pi.open_store(store)[STREAM].to_dataset()
+    assert assert_stream_matches(ds, by_name(folder)) == 2  # every stored row reads bit for bit
+
+
+def test_gc_expires_old_history_on_request_and_removes_legacy_run_branches(tmp_path, fixtures):
+    import datetime as dt
+
+    folder = fixtures / "soundtrap"
+    store = str(tmp_path / "store")
+    first = tmp_path / "first"
+    first.mkdir()
+    shutil.copy(folder / SOUNDTRAP[0], first)
+    pi.ingest(pi.TimestampedFiles(str(first), "soundtrap"), store, client="serial")
+    st = Store.open(store)
+    old = st.tip()
+    st.create_branch("pamingest-run-0123456789ab", old)  # left by a killed run of an older version
+    st.create_branch("review-2026", old)  # a user's own: never touched
+    pi.ingest(pi.TimestampedFiles(str(folder), "soundtrap"), store, client="serial")
+    now = dt.datetime.now(dt.timezone.utc)
+    dry = st.collect_garbage(grace_seconds=0, expire_before=now, dry_run=True)
+    assert dry.snapshots_expired >= 1 and dry.branches == ["pamingest-run-0123456789ab"]
+    st.session(old)  # still there after a dry run
+    done = st.collect_garbage(grace_seconds=0, expire_before=now)
+    assert done.snapshots_expired >= 1 and done.branches == ["pamingest-run-0123456789ab"]
+    assert sorted(st.repo.list_branches()) == ["main", "review-2026"]
+    ds = pi.open_store(store)[STREAM].to_dataset()
+    assert assert_stream_matches(ds, by_name(folder)) == 4  # the copy in first/ and the three
+
+
+def test_gc_command_line(tmp_path, fixtures, monkeypatch, capsys):
+    import json
+
+    from pamingest.cli import main
+
+    folder = fixtures / "soundtrap"
+    store = str(tmp_path / "store")
+    _ingest_with_a_failed_file(folder, store, monkeypatch)
+
+    def gc(*flags):
+        assert main(["gc", store, *flags]) == 0
+        return capsys.readouterr().out
+
+    assert json.loads(gc("--json"))["chunks"] == 0  # a week of grace by default
+    dry = json.loads(gc("--grace-hours", "0", "--dry-run", "--json"))
+    assert dry["dry_run"] and dry["chunks"] >= 4
+    assert gc("--grace-hours", "0").startswith(f"deleted {dry['chunks']} chunks")
+    assert json.loads(gc("--grace-hours", "0", "--json"))["chunks"] == 0

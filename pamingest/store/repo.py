@@ -42,6 +42,8 @@ from typing import TYPE_CHECKING, Any, Callable, Generic, Iterator, TypeVar
 from ..errors import ConcurrentWriteError, ConfigError, StoreNotFoundError
 
 if TYPE_CHECKING:
+    import datetime
+
     import icechunk
     import zarr
 
@@ -173,6 +175,50 @@ def _local_lock(path: str | None) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------- garbage
+
+# Keep objects younger than this: a run writes its rows before its commit references them.
+DEFAULT_GC_GRACE_SECONDS = 7 * 24 * 3600.0
+# Runs of pamingest before 0.1 wrote on a branch of their own; a killed one left it behind.
+LEGACY_RUN_BRANCH_PREFIX = "pamingest-run-"
+
+
+@dataclass
+class Collected:
+    """What ``Store.collect_garbage`` deleted (or, in a dry run, would delete).
+
+    Unreachable data comes from rows written by runs that never landed: a
+    file that failed after some of its rows were stored in the run's fork,
+    a run killed or given up before its commit, a run that lost a race and
+    re-wrote its rows on the new tip. Expired history adds the snapshots
+    older than the cutoff and whatever only they referenced.
+    """
+
+    dry_run: bool
+    branches: list[str] = field(default_factory=list)
+    snapshots_expired: int = 0
+    chunks: int = 0
+    bytes: int = 0
+    manifests: int = 0
+    snapshots: int = 0
+    transaction_logs: int = 0
+
+    def summary(self) -> str:
+        verb = "would delete" if self.dry_run else "deleted"
+        lines = [f"{verb} {self.chunks} chunks ({self.bytes / 1e6:.1f} MB), {self.manifests} manifests, "
+                 f"{self.snapshots} snapshots, {self.transaction_logs} transaction logs"]
+        if self.snapshots_expired:
+            lines.append(f"{'would expire' if self.dry_run else 'expired'} {self.snapshots_expired} snapshots of history")
+        if self.branches:
+            lines.append(f"{'would remove' if self.dry_run else 'removed'} branches: {', '.join(self.branches)}")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        import dataclasses
+
+        return dataclasses.asdict(self)
 
 
 # ---------------------------------------------------------------- commits
@@ -409,6 +455,52 @@ class Store:
             repair=repair, rebuild=build)
         result.value = state["value"]
         return result
+
+    # ------------------------------------------------------------ garbage
+    def collect_garbage(self, *, grace_seconds: float = DEFAULT_GC_GRACE_SECONDS,
+                        expire_before: "datetime.datetime | None" = None, dry_run: bool = False) -> "Collected":
+        """Delete what no branch or tag needs; see ``Collected`` for what that is.
+
+        Parameters
+        ----------
+        grace_seconds : float
+            Objects written in the last ``grace_seconds`` are kept whatever
+            refers to them: a run in flight writes its rows before its commit
+            makes them reachable, and a run's legacy branch may still be in
+            use. Default 7 days, longer than any partition of a flow runs.
+        expire_before : datetime, optional
+            Also drop history: snapshots written before this time, which no
+            branch or tag points at, can no longer be opened (a training set
+            pinned to one of them cannot be read again), and their data goes.
+        dry_run : bool
+            Count, delete nothing (expiry is then counted on ``main``'s
+            history only).
+        """
+        import datetime as dt
+
+        now = dt.datetime.now(dt.timezone.utc)
+        cutoff = now - dt.timedelta(seconds=grace_seconds)
+        collected = Collected(dry_run=dry_run)
+        with _local_lock(self.location.local_path):
+            for name in sorted(self.repo.list_branches()):
+                if not name.startswith(LEGACY_RUN_BRANCH_PREFIX):
+                    continue
+                tip = next(iter(self.repo.ancestry(branch=name)))
+                if tip.written_at < cutoff:
+                    collected.branches.append(name)
+                    if not dry_run:
+                        self.repo.delete_branch(name)
+            if expire_before is not None:
+                if dry_run:
+                    history = list(self.repo.ancestry(branch="main"))[1:]  # the tip is never expired
+                    collected.snapshots_expired = sum(1 for snap in history if snap.written_at < expire_before)
+                else:
+                    collected.snapshots_expired = len(self.repo.expire_snapshots(expire_before))
+            summary = self.repo.garbage_collect(cutoff, dry_run=dry_run)
+        collected.chunks, collected.bytes = summary.chunks_deleted, summary.bytes_deleted
+        collected.manifests, collected.snapshots = summary.manifests_deleted, summary.snapshots_deleted
+        collected.transaction_logs = summary.transaction_logs_deleted
+        return collected
 
     # ------------------------------------------------------------ branches
     def create_branch(self, name: str, snapshot: str) -> None:
