@@ -348,11 +348,13 @@ def list_new(records: Iterable[SourceFile | RejectedFile], known: dict[str, Know
         seen = known.get(rec.url)
         if seen is not None:
             same = (seen.etag == rec.etag) if (seen.etag and rec.etag) else (seen.size == rec.size)
-            if not same:
+            if not same and seen.status != "ok":
+                pass  # a failed or rejected object replaced (re-uploaded): none of it is stored, take the new one
+            elif not same:
                 changed.append(FailedFile(rec.url, f"ETag/size changed since ingest "
                                                    f"(was {seen.etag or seen.size}, now {rec.etag or rec.size})"))
                 continue
-            if not (retry_failed and seen.status != "ok"):
+            elif not (retry_failed and seen.status != "ok"):
                 skipped += 1
                 continue
         if isinstance(rec, RejectedFile):

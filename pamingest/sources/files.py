@@ -20,7 +20,12 @@ AUDIO_SUFFIXES = (".wav", ".flac")
 
 
 def _etag(info: dict[str, Any]) -> str:
+    """What tells two versions of an object apart: its ETag (S3), hash (GCS) or, for local
+    files, which have neither, the modification time (a file rewritten with the same size
+    must not look unchanged)."""
     tag = info.get("ETag") or info.get("etag") or info.get("md5Hash") or ""
+    if not tag and info.get("mtime") is not None:
+        return f"mtime:{float(info['mtime'])!r}"
     return str(tag).strip('"')
 
 
