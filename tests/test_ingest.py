@@ -366,3 +366,68 @@ def test_only_rows_too_large_to_batch_fix_the_allocators_mmap_threshold(tmp_path
     # a 6 MB buffer allocated after a 10 MB one was freed: mapped on its own only with the
     # fixed threshold; glibc's own dynamic threshold puts it in a heap, which keeps it
     assert mapped_mb >= 6.0 if returned else mapped_mb == 0.0
+
+
+# Hostile names (issue #16): copies of one real recording under names a recorder would not write.
+ODD_TEMPLATE = "{site}_%Y%m%d_%H%M%S.{ext:wav|flac}"
+
+
+def recording(fixtures):
+    return fixtures / "songmeter" / "S4A03895" / "S4A03895_20190522_000000.wav"
+
+
+def copies_named(folder, fixtures, names):
+    import shutil
+
+    folder.mkdir()
+    for name in names:
+        shutil.copy(recording(fixtures), folder / name)
+    return folder
+
+
+def reasons_by_name(report):
+    return {f.url.rsplit("/", 1)[-1]: f.reason for f in report.failed}
+
+
+def test_years_the_store_cannot_hold_are_rejected_at_listing_and_the_folder_ingested(tmp_path, fixtures):
+    folder = copies_named(tmp_path / "rec", fixtures,
+                          ["k25a_20210101_000000.wav", "k25a_99990101_000000.wav", "k25a_16000101_000000.wav"])
+    src = pi.TimestampedFiles(str(folder), ODD_TEMPLATE)
+    store = str(tmp_path / "store")
+    report = pi.ingest(src, store, client="serial")
+    supported = "1678-01-01 to 2262-01-01 UTC (what the store's int64 nanosecond times hold)"
+    assert reasons_by_name(report) == {
+        "k25a_99990101_000000.wav": f"file name 'k25a_99990101_000000.wav': year 9999 is outside the supported "
+                                    f"range {supported}",
+        "k25a_16000101_000000.wav": f"file name 'k25a_16000101_000000.wav': year 1600 is outside the supported "
+                                    f"range {supported}",
+    }
+    assert report.ingested == 1 and report.streams == ["files/k25a/22000Hz_1ch_pcm16"]
+    ds = only_stream(pi.open_store(store))
+    assert list(ds["file_start"].values) == [np.datetime64("2021-01-01T00:00:00", "ns")]
+    assert assert_stream_matches(ds, lambda url: recording(fixtures)) == 1
+    # The rejections are recorded: a re-run neither crashes nor retries them.
+    again = pi.ingest(src, store, client="serial")
+    assert (again.ingested, again.skipped, again.failed, again.commits) == (0, 3, [], 0)
+
+
+def test_impossible_times_in_names_are_rejected_with_the_field_not_rolled_over(tmp_path, fixtures):
+    folder = copies_named(tmp_path / "rec", fixtures, [
+        "k25a_20210101_000000.wav", "k25a_20210101_250000.wav", "k25a_20210101_009900.wav",
+        "k25a_20210230_000000.wav", "k25a_2021_0101.wav"])
+    store = str(tmp_path / "store")
+    report = pi.ingest(pi.TimestampedFiles(str(folder), ODD_TEMPLATE), store, client="serial")
+    assert reasons_by_name(report) == {
+        "k25a_20210101_250000.wav": "file name 'k25a_20210101_250000.wav': hour 25 out of range 0-23",
+        "k25a_20210101_009900.wav": "file name 'k25a_20210101_009900.wav': minute 99 out of range 0-59",
+        "k25a_20210230_000000.wav": "file name 'k25a_20210230_000000.wav': day 30 out of range for February 2021 "
+                                    "(1-28)",
+        "k25a_2021_0101.wav": "file name 'k25a_2021_0101.wav' does not match the template "
+                              "'{site}_%Y%m%d_%H%M%S.{ext:wav|flac}'",
+    }
+    # Only the good name has rows: nothing stored at 2021-01-02T01:00 or 01:39.
+    ds = only_stream(pi.open_store(store))
+    assert report.ingested == 1
+    assert list(ds["file_start"].values) == [np.datetime64("2021-01-01T00:00:00", "ns")]
+    assert assert_stream_matches(ds, lambda url: recording(fixtures)) == 1
+
