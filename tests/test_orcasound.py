@@ -123,6 +123,21 @@ def test_sessions_segments_order_samples_and_timing(orca_bucket, fixture_segment
     assert again.ingested == 0 and not again.failed
 
 
+def test_a_session_beyond_the_supported_times_is_rejected_at_listing(s3, fixture_segments, store):
+    """A session folder whose epoch (11 digits) is past 2262 cannot be timed in int64 nanoseconds:
+    its segments are rejected when listed, for any source (ingest.unstorable), and the node's
+    other session lands."""
+    s3.bucket(BUCKET)
+    s3.put(BUCKET, f"{LAB}/hls/{E1}/live000.ts", fixture_segments[0])
+    s3.put(BUCKET, f"{LAB}/hls/99999999999/live000.ts", fixture_segments[0])
+    report = pi.ingest(OrcasoundHLS([LAB], storage_options=s3.storage_options), store, client="serial")
+    assert {f.url: f.reason for f in report.failed} == {
+        f"s3://{BUCKET}/{LAB}/hls/99999999999/live000.ts": "live000.ts: start time 5138-11-16T09:46:39Z is outside "
+        "the supported range 1678-01-01 to 2262-01-01 UTC (what the store's int64 nanosecond times hold)"}
+    assert report.ingested == 1
+    np.testing.assert_array_equal(session_samples(lab_stream(store), E1), reference_decode(fixture_segments[:1]))
+
+
 def test_single_segment_matches_ffmpeg_bit_for_bit(s3, fixtures, store):
     s3.bucket(BUCKET)
     s3.put(BUCKET, f"rpi_port_townsend/hls/{E1}/live000.ts", fixtures / "orcasound/hls/live000.ts")
