@@ -431,3 +431,39 @@ def test_impossible_times_in_names_are_rejected_with_the_field_not_rolled_over(t
     assert list(ds["file_start"].values) == [np.datetime64("2021-01-01T00:00:00", "ns")]
     assert assert_stream_matches(ds, lambda url: recording(fixtures)) == 1
 
+
+def test_distinct_sites_never_share_a_stream(tmp_path, fixtures):
+    from urllib.parse import unquote
+
+    sites = ["k25a", "k25a b", "k25a-b", "k25a_b", "k25a%20b", "Møller", "Ærø", "_k25a", "k25a-"]
+    folder = copies_named(tmp_path / "rec", fixtures, [f"{site}_20210101_000000.wav" for site in sites])
+    store = str(tmp_path / "store")
+    report = pi.ingest(pi.TimestampedFiles(str(folder), ODD_TEMPLATE), store, client="serial")
+    assert report.ingested == len(sites) and not report.failed
+    expected = {  # plain names are their own path, as before; the rest percent-encoded
+        "k25a": "k25a", "k25a b": "k25a%20b", "k25a-b": "k25a-b", "k25a_b": "k25a_b", "k25a%20b": "k25a%2520b",
+        "Møller": "M%C3%B8ller", "Ærø": "%C3%86r%C3%B8", "_k25a": "%5Fk25a", "k25a-": "k25a-",
+    }
+    assert report.streams == sorted(f"files/{segment}/22000Hz_1ch_pcm16" for segment in expected.values())
+    tree = pi.open_store(store)
+    for site, segment in expected.items():
+        ds = tree[f"files/{segment}/22000Hz_1ch_pcm16"].to_dataset()
+        assert ds.attrs["site"] == site == unquote(segment)
+        assert [u.rsplit("/", 1)[-1] for u in ds["file_url"].values] == [f"{site}_20210101_000000.wav"]
+        assert assert_stream_matches(ds, lambda url: recording(fixtures)) == 1
+
+
+def test_stream_path_segments_are_injective_and_keep_plain_names():
+    from urllib.parse import unquote
+
+    from pamingest.store.layout import safe_segment
+
+    plain = ["rpi_orcasound_lab", "S4A03895", "67416073", "ci01_02", "nrs_11_2019-2021", "pipan_hawaii_14", "a.b"]
+    assert [safe_segment(s) for s in plain] == plain
+    tricky = ["k25a b", "k25a-b", "k25a%20b", "k25a/b", ".", "..", "__x", "_x", "%5Fx", "Møller", "Mo\u0308ller",
+              "鯨", "-", "x.", " "]
+    segments = [safe_segment(s) for s in tricky]
+    assert len(set(segments)) == len(tricky)
+    assert [unquote(s) for s in segments] == tricky
+    assert all(s.isascii() and "/" not in s and s not in (".", "..") and not s.startswith(("_", ".")) for s in segments)
+
