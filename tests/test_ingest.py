@@ -467,3 +467,27 @@ def test_stream_path_segments_are_injective_and_keep_plain_names():
     assert [unquote(s) for s in segments] == tricky
     assert all(s.isascii() and "/" not in s and s not in (".", "..") and not s.startswith(("_", ".")) for s in segments)
 
+
+def test_a_symlink_loop_is_rejected_as_such_and_the_folder_ingested(tmp_path, fixtures):
+    import os
+
+    folder = copies_named(tmp_path / "rec", fixtures, ["k25a_20210101_000000.wav"])
+    os.symlink("k25a_20210101_020000.wav", folder / "k25a_20210101_010000.wav")  # a loop of two links
+    os.symlink("k25a_20210101_010000.wav", folder / "k25a_20210101_020000.wav")
+    os.symlink("k25a_20210101_000000.wav", folder / "k25a_20210101_030000.wav")  # a link to a file: read through
+    os.symlink("gone.wav", folder / "k25a_20210101_040000.wav")  # a link to nothing
+    store = str(tmp_path / "store")
+    report = pi.ingest(pi.TimestampedFiles(str(folder), ODD_TEMPLATE), store, client="serial")
+    assert reasons_by_name(report) == {
+        "k25a_20210101_010000.wav": "k25a_20210101_010000.wav: symbolic link loop (following "
+                                    "k25a_20210101_010000.wav -> k25a_20210101_020000.wav never reaches a file)",
+        "k25a_20210101_020000.wav": "k25a_20210101_020000.wav: symbolic link loop (following "
+                                    "k25a_20210101_020000.wav -> k25a_20210101_010000.wav never reaches a file)",
+        "k25a_20210101_040000.wav": "k25a_20210101_040000.wav: broken symbolic link (its target gone.wav does "
+                                    "not exist)",
+    }
+    assert report.ingested == 2
+    ds = only_stream(pi.open_store(store))
+    assert list(ds["file_start"].values) == [np.datetime64("2021-01-01T00:00:00", "ns"),
+                                             np.datetime64("2021-01-01T03:00:00", "ns")]
+    assert assert_stream_matches(ds, lambda url: recording(fixtures)) == 2
