@@ -51,7 +51,7 @@ from .store import layout
 from .store.catalog import KnownFile, read_catalog
 from .store.repo import Store, StoreLocation, load_session
 from .store.rows import Landing, allocate, land, prepare_streams, row_writer
-from .timing import NS_PER_S, samples_per_row
+from .timing import NS_PER_S, samples_per_row, unsupported_time
 
 if TYPE_CHECKING:
     import zarr
@@ -359,9 +359,24 @@ def list_new(records: Iterable[SourceFile | RejectedFile], known: dict[str, Know
                 continue
         if isinstance(rec, RejectedFile):
             rejected.append(rec)
+        elif problem := unstorable(rec):
+            rejected.append(RejectedFile(rec.source, rec.url, rec.size, rec.etag, problem))
         else:
             new.append(rec)
     return Listing(new, rejected, skipped, changed, listed)
+
+
+def unstorable(file: SourceFile) -> str | None:
+    """Why a listed file can never have rows in a store, whatever it holds; None if it can.
+
+    Checked for every source (sources are plug-ins): a start the store's times
+    cannot hold would overflow only when its rows are timed, after the whole
+    run's decoding, and fail every later run again.
+    """
+    if not file.site:
+        return f"{file.name}: the source gives no site for it"
+    problem = unsupported_time(file.start_ns)
+    return f"{file.name}: start {problem}" if problem else None
 
 
 # The name this stage had before ingest was cut into stages.

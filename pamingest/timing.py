@@ -21,6 +21,14 @@ from .errors import ConfigError
 
 NS_PER_S = 1_000_000_000
 NAT = np.iinfo(np.int64).min
+# The times a store can hold: int64 nanoseconds since 1970 reach 1677-09-21 to 2262-04-11
+# (NaT, the int64 minimum, marks a missing time). Starts are kept to whole years inside that,
+# so that a file's span, added to its start, stays inside too (100 days of margin at the end).
+SUPPORTED_YEARS = (1678, 2261)
+SUPPORTED_START_NS, SUPPORTED_END_NS = (  # 1678-01-01T00:00:00Z and 2262-01-01T00:00:00Z (excluded)
+    (_dt.datetime(year, 1, 1) - _dt.datetime(1970, 1, 1)) // _dt.timedelta(seconds=1) * NS_PER_S
+    for year in (SUPPORTED_YEARS[0], SUPPORTED_YEARS[1] + 1))
+SUPPORTED_RANGE = "1678-01-01 to 2262-01-01 UTC (what the store's int64 nanosecond times hold)"
 
 
 def samples_per_row(sample_rate: int, row_seconds: float) -> int:
@@ -106,6 +114,19 @@ def ns_to_iso(ns: int) -> str:
     import pandas as pd
 
     return pd.Timestamp(ns, unit="ns").isoformat() + "Z"
+
+
+def unsupported_time(ns: int) -> str | None:
+    """Why a start time cannot be stored (outside ``SUPPORTED_RANGE``), or None when it can."""
+    if SUPPORTED_START_NS <= ns < SUPPORTED_END_NS:
+        return None
+    # Python's datetime reaches years 1-9999 where pandas (ns_to_iso) stops at the int64 range.
+    epoch = _dt.datetime(1970, 1, 1)
+    try:
+        shown = (epoch + _dt.timedelta(microseconds=ns // 1000)).isoformat() + "Z"
+    except OverflowError:
+        shown = f"{ns} ns since 1970"
+    return f"time {shown} is outside the supported range {SUPPORTED_RANGE}"
 
 
 def utc_datetime_to_ns(dt: _dt.datetime) -> int:

@@ -423,3 +423,128 @@ def test_a_replaced_bad_file_is_ingested_and_a_rewritten_good_one_reported(tmp_p
     assert third.ingested == 0 and third.skipped == 1 and [c.url for c in third.changed] == [str(folder / names[0])]
     ds = only_stream(pi.open_store(store))
     assert assert_stream_matches(ds, by_name(fixtures / "soundtrap")) == 2
+
+
+# Hostile names (issue #16): copies of one real recording under names a recorder would not write.
+ODD_TEMPLATE = "{site}_%Y%m%d_%H%M%S.{ext:wav|flac}"
+
+
+def recording(fixtures):
+    return fixtures / "songmeter" / "S4A03895" / "S4A03895_20190522_000000.wav"
+
+
+def copies_named(folder, fixtures, names):
+    import shutil
+
+    folder.mkdir()
+    for name in names:
+        shutil.copy(recording(fixtures), folder / name)
+    return folder
+
+
+def reasons_by_name(report):
+    return {f.url.rsplit("/", 1)[-1]: f.reason for f in report.failed}
+
+
+def test_years_the_store_cannot_hold_are_rejected_at_listing_and_the_folder_ingested(tmp_path, fixtures):
+    folder = copies_named(tmp_path / "rec", fixtures,
+                          ["k25a_20210101_000000.wav", "k25a_99990101_000000.wav", "k25a_16000101_000000.wav"])
+    src = pi.TimestampedFiles(str(folder), ODD_TEMPLATE)
+    store = str(tmp_path / "store")
+    report = pi.ingest(src, store, client="serial")
+    supported = "1678-01-01 to 2262-01-01 UTC (what the store's int64 nanosecond times hold)"
+    assert reasons_by_name(report) == {
+        "k25a_99990101_000000.wav": f"file name 'k25a_99990101_000000.wav': year 9999 is outside the supported "
+                                    f"range {supported}",
+        "k25a_16000101_000000.wav": f"file name 'k25a_16000101_000000.wav': year 1600 is outside the supported "
+                                    f"range {supported}",
+    }
+    assert report.ingested == 1 and report.streams == ["files/k25a/22000Hz_1ch_pcm16"]
+    ds = only_stream(pi.open_store(store))
+    assert list(ds["file_start"].values) == [np.datetime64("2021-01-01T00:00:00", "ns")]
+    assert assert_stream_matches(ds, lambda url: recording(fixtures)) == 1
+    # The rejections are recorded: a re-run neither crashes nor retries them.
+    again = pi.ingest(src, store, client="serial")
+    assert (again.ingested, again.skipped, again.failed, again.commits) == (0, 3, [], 0)
+
+
+def test_impossible_times_in_names_are_rejected_with_the_field_not_rolled_over(tmp_path, fixtures):
+    folder = copies_named(tmp_path / "rec", fixtures, [
+        "k25a_20210101_000000.wav", "k25a_20210101_250000.wav", "k25a_20210101_009900.wav",
+        "k25a_20210230_000000.wav", "k25a_2021_0101.wav"])
+    store = str(tmp_path / "store")
+    report = pi.ingest(pi.TimestampedFiles(str(folder), ODD_TEMPLATE), store, client="serial")
+    assert reasons_by_name(report) == {
+        "k25a_20210101_250000.wav": "file name 'k25a_20210101_250000.wav': hour 25 out of range 0-23",
+        "k25a_20210101_009900.wav": "file name 'k25a_20210101_009900.wav': minute 99 out of range 0-59",
+        "k25a_20210230_000000.wav": "file name 'k25a_20210230_000000.wav': day 30 out of range for February 2021 "
+                                    "(1-28)",
+        "k25a_2021_0101.wav": "file name 'k25a_2021_0101.wav' does not match the template "
+                              "'{site}_%Y%m%d_%H%M%S.{ext:wav|flac}'",
+    }
+    # Only the good name has rows: nothing stored at 2021-01-02T01:00 or 01:39.
+    ds = only_stream(pi.open_store(store))
+    assert report.ingested == 1
+    assert list(ds["file_start"].values) == [np.datetime64("2021-01-01T00:00:00", "ns")]
+    assert assert_stream_matches(ds, lambda url: recording(fixtures)) == 1
+
+
+def test_distinct_sites_never_share_a_stream(tmp_path, fixtures):
+    from urllib.parse import unquote
+
+    sites = ["k25a", "k25a b", "k25a-b", "k25a_b", "k25a%20b", "Møller", "Ærø", "_k25a", "k25a-"]
+    folder = copies_named(tmp_path / "rec", fixtures, [f"{site}_20210101_000000.wav" for site in sites])
+    store = str(tmp_path / "store")
+    report = pi.ingest(pi.TimestampedFiles(str(folder), ODD_TEMPLATE), store, client="serial")
+    assert report.ingested == len(sites) and not report.failed
+    expected = {  # plain names are their own path, as before; the rest percent-encoded
+        "k25a": "k25a", "k25a b": "k25a%20b", "k25a-b": "k25a-b", "k25a_b": "k25a_b", "k25a%20b": "k25a%2520b",
+        "Møller": "M%C3%B8ller", "Ærø": "%C3%86r%C3%B8", "_k25a": "%5Fk25a", "k25a-": "k25a-",
+    }
+    assert report.streams == sorted(f"files/{segment}/22000Hz_1ch_pcm16" for segment in expected.values())
+    tree = pi.open_store(store)
+    for site, segment in expected.items():
+        ds = tree[f"files/{segment}/22000Hz_1ch_pcm16"].to_dataset()
+        assert ds.attrs["site"] == site == unquote(segment)
+        assert [u.rsplit("/", 1)[-1] for u in ds["file_url"].values] == [f"{site}_20210101_000000.wav"]
+        assert assert_stream_matches(ds, lambda url: recording(fixtures)) == 1
+
+
+def test_stream_path_segments_are_injective_and_keep_plain_names():
+    from urllib.parse import unquote
+
+    from pamingest.store.layout import safe_segment
+
+    plain = ["rpi_orcasound_lab", "S4A03895", "67416073", "ci01_02", "nrs_11_2019-2021", "pipan_hawaii_14", "a.b"]
+    assert [safe_segment(s) for s in plain] == plain
+    tricky = ["k25a b", "k25a-b", "k25a%20b", "k25a/b", ".", "..", "__x", "_x", "%5Fx", "Møller", "Mo\u0308ller",
+              "鯨", "-", "x.", " "]
+    segments = [safe_segment(s) for s in tricky]
+    assert len(set(segments)) == len(tricky)
+    assert [unquote(s) for s in segments] == tricky
+    assert all(s.isascii() and "/" not in s and s not in (".", "..") and not s.startswith(("_", ".")) for s in segments)
+
+
+def test_a_symlink_loop_is_rejected_as_such_and_the_folder_ingested(tmp_path, fixtures):
+    import os
+
+    folder = copies_named(tmp_path / "rec", fixtures, ["k25a_20210101_000000.wav"])
+    os.symlink("k25a_20210101_020000.wav", folder / "k25a_20210101_010000.wav")  # a loop of two links
+    os.symlink("k25a_20210101_010000.wav", folder / "k25a_20210101_020000.wav")
+    os.symlink("k25a_20210101_000000.wav", folder / "k25a_20210101_030000.wav")  # a link to a file: read through
+    os.symlink("gone.wav", folder / "k25a_20210101_040000.wav")  # a link to nothing
+    store = str(tmp_path / "store")
+    report = pi.ingest(pi.TimestampedFiles(str(folder), ODD_TEMPLATE), store, client="serial")
+    assert reasons_by_name(report) == {
+        "k25a_20210101_010000.wav": "k25a_20210101_010000.wav: symbolic link loop (following "
+                                    "k25a_20210101_010000.wav -> k25a_20210101_020000.wav never reaches a file)",
+        "k25a_20210101_020000.wav": "k25a_20210101_020000.wav: symbolic link loop (following "
+                                    "k25a_20210101_020000.wav -> k25a_20210101_010000.wav never reaches a file)",
+        "k25a_20210101_040000.wav": "k25a_20210101_040000.wav: broken symbolic link (its target gone.wav does "
+                                    "not exist)",
+    }
+    assert report.ingested == 2
+    ds = only_stream(pi.open_store(store))
+    assert list(ds["file_start"].values) == [np.datetime64("2021-01-01T00:00:00", "ns"),
+                                             np.datetime64("2021-01-01T03:00:00", "ns")]
+    assert assert_stream_matches(ds, lambda url: recording(fixtures)) == 2

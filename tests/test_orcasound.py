@@ -123,6 +123,45 @@ def test_sessions_segments_order_samples_and_timing(orca_bucket, fixture_segment
     assert again.ingested == 0 and not again.failed
 
 
+def test_an_odd_segment_name_is_rejected_and_the_session_ingested(s3, fixture_segments, store):
+    """A .ts object the streamer did not name (live1816b.ts, xlive001.ts) is rejected with the reason,
+    not skipped and not taken for a segment of the session; the session lands as one run, bit-exact."""
+    s3.bucket(BUCKET)
+    for n, data in enumerate(fixture_segments):
+        s3.put(BUCKET, f"{LAB}/hls/{E1}/live{n:03d}.ts", data)
+    s3.put(BUCKET, f"{LAB}/hls/{E1}/live1816b.ts", fixture_segments[1])
+    s3.put(BUCKET, f"{LAB}/hls/{E1}/xlive001.ts", fixture_segments[1])
+    s3.put(BUCKET, f"{LAB}/hls/{E1}/live.m3u8", b"#EXTM3U\n")  # a playlist: not audio, not a rejection
+    src = OrcasoundHLS([LAB], storage_options=s3.storage_options)
+    report = pi.ingest(src, store, client="serial")
+    assert {f.url: f.reason for f in report.failed} == {
+        f"s3://{BUCKET}/{LAB}/hls/{E1}/live1816b.ts": "live1816b.ts: not a segment name of the form liveN.ts",
+        f"s3://{BUCKET}/{LAB}/hls/{E1}/xlive001.ts": "xlive001.ts: not a segment name of the form liveN.ts",
+    }
+    assert report.ingested == 3 and report.streams == [f"orcasound/{LAB}/48000Hz_2ch_pcm16"]
+    ds = lab_stream(store)
+    assert [u.rsplit("/", 1)[-1] for u in ds["file_url"].values] == ["live000.ts", "live001.ts", "live002.ts"]
+    np.testing.assert_array_equal(session_samples(ds, E1), reference_decode(fixture_segments))
+    assert ds.pam.rows["start"].iloc[0].value == E1 * NS_PER_S + round((first_pts(fixture_segments[0]) - 1.4) * NS_PER_S)
+    again = pi.ingest(src, store, client="serial")
+    assert (again.ingested, again.skipped, again.failed) == (0, 5, [])
+
+
+def test_a_session_beyond_the_supported_times_is_rejected_at_listing(s3, fixture_segments, store):
+    """A session folder whose epoch (11 digits) is past 2262 cannot be timed in int64 nanoseconds:
+    its segments are rejected when listed, for any source (ingest.unstorable), and the node's
+    other session lands."""
+    s3.bucket(BUCKET)
+    s3.put(BUCKET, f"{LAB}/hls/{E1}/live000.ts", fixture_segments[0])
+    s3.put(BUCKET, f"{LAB}/hls/99999999999/live000.ts", fixture_segments[0])
+    report = pi.ingest(OrcasoundHLS([LAB], storage_options=s3.storage_options), store, client="serial")
+    assert {f.url: f.reason for f in report.failed} == {
+        f"s3://{BUCKET}/{LAB}/hls/99999999999/live000.ts": "live000.ts: start time 5138-11-16T09:46:39Z is outside "
+        "the supported range 1678-01-01 to 2262-01-01 UTC (what the store's int64 nanosecond times hold)"}
+    assert report.ingested == 1
+    np.testing.assert_array_equal(session_samples(lab_stream(store), E1), reference_decode(fixture_segments[:1]))
+
+
 def test_single_segment_matches_ffmpeg_bit_for_bit(s3, fixtures, store):
     s3.bucket(BUCKET)
     s3.put(BUCKET, f"rpi_port_townsend/hls/{E1}/live000.ts", fixtures / "orcasound/hls/live000.ts")

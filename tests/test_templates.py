@@ -66,3 +66,50 @@ def test_bad_templates():
         FilenameTemplate("%Y%m%d_%Q.wav")
     with pytest.raises(TemplateError, match="unknown template"):
         get_templates("nosuchrecorder")
+
+
+FIELD_TEMPLATE = "{site}_%Y%m%d_%H%M%S.{ext:wav|flac}"
+
+
+@pytest.mark.parametrize("name,reason", [
+    ("k25a_20210101_250000.wav", "hour 25 out of range 0-23"),
+    ("k25a_20210101_009900.wav", "minute 99 out of range 0-59"),
+    ("k25a_20210101_006000.wav", "minute 60 out of range 0-59"),
+    ("k25a_20210101_000061.wav", "second 61 out of range 0-60"),
+    ("k25a_20210230_000000.wav", "day 30 out of range for February 2021 (1-28)"),
+    ("k25a_20210229_000000.wav", "day 29 out of range for February 2021 (1-28)"),
+    ("k25a_20210100_000000.wav", "day 0 out of range for January 2021 (1-31)"),
+    ("k25a_20211301_000000.wav", "month 13 out of range 1-12"),
+])
+def test_impossible_times_are_rejected_naming_the_field_never_rolled_over(name, reason):
+    with pytest.raises(TemplateError) as err:
+        parse_name(name, get_templates(FIELD_TEMPLATE))
+    assert str(err.value) == f"file name {name!r}: {reason}"
+
+
+def test_years_outside_the_stored_range_are_rejected_with_the_range():
+    templates = get_templates(FIELD_TEMPLATE)
+    for name, year in (("k25a_99990101_000000.wav", 9999), ("k25a_16000101_000000.wav", 1600),
+                       ("k25a_22620101_000000.wav", 2262)):
+        with pytest.raises(TemplateError) as err:
+            parse_name(name, templates)
+        assert str(err.value) == (f"file name {name!r}: year {year} is outside the supported range "
+                                  "1678-01-01 to 2262-01-01 UTC (what the store's int64 nanosecond times hold)")
+    # The range's ends, and a leap day, are ordinary names.
+    assert parse_name("k25a_16780101_000000.wav", templates)[0] == to_ns("1678-01-01T00:00:00")
+    assert parse_name("k25a_22611231_235959.wav", templates)[0] == to_ns("2261-12-31T23:59:59")
+    assert parse_name("k25a_20200229_000000.wav", templates)[0] == to_ns("2020-02-29T00:00:00")
+    # A local time that is inside the range by its year but not once taken to UTC.
+    late = FilenameTemplate("%Y%m%d_%H%M%S.wav", timezone="Pacific/Honolulu")
+    with pytest.raises(TemplateError, match=r"time 2262-01-01T09:00:00Z is outside the supported range 1678-01-01"):
+        late.match("22611231_230000.wav")
+
+
+def test_an_impossible_time_is_the_reason_unless_another_template_reads_the_name():
+    both = get_templates([FIELD_TEMPLATE, "{site}_%Y%d%m_%H%M%S.{ext:wav|flac}"])  # the second: day before month
+    assert parse_name("k25a_20211302_000000.wav", both)[0] == to_ns("2021-02-13T00:00:00")
+    with pytest.raises(TemplateError, match=r"'k25a_20211313_000000.wav': month 13 out of range 1-12"):
+        parse_name("k25a_20211313_000000.wav", both)
+    # A name the pattern does not fit keeps its message.
+    with pytest.raises(TemplateError, match="does not match the template"):
+        parse_name("k25a_2021_000000.wav", both)

@@ -76,7 +76,8 @@ LEGACY_BLOCK_SEGMENTS = 64
 # A probe batch (a decode block) is fetched this many segments at a time, the next few
 # downloading while the current ones are demuxed.
 PROBE_FETCH_BATCH = 4
-SEGMENT_NAME = re.compile(r"live(\d+)\.ts\Z")
+# A segment's whole base name (a URL's last part, or the name alone): ``xlive001.ts`` is not segment 1.
+SEGMENT_NAME = re.compile(r"(?:\A|/)live(\d+)\.ts\Z")
 
 # One entry per run of contiguous segments, in the stream group's "runs" group.
 RUNS_GROUP = "runs"

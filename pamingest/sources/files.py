@@ -8,6 +8,8 @@ prefix, several at a time.
 
 from __future__ import annotations
 
+import errno
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +19,27 @@ from .base import RejectedFile, SourceFile
 from .templates import FilenameTemplate, get_templates, parse_name
 
 AUDIO_SUFFIXES = (".wav", ".flac")
+
+
+def _broken_link(path: str, info: dict[str, Any]) -> str | None:
+    """Why a listed symbolic link cannot be read (a loop, a missing target), or None.
+
+    Local listings give a link that leads nowhere a size of 0, which would
+    otherwise be reported as an empty file.
+    """
+    if not info.get("islink"):  # only local filesystems list links
+        return None
+    base = path.rsplit("/", 1)[-1]
+    target = info.get("destination", "?")
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"{base}: symbolic link loop (following {base} -> {target} never reaches a file)"
+        if exc.errno == errno.ENOENT:
+            return f"{base}: broken symbolic link (its target {target} does not exist)"
+        return f"{base}: unreadable symbolic link to {target} ({exc.strerror})"
+    return None
 
 
 def _etag(info: dict[str, Any]) -> str:
@@ -108,10 +131,11 @@ def records_from_listing(
     """Records for listed objects (fsspec ``info`` dicts: ``name``, ``size``, ``ETag``...).
 
     Objects whose names do not end with one of ``suffixes`` are ignored; names
-    no template matches become RejectedFile records. Sorted by URL, so the same
-    listing always gives the same records. Shared by every source that lists
-    objects, so that a listing held in a file (a saved ``aws s3 ls``) gives
-    exactly what a live listing would.
+    no template reads, and symbolic links that lead to no file, become
+    RejectedFile records. Sorted by URL, so the same listing always gives the
+    same records. Shared by every source that lists objects, so that a listing
+    held in a file (a saved ``aws s3 ls``) gives exactly what a live listing
+    would.
 
     Parameters
     ----------
@@ -136,6 +160,10 @@ def records_from_listing(
             continue
         url = join_url(fs, path)
         size, etag = int(info.get("size") or 0), _etag(info)
+        broken = _broken_link(path, info)
+        if broken:
+            records.append(RejectedFile(source, url, size, etag, broken))
+            continue
         try:
             start_ns, fields = parse_name(base, templates)
         except TemplateError as exc:

@@ -8,6 +8,7 @@ Layout (docs/sources.md)::
 A session folder's epoch is when the node's streamer (re)started. Segments
 are listed from the bucket (``live.m3u8`` keeps only a rolling window) and
 ordered by their number, not lexically (``live1000.ts`` after ``live999.ts``).
+A ``.ts`` object not named ``liveN.ts`` is rejected with that reason.
 
 Time: a run's first sample is at ``epoch + (PTS - 1.4 s) + capture_delay``.
 The 1.4 s is ffmpeg's MPEG-TS muxer offset; the node's capture start-up
@@ -21,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from ..decode.hls import DEFAULT_BLOCK_SEGMENTS, MPEGTS_START_PTS_S
+from ..decode.hls import DEFAULT_BLOCK_SEGMENTS, MPEGTS_START_PTS_S, SEGMENT_NAME
 from ..fsutil import filesystem, join_url
 from ..timing import NS_PER_S, to_ns
 from .base import RejectedFile, SourceFile
@@ -36,7 +37,6 @@ NOMINAL_SEGMENT_SECONDS = 10.0
 # Orcasound's own tools shift times by 1-3 s for the capture start-up.
 TIME_UNCERTAINTY_SECONDS = 3.0
 _EPOCH = re.compile(r"(\d{9,11})\Z")
-_SEGMENT = re.compile(r"live(\d+)\.ts\Z")
 
 
 def _range(start: Any, end: Any) -> tuple[int | None, int | None]:
@@ -119,10 +119,18 @@ class OrcasoundHLS:
         node, _, epoch = partition.split("/")
         fs, _ = self._fs()
         records: list[tuple[int, SourceFile]] = []
+        rejected: list[RejectedFile] = []
         for info in fs.ls(f"{self.bucket}/{partition}/", detail=True):
-            m = _SEGMENT.search(info["name"])
-            if info["type"] == "directory" or not m:
+            base = info["name"].rstrip("/").rsplit("/", 1)[-1]
+            if info["type"] == "directory" or not base.lower().endswith(".ts"):
                 continue  # live.m3u8 and anything else is not audio
+            tag = str(info.get("ETag") or info.get("etag") or "").strip('"')
+            m = SEGMENT_NAME.search(base)
+            if not m:
+                # A segment the streamer did not name has no place in the session's order.
+                rejected.append(RejectedFile(self.name, join_url(fs, info["name"]), int(info.get("size") or 0), tag,
+                                             f"{base}: not a segment name of the form liveN.ts"))
+                continue
             number = int(m.group(1))
             nominal = int(epoch) * NS_PER_S + int(number * NOMINAL_SEGMENT_SECONDS * NS_PER_S)
             # Segment index x 10 s is only a guide to time: keep a margin of a minute.
@@ -130,12 +138,12 @@ class OrcasoundHLS:
                 continue
             if self._t0 is not None and nominal + 70 * NS_PER_S <= self._t0:
                 continue
-            tag = str(info.get("ETag") or info.get("etag") or "").strip('"')
             records.append((number, SourceFile(
                 self.name, node, int(epoch) * NS_PER_S, join_url(fs, info["name"]), int(info.get("size") or 0),
                 tag, (("number", str(number)), ("session", epoch)),
             )))
-        return [r for _, r in sorted(records, key=lambda nr: nr[0])]
+        # Rejected names are kept whatever the time range: their place in it is unknown.
+        return [r for _, r in sorted(records, key=lambda nr: nr[0])] + sorted(rejected, key=lambda r: r.url)
 
     def stream_attributes(self, file: SourceFile) -> dict:
         return {

@@ -9,8 +9,13 @@ fields in braces::
 Time codes: ``%Y %y %m %d %H %M %S`` and ``%f`` (fractional seconds, any
 number of digits). Fields: ``{name}`` matches anything but ``/``; ``{name:REGEX}``
 gives the pattern. ``{site}`` names the site; ``{ext}`` the extension; other
-fields are kept with the file. Seconds may read 60 (NOAA NRS names do): the
-time rolls over to the next minute instead of failing.
+fields are kept with the file.
+
+A name that matches a template's pattern but holds an impossible time (hour
+25, February 30) is rejected with the field and its value, never rolled over
+into another time. The one exception: seconds may read 60 (NOAA NRS names
+do), and the time rolls over to the next minute. Years must lie in the range
+the store's times can hold (``timing.SUPPORTED_RANGE``: 1678-2261).
 
 Formats are never guessed: a source is given its templates explicitly, and a
 name that matches none of them is rejected with that reason.
@@ -18,13 +23,14 @@ name that matches none of them is rejected with that reason.
 
 from __future__ import annotations
 
+import calendar
 import datetime as _dt
 import re
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from ..errors import TemplateError
-from ..timing import utc_datetime_to_ns
+from ..timing import SUPPORTED_RANGE, SUPPORTED_YEARS, unsupported_time, utc_datetime_to_ns
 
 _CODES = {
     "Y": r"(?P<_Y>\d{4})",
@@ -37,6 +43,11 @@ _CODES = {
     "f": r"(?P<_f>\d+)",
 }
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# Month names spelled out here: calendar.month_name follows the process's locale.
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
+           "October", "November", "December")
+# (code, field name, lowest, highest) of the time-of-day fields; seconds may read 60 (NRS names).
+_CLOCK = (("_H", "hour", 0, 23), ("_M", "minute", 0, 59), ("_S", "second", 0, 60))
 
 
 def _tokens(pattern: str):
@@ -115,36 +126,69 @@ class FilenameTemplate:
         object.__setattr__(self, "_regex", re.compile("".join(parts) + r"\Z"))
 
     def match(self, name: str) -> tuple[int, dict[str, str]] | None:
-        """``(start_ns, fields)`` for a base name, or None if it does not match."""
+        """``(start_ns, fields)`` for a base name, or None if it does not match the pattern.
+
+        Raises
+        ------
+        TemplateError
+            The name matches the pattern but a time field is out of range (the
+            message names the field and its value), or the time lies outside the
+            range the store holds.
+        """
         m = self._regex.match(name)
         if not m:
             return None
         g = m.groupdict()
         year = int(g["_Y"]) if g.get("_Y") else 2000 + int(g["_y"])
-        try:
-            day = _dt.datetime(year, int(g["_m"]), int(g["_d"]))
-        except ValueError:
-            return None
-        # Added as a timedelta so that seconds = 60 (or minutes = 60) roll over.
+        month, day = int(g["_m"]), int(g["_d"])
+        if not SUPPORTED_YEARS[0] <= year <= SUPPORTED_YEARS[1]:
+            raise TemplateError(f"file name {name!r}: year {year} is outside the supported range {SUPPORTED_RANGE}")
+        if not 1 <= month <= 12:
+            raise TemplateError(f"file name {name!r}: month {month} out of range 1-12")
+        days = calendar.monthrange(year, month)[1]
+        if not 1 <= day <= days:
+            raise TemplateError(f"file name {name!r}: day {day} out of range for {_MONTHS[month - 1]} {year} "
+                                f"(1-{days})")
+        clock = {}
+        for code, what, lowest, highest in _CLOCK:
+            value = int(g.get(code) or 0)
+            if not lowest <= value <= highest:
+                raise TemplateError(f"file name {name!r}: {what} {value} out of range {lowest}-{highest}")
+            clock[what] = value
         frac = g.get("_f") or ""
-        moment = day + _dt.timedelta(
-            hours=int(g.get("_H") or 0),
-            minutes=int(g.get("_M") or 0),
-            seconds=int(g.get("_S") or 0),
+        # Seconds are added as a timedelta: 60 rolls over to the next minute.
+        moment = _dt.datetime(year, month, day, clock["hour"], clock["minute"]) + _dt.timedelta(
+            seconds=clock["second"],
             microseconds=int(round(float(f"0.{frac}") * 1e6)) if frac else 0,
         )
         if self.timezone.upper() != "UTC":
             moment = moment.replace(tzinfo=ZoneInfo(self.timezone)).astimezone(_dt.timezone.utc)
+        start_ns = utc_datetime_to_ns(moment)
+        # A year inside the range may still leave it once a local time is taken to UTC.
+        problem = unsupported_time(start_ns)
+        if problem:
+            raise TemplateError(f"file name {name!r}: {problem}")
         fields = {k: v for k, v in g.items() if not k.startswith("_") and v is not None}
-        return utc_datetime_to_ns(moment), fields
+        return start_ns, fields
 
 
 def parse_name(name: str, templates: tuple[FilenameTemplate, ...]) -> tuple[int, dict[str, str]]:
-    """Start time and fields of a base name under the first template that matches."""
+    """Start time and fields of a base name under the first template that matches.
+
+    A name that matches a pattern only with an impossible time is rejected with
+    that reason (the first such template's), unless a later template reads it.
+    """
+    impossible: TemplateError | None = None
     for template in templates:
-        hit = template.match(name)
+        try:
+            hit = template.match(name)
+        except TemplateError as exc:
+            impossible = impossible or exc
+            continue
         if hit is not None:
             return hit
+    if impossible is not None:
+        raise impossible
     wanted = " or ".join(repr(t.pattern) for t in templates)
     raise TemplateError(f"file name {name!r} does not match the template {wanted}")
 

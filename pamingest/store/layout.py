@@ -2,7 +2,8 @@
 
 ::
 
-    <source>/<site>/<stream>/          stream = "<rate>Hz_<channels>ch_<kind>"
+    <source>/<site>/<stream>/          stream = "<rate>Hz_<channels>ch_<kind>"; source and site
+                                       percent-encoded where not plain (safe_segment)
         audio        (chunk, sample, channel)  int16 | int32 | float*, one row a chunk
         chunk_start  (chunk,)  int64 ns UTC (CF-encoded: xarray gives datetime64[ns])
         n_valid      (chunk,)  valid samples in the row; 0 marks a dead row
@@ -26,7 +27,6 @@ time window can touch without reading every row's start.
 
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -88,13 +88,33 @@ def stream_name(info: AudioInfo) -> str:
     return f"{info.sample_rate}Hz_{info.channels}ch_{kind}"
 
 
+# Characters a site or source name keeps in its path segment: those zarr recommends for node names.
+_SEGMENT_KEPT = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
+
+
 def safe_segment(text: str) -> str:
-    """A group-name segment: no slashes, no leading dots or underscores."""
-    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip(".-_")
-    return cleaned or "unknown"
+    """The group-name segment of a site or source name: distinct names, distinct segments.
+
+    Letters, digits, ``-``, ``_`` and ``.`` are kept, so a plain name is its own
+    segment (``rpi_orcasound_lab``, ``S4A03895``); every other character, and a
+    leading ``.`` or ``_`` (zarr reserves names starting with ``__``; ``.`` and
+    ``..`` are not names), is percent-encoded as its UTF-8 bytes (``%`` itself
+    included): ``k25a b`` -> ``k25a%20b``, ``Møller`` -> ``M%C3%B8ller``.
+    Percent-decoding gives the name back, so no two names share a segment.
+    """
+    if not text:
+        # Listing rejects files without a site (ingest.unstorable): reaching here is a bug.
+        raise ValueError("a site or source name is needed for a stream path; got an empty one")
+    return "".join(
+        ch if ch in _SEGMENT_KEPT and not (i == 0 and ch in "._")
+        else "".join(f"%{b:02X}" for b in ch.encode("utf-8"))
+        for i, ch in enumerate(text)
+    )
 
 
 def stream_path(source: str, site: str, info: AudioInfo) -> str:
+    """``<source>/<site>/<stream>``: the source and site names as ``safe_segment`` writes them
+    (the stream group keeps both names as given in its ``source`` and ``site`` attributes)."""
     return f"{safe_segment(source)}/{safe_segment(site)}/{stream_name(info)}"
 
 
