@@ -110,12 +110,19 @@ def ensure_tables(group: zarr.Group) -> None:
 
 
 def _append_table(group: zarr.Group, table: Table, frame: pd.DataFrame) -> int:
-    return table.append(group, {key: frame[key].tolist() for key in table.keys().values()}, by_key=True)
+    # Columns as numpy arrays, not lists: a list of 300k Python ints or floats is ~10x the array.
+    return table.append(group, {key: frame[key].to_numpy() for key in table.keys().values()}, by_key=True)
 
 
-def read_table(group: zarr.Group, dim: str) -> dict[str, np.ndarray]:
-    """A stream's event, effort or annotation_file table as column -> numpy array (empty if none)."""
+def read_table(group: zarr.Group, dim: str, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """A stream's event, effort or annotation_file table as column -> numpy array (empty if none).
+
+    ``keys``: only these columns (record keys, e.g. ``start``); default all.
+    """
     table = TABLES[dim]
+    if keys is not None:
+        wanted = set(keys)
+        table = Table(table.dim, {n: c for n, c in table.columns.items() if (c.key or n) in wanted}, table.chunk)
     if ANNOTATIONS_ATTR not in group.attrs:
         return {col.key: col.empty() for col in table.columns.values()}
     return table.read(group, by_key=True)
@@ -145,8 +152,9 @@ def stream_labels(group: zarr.Group, rule: OverlapRule | None = None) -> tuple[n
         int8 matrix (1 positive, 0 negative, -1 unknown) and the label names.
     """
     start, end = _rows(group)
-    return chunk_labels(start, end, read_table(group, "event"), read_table(group, "effort"),
-                        rule or stored_rule(group))
+    # Only the columns the rule reads: a table's text columns are one Python str per row each.
+    return chunk_labels(start, end, read_table(group, "event", ("start", "end", "label_norm", "reviewed")),
+                        read_table(group, "effort", ("start", "end", "label_norm")), rule or stored_rule(group))
 
 
 def write_labels(group: zarr.Group, labels: np.ndarray, names: list[str], rule: OverlapRule) -> None:
@@ -258,35 +266,39 @@ def read_bytes(url: str, storage_options: dict | None = None) -> bytes:
 
 
 def _route(ann: Annotations, streams: dict[str, zarr.Group], skip_unknown: bool):
-    """stream path -> (event row indices, effort row indices); and site -> lines skipped (unknown sites)."""
-    targets: dict[str, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
+    """stream path -> (event row indices, effort row indices); and site -> lines skipped (unknown sites).
+
+    Rows are grouped by their (stream, site) pair, so the work is per pair, not per row.
+    """
+    targets: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = defaultdict(lambda: ([], []))
     skipped: dict[str, set] = defaultdict(set)  # site -> lines of the file skipped
     site_of = {p: str(g.attrs.get("site", "")) for p, g in streams.items()}
-    cache: dict[tuple[str, str], list[str]] = {}
     for which, frame in ((0, ann.events), (1, ann.effort)):
-        keys = list(zip(frame["stream"].tolist(), frame["site"].tolist(), frame["line"].tolist()))
-        for i, (stream, site, line) in enumerate(keys):
-            key = (stream, site)
-            if key not in cache:
-                paths = [p for p in streams if layout.under(p, stream)]
-                if site and stream.strip("/") not in streams:
-                    # A row placed through the files table names its stream exactly; a site narrows the rest.
-                    wanted = {site.lower(), layout.safe_segment(site).lower()}
-                    paths = [p for p in paths if site_of[p].lower() in wanted]
-                if not paths and not (site and skip_unknown):
-                    if not stream and not site:
-                        raise AnnotationTargetError("cannot tell which stream the annotations belong to "
-                                                    "(the recording is not in the store): give the stream",
-                                                    ann.file, line or None)
-                    what = f"site {site!r}" + (f" under {stream!r}" if stream else "") if site else f"stream {stream!r}"
-                    raise AnnotationTargetError(f"unknown stream: the store has no {what}; it has "
-                                                f"{', '.join(sorted(streams)) or 'no streams'}", ann.file, line or None)
-                cache[key] = paths
-            if not cache[key]:
-                skipped[site].add(line)
-            for p in cache[key]:
-                targets[p][which].append(i)
-    return targets, {site: len(lines) for site, lines in skipped.items()}
+        if not len(frame):
+            continue
+        pairs = frame.groupby(["stream", "site"], sort=False).indices
+        for (stream, site), index in sorted(pairs.items(), key=lambda kv: int(kv[1][0])):
+            paths = [p for p in streams if layout.under(p, stream)]
+            if site and stream.strip("/") not in streams:
+                # A row placed through the files table names its stream exactly; a site narrows the rest.
+                wanted = {site.lower(), layout.safe_segment(site).lower()}
+                paths = [p for p in paths if site_of[p].lower() in wanted]
+            if not paths and not (site and skip_unknown):
+                line = int(frame["line"].iat[int(index[0])]) or None
+                if not stream and not site:
+                    raise AnnotationTargetError("cannot tell which stream the annotations belong to "
+                                                "(the recording is not in the store): give the stream",
+                                                ann.file, line)
+                what = f"site {site!r}" + (f" under {stream!r}" if stream else "") if site else f"stream {stream!r}"
+                raise AnnotationTargetError(f"unknown stream: the store has no {what}; it has "
+                                            f"{', '.join(sorted(streams)) or 'no streams'}", ann.file, line)
+            if not paths:
+                skipped[site].update(frame["line"].to_numpy()[index].tolist())
+            for p in paths:
+                targets[p][which].append(np.asarray(index, dtype=np.int64))
+    routed = {p: tuple(np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64) for parts in both)
+              for p, both in targets.items()}
+    return routed, {site: len(lines) for site, lines in skipped.items()}
 
 
 def _context_key(ann: Annotations) -> str:
