@@ -50,7 +50,7 @@ from ..store import layout
 from ..store.repo import Store, StoreLocation
 from ..store.tables import Column, Table
 from ..timing import NAT, offset_ns
-from .base import Annotations, AnnotationReader, ReadContext, Recording, ResolvedRecording, file_name
+from .base import Annotations, AnnotationReader, ReadContext, Recording, RejectedRow, ResolvedRecording, file_name
 from .labels import OverlapRule, chunk_labels, events_in_audio, row_spans
 
 log = logging.getLogger(__name__)
@@ -214,11 +214,19 @@ class AttachedFile:
     outside_audio: int = 0
     skipped_rows: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    rejected: list[RejectedRow] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**vars(self), "rejected": [{"line": r.line, "reason": r.reason} for r in self.rejected]}
+
+
+# Rejected rows listed per file by ``AttachReport.summary``; ``as_dict`` (``--json``) lists them all.
+SUMMARY_REJECTED = 20
 
 
 @dataclass
 class AttachReport:
-    """What one ``attach`` did: per file, failures, the labels of each touched stream."""
+    """What one ``attach`` did: per file (rows rejected included), failures, the labels of each touched stream."""
 
     store: str
     snapshot_id: str | None = None
@@ -231,6 +239,11 @@ class AttachReport:
     @property
     def committed(self) -> bool:
         return self.snapshot_id is not None
+
+    @property
+    def rejected_rows(self) -> int:
+        """Rows left out of the files read (each listed with its file, line and reason)."""
+        return sum(len(f.rejected) for f in self.files)
 
     def summary(self) -> str:
         lines = [f"store      {self.store}"]
@@ -245,6 +258,10 @@ class AttachReport:
             for site, n in f.skipped_rows.items():
                 lines.append(f"  {n} lines for {site!r} skipped: no such stream in the store")
             lines += [f"  note: {n}" for n in f.notes]
+            lines += [f"  rejected {r}" for r in f.rejected[:SUMMARY_REJECTED]]
+            if len(f.rejected) > SUMMARY_REJECTED:
+                lines.append(f"  ... and {len(f.rejected) - SUMMARY_REJECTED} more rejected rows (--json lists all)")
+        lines.append(f"rejected   {self.rejected_rows} rows")
         lines.append(f"failed     {len(self.failed)} files")
         lines += [f"  - {msg}" for _, msg in self.failed]
         for path, names in self.labels.items():
@@ -255,7 +272,7 @@ class AttachReport:
     def as_dict(self) -> dict[str, Any]:
         return {"store": self.store, "snapshot_id": self.snapshot_id, "committed": self.committed,
                 "rebases": self.rebases, "rebuilds": self.rebuilds,
-                "files": [vars(f) for f in self.files],
+                "files": [f.as_dict() for f in self.files], "rejected_rows": self.rejected_rows,
                 "failed": [{"file": n, "reason": m} for n, m in self.failed], "labels": self.labels}
 
 
@@ -378,7 +395,11 @@ def attach(
     -------
     AttachReport
         A file that cannot be read or placed is listed in ``failed`` (with
-        file and line) and the others are attached. Attaching a file whose
+        file and line) and the others are attached. A row that cannot be
+        read is listed in its file's ``rejected`` (line and reason) and the
+        file's other rows are attached; attaching a corrected file later
+        adds its rows again (detaching is future work), so fix a file
+        before its first attach where you can. Attaching a file whose
         content was already attached (against the same recordings) changes
         nothing. Events outside any ingested audio are kept and counted.
     """
@@ -450,7 +471,8 @@ def _attach(root: zarr.Group, url: str, contents, reader: AnnotationReader, give
         except csv.Error as exc:  # e.g. a field larger than csv's limit: a broken file, not a crash
             report.failed.append((name, f"{name}: not a readable table: {exc}"))
             continue
-        entry = AttachedFile(name, reader.format, skipped_rows=skipped, notes=list(ann.notes))
+        entry = AttachedFile(name, reader.format, skipped_rows=skipped, notes=list(ann.notes),
+                             rejected=list(ann.rejected))
         ctx = _context_key(ann)
         outside = np.ones(len(ann.events), dtype=bool)
         for path in sorted(targets):
