@@ -14,14 +14,15 @@ from .errors import ConcurrentWriteError, PamIngestError
 
 # Exit codes (also the epilog of ``pamingest --help``).
 EXIT_OK = 0
-EXIT_INCOMPLETE = 1  # annotate: a file could not be attached; pseudolabel: chunks left queued (a worker was lost)
+EXIT_INCOMPLETE = 1  # annotate: a file or rows of one could not be attached; pseudolabel: chunks left queued
 EXIT_ERROR = 2  # an error: bad options or input, no store, a plug-in that cannot load (argparse's usage errors too)
 EXIT_RETRY = 3  # other writers kept changing the same data and this run gave up (part of) its write: run it again
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
 
 EXIT_CODES = f"""exit codes:
   {EXIT_OK}    done (recordings that failed to decode are listed in the report and the store)
-  {EXIT_INCOMPLETE}    done in part: annotate could not attach a file, pseudolabel left chunks queued
+  {EXIT_INCOMPLETE}    done in part: annotate could not attach a file or rejected rows of one (each
+       listed with file, line and reason), pseudolabel left chunks queued
   {EXIT_ERROR}    error: bad options or input, no store, an unknown or broken plug-in
   {EXIT_RETRY}    try again: other writers kept changing the same data; what could not land was not
        committed (ConcurrentWriteError, or ingest deferred files), and a new run picks it up
@@ -154,7 +155,7 @@ def cmd_annotate(args) -> int:
                     store_options=_storage_options(args), storage_options=_storage_options(args),
                     progress=_progress(args))
     print(json.dumps(report.as_dict(), indent=2) if args.json else report.summary())
-    return EXIT_INCOMPLETE if report.failed else EXIT_OK
+    return EXIT_INCOMPLETE if report.failed or report.rejected_rows else EXIT_OK
 
 
 def _params(items: list[str], flag: str = "--param") -> dict:
@@ -322,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--endpoint-url")
     gc.set_defaults(func=cmd_gc)
 
-    ann = sub.add_parser("annotate", help="attach annotation files to a store's streams (exit 1 if a file failed)")
+    ann = sub.add_parser("annotate", help="attach annotation files to a store's streams (exit 1 if a file or a row failed)")
     ann.add_argument("store")
     ann.add_argument("files", nargs="+", metavar="FILE", help="annotation files (paths or URLs)")
     ann.add_argument("--format", required=True,

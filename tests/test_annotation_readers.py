@@ -45,26 +45,40 @@ def test_raven_table_times_labels_bounds_and_effort(fixtures):
                            recording=Recording("MSD-0003.wav", start=T0, duration=120.0))
     check_schema(ann)
     ev = ann.events
-    assert len(ev) == len(rows) == 10
+    assert len(rows) == 10 and len(ev) == 9
     t0 = to_ns(T0)
     for (_, e), cells in zip(ev.iterrows(), rows):
         assert e.start == t0 + round(float(cells[3]) * NS_PER_S)
         assert e.end == t0 + round(float(cells[4]) * NS_PER_S)
         assert (e.low_hz, e.high_hz) == (float(cells[5]), float(cells[6]))
-        assert e.label == (cells[7] if len(cells) > 7 else "")
-    assert list(ev.line) == list(range(2, 12))
+        assert e.label == cells[7]
+    assert list(ev.line) == list(range(2, 11))
     assert ev.label_norm.tolist()[:3] == ["woth", "eato", "woth"]
-    assert ev.label.iloc[-1] == "" and ev.label_norm.iloc[-1] == ""  # an unlabelled selection is kept
     assert ev.reviewed.all() and (ev.annotator == "human").all() and ev.confidence.isna().all()
-    # The table covers its recording: one effort span over all 120 s, for every label.
-    assert ann.effort[["start", "end", "label_norm"]].values.tolist() == [[t0, t0 + 120 * NS_PER_S, ""]]
+    # Selection 10 has no label: rejected with its line, and the others kept.
+    assert [(r.line, r.reason) for r in ann.rejected] == [(11, "empty label")]
+    assert str(ann.rejected[0]) == f"{fixtures / 'annotated' / 'raven' / MSD}, line 11: empty label"
+    # The table covers its recording over all 120 s, for every label, except where the unlabelled
+    # selection is: that sound may be any label, so its span is no reviewed absence.
+    b10, e10 = (t0 + round(float(x) * NS_PER_S) for x in rows[9][3:5])
+    assert ann.effort[["start", "end", "label_norm"]].values.tolist() == \
+        [[t0, b10, ""], [e10, t0 + 120 * NS_PER_S, ""]]
 
 
-def test_raven_header_only_table_is_reviewed_absence(fixtures):
+def test_raven_header_only_table_is_reviewed_absence_of_the_labels_named(fixtures):
     path = fixtures / "annotated" / "raven" / "EmptyExample.Table.1.selections.txt"
+    # Nothing says which labels were looked for: no effort, and a note saying so (never every label).
     ann = read_annotations(path, "raven", recording=Recording("empty.wav", start=T0, duration=60))
-    assert ann.events.empty
-    assert ann.effort[["start", "end", "label_norm"]].values.tolist() == [[to_ns(T0), to_ns(T0) + 60 * NS_PER_S, ""]]
+    assert ann.events.empty and ann.effort.empty and not ann.rejected
+    assert ann.notes == ["empty.wav: the table has no selections and no effort_labels were given: no effort "
+                         "recorded (give effort_labels, the labels that were looked for, to record that none "
+                         "was found)"]
+    # The labels the reviewer looked for: reviewed, nothing found, for those only.
+    ann = read_annotations(path, "raven", options={"effort_labels": ["woth", "eato"]},
+                           recording=Recording("empty.wav", start=T0, duration=60))
+    assert ann.events.empty and not ann.notes
+    assert ann.effort[["start", "end", "label_norm"]].values.tolist() == \
+        [[to_ns(T0), to_ns(T0) + 60 * NS_PER_S, "woth"], [to_ns(T0), to_ns(T0) + 60 * NS_PER_S, "eato"]]
     # Without a recording nothing can be placed in time: a clear error, not a silent empty result.
     with pytest.raises(AnnotationError, match="EmptyExample.*does not name its recording"):
         read_annotations(path, "raven")
@@ -101,9 +115,10 @@ def test_raven_view_rows_collapse_and_begin_file_offsets(tmp_path, fixtures):
     ann = read_annotations(path, "raven", recordings=[Recording("/data/rec_a.wav", start=a, duration=10),
                                                       Recording("/data/rec_b.wav", start=b, duration=10)])
     ev = ann.events
-    assert len(ev) == 10
-    assert ev.low_hz.tolist() == [float(c[5]) for c in rows]  # the spectrogram row's bounds, not 0-16000
-    assert ev.line.tolist() == [2 + 2 * i for i in range(10)]  # each selection's first line
+    assert len(ev) == 9  # selection 10 has no label: rejected at its first line, its other view with it
+    assert [(r.line, r.reason) for r in ann.rejected] == [(20, "empty label")]
+    assert ev.low_hz.tolist() == [float(c[5]) for c in rows[:9]]  # the spectrogram row's bounds, not 0-16000
+    assert ev.line.tolist() == [2 + 2 * i for i in range(9)]  # each selection's first line
     for (_, e), cells in zip(ev.iterrows(), rows):
         begin, end = float(cells[3]), float(cells[4])
         base, offset = (a, begin) if int(cells[0]) <= 5 else (b, begin - 10.0)
@@ -111,7 +126,8 @@ def test_raven_view_rows_collapse_and_begin_file_offsets(tmp_path, fixtures):
         assert e.end - e.start == round(end * NS_PER_S) - round(begin * NS_PER_S) or \
             abs((e.end - e.start) - (end - begin) * NS_PER_S) <= 1
         assert e.recording == ("/data/rec_a.wav" if int(cells[0]) <= 5 else "/data/rec_b.wav")
-    assert sorted(ann.effort.recording) == ["/data/rec_a.wav", "/data/rec_b.wav"]
+    # Each file is covered whole, but for the unlabelled selection's span in rec_b.
+    assert ann.effort.recording.tolist() == ["/data/rec_a.wav", "/data/rec_b.wav", "/data/rec_b.wav"]
     # A file the table names but nobody placed in time is an error naming its line.
     with pytest.raises(AnnotationError, match=r"two-views.txt, line 12: recording 'rec_b.wav' is not in the store"):
         read_annotations(path, "raven", recordings=[Recording("/data/rec_a.wav", start=a)])
@@ -146,14 +162,17 @@ def test_audacity_track_with_spectral_lines(fixtures):
     assert ann.events.line.tolist()[:3] == [1, 3, 5]
 
 
-def test_audacity_bad_lines_name_their_line(tmp_path):
+def test_audacity_bad_lines_are_rejected_with_their_line(tmp_path):
     path = tmp_path / "track.txt"
-    path.write_text("1.0\t2.0\tSP\n\\\t100\t200\n3.5\tabc\tSP\n")
-    with pytest.raises(AnnotationError, match=r"track.txt, line 3: end time 'abc' is not a number"):
-        read_annotations(path, "audacity", recording=Recording("r.wav", start=T0))
-    path.write_text("1.0\t2.0\tSP\n5.0\t4.0\tSP\n")
-    with pytest.raises(AnnotationError, match=r"track.txt, line 2: negative duration"):
-        read_annotations(path, "audacity", recording=Recording("r.wav", start=T0))
+    path.write_text("1.0\t2.0\tSP\n\\\t100\t200\n3.5\tabc\tSP\n\\\t300\t400\n5.0\t4.0\tSP\n6.0\t7.0\tSP\n")
+    ann = read_annotations(path, "audacity", recording=Recording("r.wav", start=T0))
+    # Each bad line is rejected (the band line after a rejected label line goes with it); the rest is read.
+    assert [str(r) for r in ann.rejected] == [f"{path}, line 3: end time 'abc' is not a number",
+                                              f"{path}, line 5: negative duration: ends 1 s before it starts"]
+    assert ann.events.line.tolist() == [1, 6]
+    assert ann.events.low_hz.iloc[0] == 100.0 and np.isnan(ann.events.low_hz.iloc[1])
+    # Rows rejected before their time was known may have marked anything: no effort is claimed.
+    assert ann.effort.empty and "no effort recorded" in ann.notes[-1]
 
 
 # ---------------------------------------------------------------- SanctSound
@@ -215,26 +234,35 @@ def test_sanctsound_column_variants(tmp_path):
         [[to_ns("2018-12-24T00:37"), to_ns("2018-12-24T00:38")]]  # Effort 0: not reviewed
 
 
-def test_sanctsound_bad_input(tmp_path):
-    cases = {
+def test_sanctsound_bad_files_fail_and_bad_rows_are_rejected(tmp_path):
+    # What is wrong with the whole file (its columns, its name) fails it.
+    files = {
         "SanctSound_CI01_01_finwhale_1h.csv": ("ISOStartTime,Count\n2018-11-01T08:00:00Z,3\n",
                                                r"line 1: missing required column 'Presence' \(or 'Label'\)"),
-        "SanctSound_CI01_01_seiwhale_1h.csv": ("ISOStartTime,Presence\n2018-11-01T08:00:00Z,0\nyesterday,1\n",
-                                               r"line 3: ISOStartTime 'yesterday' is not a time"),
-        "SanctSound_CI01_01_bluewhale.csv": ("ISOStartTime,ISOEndTime,Presence\n"
-                                             "2018-11-01T08:10:00Z,2018-11-01T08:00:00Z,1\n",
-                                             r"line 2: negative duration: ends 600 s before it starts"),
         "SanctSound_CI01_01_humpbackwhale.csv": ("ISOStartTime,Presence\n2018-11-01T08:00:00Z,1\n",
                                                  r"line 2: no end time and no bin length"),
-        "SanctSound_CI01_01_seiwhale_1d.csv": ("ISOStartTime,Presence\n2018-11-01,yes\n",
-                                               r"line 2: Presence 'yes' is not a number"),
         "detections.csv": ("ISOStartTime,Presence\n", r"cannot tell the category and site"),
     }
-    for name, (text, message) in cases.items():
+    for name, (text, message) in files.items():
         path = write(tmp_path, name, text)
         with pytest.raises(AnnotationError, match=re.escape(name) + ".*" + message) as info:
             read_annotations(path, "sanctsound")
         assert isinstance(info.value, PamIngestError) and info.value.file.endswith(name)
+    # What is wrong with a row rejects that row; the others are read.
+    rows = {
+        "SanctSound_CI01_01_seiwhale_1h.csv": ("ISOStartTime,Presence\n2018-11-01T08:00:00Z,0\nyesterday,1\n",
+                                               (3, "ISOStartTime 'yesterday' is not a time (or is outside "
+                                                   "1900-01-01 to 2200-01-01)")),
+        "SanctSound_CI01_01_bluewhale.csv": ("ISOStartTime,ISOEndTime,Presence\n2018-11-01T07:00:00Z,"
+                                             "2018-11-01T07:10:00Z,0\n2018-11-01T08:10:00Z,2018-11-01T08:00:00Z,1\n",
+                                             (3, "negative duration: ends 600 s before it starts")),
+        "SanctSound_CI01_02_seiwhale_1d.csv": ("ISOStartTime,Presence\n2018-10-31,0\n2018-11-01,yes\n",
+                                               (3, "Presence 'yes' is not a number")),
+    }
+    for name, (text, rejected) in rows.items():
+        ann = read_annotations(write(tmp_path, name, text), "sanctsound")
+        assert [(r.line, r.reason) for r in ann.rejected] == [rejected], name
+        assert ann.effort.line.tolist() == [2], name  # the good row's reviewed absence
 
 
 # ---------------------------------------------------------------- Orcasound
@@ -304,8 +332,10 @@ def test_pods_ai_disagreeing_times_and_missing_columns(tmp_path, fixtures):
     lines[3] = lines[3].replace("T14%3A37%3A24", "T15%3A37%3A24")
     bad = tmp_path / "pods.csv"
     bad.write_text("\n".join(lines[:10]) + "\n")
-    with pytest.raises(AnnotationError, match=r"pods.csv, line 4: Timestamp '2023_10_26_07_37_24_PST'.*disagree"):
-        read_annotations(bad, "pods-ai")
+    ann = read_annotations(bad, "pods-ai")
+    [rejected] = ann.rejected
+    assert re.fullmatch(r".*pods.csv, line 4: Timestamp '2023_10_26_07_37_24_PST'.*disagree", str(rejected))
+    assert 4 not in ann.events.line.tolist() and len(ann.events) == 8  # the other rows are read
     bad.write_text("Category,Timestamp,URI\n" + "\n".join(lines[1:3]) + "\n")
     with pytest.raises(AnnotationError, match=r"pods.csv, line 1: missing required column 'NodeName'"):
         read_annotations(bad, "pods-ai")
@@ -370,9 +400,10 @@ def test_podcast_tsv_positives_markers_and_pacific_dates(tmp_path):
     # The autumn clock change repeats 01:00-02:00: such a time cannot be placed.
     path.write_text("wav_filename\tstart_time_s\tduration_s\tdate\tpst_or_master_tape_identifier\n"
                     "OS_11_5_2017_01_30_00__0000.wav\t1.0\t2.0\t11/5/2017\t01:30:00\n")
-    with pytest.raises(AnnotationError, match=r"train.tsv, line 2: local time 2017-11-05T01:30:00 in "
-                                              r"America/Los_Angeles occurs twice"):
-        read_annotations(path, "podcast-tsv")
+    ann = read_annotations(path, "podcast-tsv")
+    assert [str(r) for r in ann.rejected] == [f"{path}, line 2: local time 2017-11-05T01:30:00 in "
+                                              "America/Los_Angeles occurs twice (clocks went back)"]
+    assert ann.events.empty and ann.effort.empty
     path.write_text("wav_filename\tstart_time_s\tduration_s\nOS.wav\t1.0\t-2.0\n")
-    with pytest.raises(AnnotationError, match=r"train.tsv, line 2: negative duration"):
-        read_annotations(path, "podcast-tsv", recording=Recording(start=T0))
+    ann = read_annotations(path, "podcast-tsv", recording=Recording(start=T0))
+    assert [str(r) for r in ann.rejected] == [f"{path}, line 2: duration_s '-2.0' is negative"]

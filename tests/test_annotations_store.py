@@ -168,17 +168,26 @@ def test_raven_tables_including_the_empty_one(tmp_path, fixtures):
     report = attach(store, [raven / "MSD-0003_20180427_2minstart00.Table.1.selections.txt"], "raven",
                     recording=Recording("MSD_20180427_000000.wav"))
     # The table describes two minutes; the ingested audio holds 10.1 s: later events are kept, reported.
-    assert report.files[0].events == 10 and report.files[0].outside_audio == 5
+    # Its unlabelled selection (line 11) is rejected, named in the report.
+    assert report.files[0].events == 9 and report.files[0].outside_audio == 4
+    assert [str(r) for r in report.files[0].rejected] == [
+        f"{raven / 'MSD-0003_20180427_2minstart00.Table.1.selections.txt'}, line 11: empty label"]
+    assert report.rejected_rows == 1 and "rejected   1 rows" in report.summary()
     empty = raven / "EmptyExample.Table.1.selections.txt"
+    # A header-only table without the labels looked for claims nothing, and says so.
     report = attach(store, [empty], "raven", recording=Recording("MSD_20180427_010000.wav"))
-    assert report.files[0].events == 0 and report.files[0].effort == 1
+    assert report.files[0].effort == 0 and not report.files[0].streams and not report.committed
+    assert "no effort_labels were given: no effort recorded" in report.summary()
+    looked_for = {"effort_labels": ["eato", "lowa", "woth"]}
+    report = attach(store, [empty], "raven", options=looked_for, recording=Recording("MSD_20180427_010000.wav"))
+    assert report.files[0].events == 0 and report.files[0].effort == 3
     # The same (header-only) content for another recording is another attach.
-    report = attach(store, [empty], "raven", recording=Recording("MSD_20180427_000000.wav"))
-    assert report.files[0].effort == 1 and not report.files[0].unchanged
+    report = attach(store, [empty], "raven", options=looked_for, recording=Recording("MSD_20180427_000000.wav"))
+    assert report.files[0].effort == 3 and not report.files[0].unchanged
     _, ds = stream(store)
     ev = ds.pam.events()
-    assert ev.in_audio.tolist() == [True] * 5 + [False] * 5
-    assert ev.label.iloc[9] == "" and sorted(set(ev.label_norm) - {""}) == ["eato", "lowa", "woth"]
+    assert ev.in_audio.tolist() == [True] * 5 + [False] * 4
+    assert sorted(set(ev.label_norm)) == ["eato", "lowa", "woth"]
     start, _ = row_times(ds)
     first = start < to_ns("2018-04-27T00:01:00")
     labels = labels_of(ds)
@@ -186,7 +195,7 @@ def test_raven_tables_including_the_empty_one(tmp_path, fixtures):
     rows_first = np.flatnonzero(first)
     # Row 0 of the annotated recording holds WOTH and EATO calls; LOWA only sings after 10 s.
     assert [labels[n][rows_first[0]] for n in ("eato", "lowa", "woth")] == [1, 0, 1]
-    # The recording with the header-only table: reviewed, nothing found -> negatives for every label.
+    # The recording with the header-only table: reviewed, nothing found -> negatives for the labels looked for.
     assert all(labels[n][i] == 0 for n in labels for i in np.flatnonzero(~first))
 
 
@@ -283,17 +292,24 @@ def test_bad_files_fail_alone_and_name_file_and_line(tmp_path, clips_store):
     paths = [folder / n for n in files] + [folder / "missing.csv"]
     report = attach(store, paths, "sanctsound")
     failed = dict(report.failed)
-    assert set(failed) == {str(folder / n) for n in files if "CI01_01_bocaccio" not in n} | {str(folder / "missing.csv")}
+    # Files fail for what is wrong with the whole file: a column, a site, the file itself.
+    assert set(failed) == {str(folder / n) for n in ("SanctSound_CI01_01_finwhale_1h.csv",
+                                                      "SanctSound_ZZ99_01_bocaccio_1h.csv", "missing.csv")}
     assert "finwhale_1h.csv, line 1: missing required column 'Presence'" in failed[str(folder / "SanctSound_CI01_01_finwhale_1h.csv")]
-    assert "seiwhale_1h.csv, line 3: ISOStartTime 'not-a-time' is not a time" in failed[str(folder / "SanctSound_CI01_01_seiwhale_1h.csv")]
-    assert "bluewhale.csv, line 2: negative duration" in failed[str(folder / "SanctSound_CI01_01_bluewhale.csv")]
     assert "ZZ99_01_bocaccio_1h.csv, line 2: unknown stream: the store has no site 'ZZ99'" in \
         failed[str(folder / "SanctSound_ZZ99_01_bocaccio_1h.csv")]
     assert "missing.csv" in failed[str(folder / "missing.csv")]
-    # The good file is attached all the same.
-    assert [f.name for f in report.files if f.streams] == [str(folder / "SanctSound_CI01_01_bocaccio_1h.csv")]
+    # A bad row is rejected with its line; the file's other rows are attached.
+    rejected = {f.name.rsplit("/", 1)[-1]: [str(r) for r in f.rejected] for f in report.files}
+    assert rejected["SanctSound_CI01_01_seiwhale_1h.csv"] == [
+        f"{folder / 'SanctSound_CI01_01_seiwhale_1h.csv'}, line 3: ISOStartTime 'not-a-time' is not a time "
+        "(or is outside 1900-01-01 to 2200-01-01)"]
+    assert rejected["SanctSound_CI01_01_bluewhale.csv"] == [
+        f"{folder / 'SanctSound_CI01_01_bluewhale.csv'}, line 2: negative duration: ends 600 s before it starts"]
+    assert [f.name for f in report.files if f.streams] == [str(folder / n) for n in (
+        "SanctSound_CI01_01_seiwhale_1h.csv", "SanctSound_CI01_01_bocaccio_1h.csv")]
     _, boc = stream(store, site="CI01", rate=2000)
-    assert labels_of(boc) == {"bocaccio": [1, 1, 1]}
+    assert labels_of(boc) == {"bocaccio": [1, 1, 1], "seiwhale": [-1, -1, -1]}
     # A stream the caller names that does not exist stops the attach before anything is read.
     with pytest.raises(AnnotationTargetError, match="unknown stream 'sanctsound/ZZ99'"):
         attach(store, paths[-2:-1], "sanctsound", stream="sanctsound/ZZ99")
@@ -412,15 +428,17 @@ def test_annotate_command(tmp_path, fixtures):
     cmd = [sys.executable, "-m", "pamingest.cli", "annotate", store, str(fixtures / "annotated" / "spinetail.audacity.txt"),
            str(bad), "--format", "audacity", "--recording", "spinetail_20200101_000000.wav"]
     out = subprocess.run(cmd, capture_output=True, text=True)
+    # The bad line is rejected, named with its file and line; the other lines are attached; exit 1.
     assert out.returncode == 1, out.stderr
-    assert "18 events, 1 effort spans" in out.stdout and "bad.txt, line 2: end time 'later' is not a number" in out.stdout
+    assert "18 events, 1 effort spans" in out.stdout and "bad.txt: 1 events, 0 effort spans" in out.stdout
+    assert f"rejected {bad}, line 2: end time 'later' is not a number" in out.stdout
     again = subprocess.run(cmd[:6] + cmd[7:] + ["--json"], capture_output=True, text=True, check=True)
     result = json.loads(again.stdout)
     assert result["committed"] is False and result["files"][0]["unchanged"]
     out = subprocess.run(cmd[:6] + ["--format", "nosuch"], capture_output=True, text=True)
     assert out.returncode == 2 and "unknown annotation format 'nosuch'" in out.stderr and "Traceback" not in out.stderr
     _, ds = stream(store)
-    assert ds.sizes["event"] == 18
+    assert ds.sizes["event"] == 19
 
 
 def test_accessor_on_a_stream_without_annotations(tmp_path, fixtures):

@@ -6,6 +6,12 @@ listed file was reviewed whole: the rest of it is negative effort. A file
 listed with a 0.01 s row holds no call at all (the row is a marker, not an
 event). ``date`` and ``pst_or_master_tape_identifier`` are US/Pacific wall
 time and their format changes between Pod.Cast rounds.
+
+Read without quote processing (tab-separated, no quotes written): every line
+is one row. A row that cannot be read is rejected (file, line, reason) and
+the others are kept; then the listed files' effort is withheld (a rejected
+row may be the call that makes part of a file positive). A header-only file
+lists no file, so it records nothing.
 """
 
 from __future__ import annotations
@@ -86,21 +92,21 @@ class PodcastTsv(ReaderBase):
         label_norm = self.norm(self.label)
         out = self.collector(name)
         files: dict[str, tuple[ResolvedRecording, int]] = {}
-        for line, cells in table:
-            wav_name = cell(cells, wav)
-            if not wav_name:
-                raise AnnotationError("empty wav_filename", name, line)
-            b = seconds(cell(cells, st), "start_time_s", name, line)
-            d = seconds(cell(cells, dur), "duration_s", name, line)
-            if d < 0:
-                raise AnnotationError(f"negative duration: duration_s is {d:g}", name, line)
-            if wav_name not in files:
-                files[wav_name] = (self._recording(wav_name, cells, table, context, name, line), line)
-            rec = files[wav_name][0]
-            out.recording(rec)
-            if d > self.marker_seconds:
-                t0 = rec.start_ns + s_to_ns(b)
-                out.event(line, t0, t0 + s_to_ns(d), self.label, label_norm, recording=rec.url, stream=rec.stream)
+        for line, cells in table.rows():
+            with out.row(line):
+                wav_name = cell(cells, wav)
+                if not wav_name:
+                    raise AnnotationError("empty wav_filename", name, line)
+                b = seconds(cell(cells, st), "start_time_s", name, line)
+                d = seconds(cell(cells, dur), "duration_s", name, line)
+                if wav_name not in files:
+                    files[wav_name] = (self._recording(wav_name, cells, table, context, name, line), line)
+                rec = files[wav_name][0]
+                out.recording(rec)
+                if d > self.marker_seconds:
+                    t0 = rec.start_ns + s_to_ns(b)
+                    out.event(line, t0, t0 + s_to_ns(d), self.label, label_norm, recording=rec.url,
+                              stream=rec.stream)
         for rec, line in files.values():
             out.whole_file_effort(rec, (label_norm,), line)
         return out.build()

@@ -16,6 +16,12 @@ two are checked against each other. ``Notes`` is the verdict:
 ``Confidence`` is the model's, in percent (stored as a fraction).
 A detection is an instant; its event spans ``before_seconds`` before to
 ``after_seconds`` after it.
+
+The export is CSV with quoted fields; only ``Description`` holds line breaks.
+A quote left open anywhere else rejects its line, and the lines it would have
+swallowed are read as rows. A row that cannot be read (a time, an empty
+``Category``, a control character) is rejected (file, line, reason) and the
+others are kept.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import urllib.parse
 
 from ..errors import AnnotationError
 from ..timing import NS_PER_S
-from .base import PACIFIC, Annotations, ReadContext, ReaderBase, Table, cell, local_to_utc, parse_utc, seconds
+from .base import PACIFIC, Annotations, ReadContext, ReaderBase, Table, cell, local_to_utc, number, parse_utc
 
 VERDICTS = {
     "tp_human_only": ("human", True),
@@ -97,7 +103,7 @@ class PodsAiDetections(ReaderBase):
 
     def __call__(self, data: bytes, name: str, context: ReadContext | None = None) -> Annotations:
         context = context or ReadContext()
-        table = Table(data, name, ",")
+        table = Table(data, name, ",", quoting=True, multiline=("Description",))
         category, node = table.need("Category"), table.need("NodeName")
         ts, uri = table.col("Timestamp"), table.col("URI")
         if ts is None and uri is None:
@@ -107,23 +113,24 @@ class PodsAiDetections(ReaderBase):
         negatives = tuple(self.norm(x) for x in self.fp_negative_labels)
         out = self.collector(name)
         seen = set()
-        for line, cells in table:
+        for line, cells in table.rows(out.reject):
             key = tuple(c.strip() for c in cells)
             if key in seen:
                 continue
             seen.add(key)
-            site = cell(cells, node)
-            if not site:
-                raise AnnotationError("empty NodeName", name, line)
-            t = self._time(cells, ts, uri, name, line)
-            verdict = cell(cells, notes)
-            annotator, reviewed = VERDICTS.get(verdict, ("", False))
-            c = seconds(cell(cells, conf), "Confidence", name, line, allow_empty=True)
-            written = cell(cells, category)
-            common = dict(site=site, stream=context.stream)
-            out.event(line, t - before, t + after, written, self.norm(written), confidence=c / 100.0,
-                      annotator=annotator, reviewed=reviewed, verdict=verdict, **common)
-            if verdict == "fp_machine_only":
-                for lab in negatives:
-                    out.effort_span(line, t - before, t + after, lab, **common)
+            with out.row(line):
+                site = cell(cells, node)
+                if not site:
+                    raise AnnotationError("empty NodeName", name, line)
+                t = self._time(cells, ts, uri, name, line)
+                verdict = cell(cells, notes)
+                annotator, reviewed = VERDICTS.get(verdict, ("", False))
+                c = number(cell(cells, conf), "Confidence", name, line, allow_empty=True)
+                written = cell(cells, category)
+                common = dict(site=site, stream=context.stream)
+                out.event(line, t - before, t + after, written, self.norm(written), confidence=c / 100.0,
+                          annotator=annotator, reviewed=reviewed, verdict=verdict, **common)
+                if verdict == "fp_machine_only":
+                    for lab in negatives:
+                        out.effort_span(line, t - before, t + after, lab, **common)
         return out.build()

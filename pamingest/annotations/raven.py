@@ -4,8 +4,18 @@ Columns ``Selection, View, Channel, Begin Time (s), End Time (s), Low Freq
 (Hz), High Freq (Hz)`` plus free label columns, optionally ``Begin File,
 File Offset (s), Begin Path`` and (BirdNET) ``Confidence``. Raven repeats a
 selection once per view (``Waveform 1``, ``Spectrogram 1``): one event per
-selection number. Trailing tabs make empty columns; header-only tables mean
-"reviewed, nothing found".
+selection number. Trailing tabs make empty columns.
+
+Raven writes no quotes: every line is one selection, read without quote
+processing (a label may begin with ``"``). A selection that cannot be read is
+rejected (file, line, reason) and the others are kept.
+
+Effort: a human table (no ``Confidence``, not a review batch) covers its
+recordings whole, for ``effort_labels`` or, when none are given, every label.
+A header-only table (no selections at all) means "reviewed, nothing found"
+only for the labels the caller names in ``effort_labels``; without them it
+records no effort and says so in the notes: a table without selections does
+not tell which labels were looked for.
 """
 
 from __future__ import annotations
@@ -13,7 +23,7 @@ from __future__ import annotations
 import math
 
 from ..errors import AnnotationError, ConfigError
-from .base import Annotations, Collector, ReadContext, ReaderBase, Table, cell, file_name, s_to_ns, seconds
+from .base import Annotations, ReadContext, ReaderBase, Table, cell, file_name, number, s_to_ns, seconds
 
 # Tried in this order when no label column is named.
 LABEL_COLUMNS = ("Annotation", "Species", "Common Name", "Species Code", "Label", "Class", "Call Type", "Type")
@@ -35,7 +45,8 @@ class RavenTable(ReaderBase):
         A table with a ``Confidence`` column (BirdNET) is machine output:
         its events are unreviewed and it claims no effort.
     effort_labels : sequence of str
-        Labels the review covered (normalised); empty: every label.
+        Labels the review covered; empty: every label, except in a
+        header-only table, which then records no effort.
     label_map : dict, optional
         Label as written (or normalised) -> normalised label.
     source : str
@@ -67,84 +78,119 @@ class RavenTable(ReaderBase):
         bfile, bpath, offset = table.col("Begin File"), table.col("Begin Path"), table.col("File Offset (s)")
         conf = table.col("Confidence")
         clip_col, asked_col = table.col("Review Clip"), table.col("Reviewed For")
+        has_rows = table.has_rows()
         if self.label_column:
             label = table.need(self.label_column)
         else:
             label = table.col(*LABEL_COLUMNS)
-            if label is None and len(table):
+            if label is None and has_rows:
                 table.need(*LABEL_COLUMNS)  # raises, naming the columns tried
         out = self.collector(name)
 
-        # One row per selection: Raven writes each once per view.
-        rows: dict[str, tuple[int, list[str]]] = {}
-        for line, cells in table:
-            key = cell(cells, sel) or f"line {line}"
-            if key in rows:
-                kept_line, kept = rows[key]
-                if (cell(kept, begin), cell(kept, end)) != (cell(cells, begin), cell(cells, end)):
-                    raise AnnotationError(f"selection {key} is repeated (line {kept_line}) with other times",
-                                          name, line)
-                # The spectrogram view carries the meaningful frequency bounds.
-                if cell(cells, view).lower().startswith("spectrogram") and \
-                        not cell(kept, view).lower().startswith("spectrogram"):
-                    rows[key] = (kept_line, cells)
-            else:
-                rows[key] = (line, cells)
-
-        # Review clips -> (the recording they were cut from, the clip's offset in it).
+        # Review clips -> (the recording they were cut from, the clip's offset in it). Review
+        # tables are small; this first pass is made only for them.
         clips: dict[str, tuple[str, float]] = {}
-        if clip_col is not None:
-            for line, cells in rows.values():
-                if cell(cells, clip_col) and offset is not None and cell(cells, offset):
+        if clip_col is not None and offset is not None:
+            for line, cells in table.rows():
+                if cell(cells, clip_col) and cell(cells, offset):
                     origin = file_name(cell(cells, bpath)) or cell(cells, bfile)
-                    clips[file_name(cell(cells, clip_col))] = (
-                        origin, seconds(cell(cells, offset), "File Offset (s)", name, line))
+                    try:
+                        clips[file_name(cell(cells, clip_col))] = (
+                            origin, seconds(cell(cells, offset), "File Offset (s)", name, line))
+                    except AnnotationError:
+                        pass  # rejected with its line in the pass below
 
+        # One event per selection: Raven writes each once per view. Selection -> its event index
+        # (None: the selection was rejected, or made no event), and events whose band came from a
+        # view other than the spectrogram.
+        selections: dict[str | int, int | None] = {}
+        band_from_waveform: set[int] = set()
         resolved = {}
-        for line, cells in rows.values():
-            b = seconds(cell(cells, begin), "Begin Time (s)", name, line)
-            e = seconds(cell(cells, end), "End Time (s)", name, line)
-            out.check_span(s_to_ns(b), s_to_ns(e), line)
-            named = file_name(cell(cells, bpath)) or cell(cells, bfile)
-            is_clip = clip_col is not None and bool(cell(cells, clip_col))
-            written = cell(cells, label)
-            if is_clip and written == UNANSWERED:
-                continue  # nobody answered: neither effort nor event
-            if named and offset is not None and cell(cells, offset):
-                at = seconds(cell(cells, offset), "File Offset (s)", name, line)
-                if not is_clip and named in clips:  # drawn by the reviewer inside a review clip
-                    named, at = clips[named][0], clips[named][1] + at
-                rec = context.resolve(named, name, line)
-                t0 = rec.start_ns + s_to_ns(at)
-                t1 = t0 + s_to_ns(e - b)
-            else:
-                rec = context.resolve(None, name, line)
-                t0, t1 = rec.start_ns + s_to_ns(b), rec.start_ns + s_to_ns(e)
-            resolved.setdefault(rec.url, (rec, line))
-            out.recording(rec)
-            confidence = seconds(cell(cells, conf), "Confidence", name, line, allow_empty=True)
-            machine = not math.isnan(confidence)
-            if is_clip:
-                asked = [self.norm(x) for x in cell(cells, asked_col).split(";") if x.strip()]
-                for lab in (asked or [""]) if self.effort != "none" else ():
-                    out.effort_span(line, t0, t1, lab, recording=rec.url, stream=rec.stream)
-                heard = [x.strip() for x in written.split(";") if x.strip().lower() not in ABSENT]
-                for x in heard:
-                    out.event(line, t0, t1, x, self.norm(x), confidence=math.nan, annotator="human",
-                              reviewed=True, recording=rec.url, stream=rec.stream)
-                continue
-            out.event(line, t0, t1, written, self.norm(written),
-                      low_hz=seconds(cell(cells, low), "Low Freq (Hz)", name, line, allow_empty=True),
-                      high_hz=seconds(cell(cells, high), "High Freq (Hz)", name, line, allow_empty=True),
-                      confidence=confidence, annotator="machine" if machine else "human", reviewed=not machine,
-                      recording=rec.url, stream=rec.stream)
+        for line, cells in table.rows():
+            with out.row(line):
+                key = cell(cells, sel)
+                if key.isdecimal():
+                    key = int(key)  # 32 bytes a selection, not ~55 as text: tables of 300k selections exist
+                repeat = key in selections if key != "" else False
+                b = seconds(cell(cells, begin), "Begin Time (s)", name, line)
+                e = seconds(cell(cells, end), "End Time (s)", name, line)
+                out.check_span(s_to_ns(b), s_to_ns(e), line)
+                named = file_name(cell(cells, bpath)) or cell(cells, bfile)
+                is_clip = clip_col is not None and bool(cell(cells, clip_col))
+                written = cell(cells, label)
+                if is_clip and written == UNANSWERED:
+                    if key != "":
+                        selections.setdefault(key, None)
+                    continue  # nobody answered: neither effort nor event
+                if named and offset is not None and cell(cells, offset):
+                    at = seconds(cell(cells, offset), "File Offset (s)", name, line)
+                    if not is_clip and named in clips:  # drawn by the reviewer inside a review clip
+                        named, at = clips[named][0], clips[named][1] + at
+                    rec = context.resolve(named, name, line)
+                    t0 = rec.start_ns + s_to_ns(at)
+                    t1 = t0 + s_to_ns(e - b)
+                else:
+                    rec = context.resolve(None, name, line)
+                    t0, t1 = rec.start_ns + s_to_ns(b), rec.start_ns + s_to_ns(e)
+                if repeat:
+                    self._repeated(out, selections[key], key, t0, t1, cells, view, low, high,
+                                   band_from_waveform, name, line)
+                    continue
+                if key != "":
+                    selections[key] = None
+                confidence = number(cell(cells, conf), "Confidence", name, line, allow_empty=True)
+                machine = not math.isnan(confidence)
+                if is_clip:
+                    resolved.setdefault(rec.url, (rec, line))
+                    out.recording(rec)
+                    asked = [self.norm(x) for x in cell(cells, asked_col).split(";") if x.strip()]
+                    for lab in (asked or [""]) if self.effort != "none" else ():
+                        out.effort_span(line, t0, t1, lab, recording=rec.url, stream=rec.stream)
+                    heard = [x.strip() for x in written.split(";") if x.strip().lower() not in ABSENT]
+                    for x in heard:
+                        out.event(line, t0, t1, x, self.norm(x), confidence=math.nan, annotator="human",
+                                  reviewed=True, recording=rec.url, stream=rec.stream)
+                    continue
+                out.event(line, t0, t1, written, self.norm(written),
+                          low_hz=number(cell(cells, low), "Low Freq (Hz)", name, line, allow_empty=True),
+                          high_hz=number(cell(cells, high), "High Freq (Hz)", name, line, allow_empty=True),
+                          confidence=confidence, annotator="machine" if machine else "human",
+                          reviewed=not machine, recording=rec.url, stream=rec.stream)
+                resolved.setdefault(rec.url, (rec, line))
+                out.recording(rec)
+                if key != "":
+                    selections[key] = len(out.events) - 1
+                    if not cell(cells, view).lower().startswith("spectrogram"):
+                        band_from_waveform.add(len(out.events) - 1)
         # A table with confidences is a detector's output (BirdNET): nobody reviewed it.
         if self.effort == "file" and conf is None and clip_col is None:
-            if not resolved:
-                # A header-only table: reviewed, nothing found, in the recording the caller names.
-                rec = context.resolve(None, name, getattr(table, "header_line", 1))
+            if not has_rows:
+                # Header-only: reviewed, nothing found, for the labels the caller says were looked for.
+                line = table.header_line
+                rec = context.resolve(None, name, line)
                 out.recording(rec)
-                resolved[rec.url] = (rec, getattr(table, "header_line", 1))
+                if not self.effort_labels:
+                    out.notes.append(f"{rec.url}: the table has no selections and no effort_labels were given: "
+                                     "no effort recorded (give effort_labels, the labels that were looked for, "
+                                     "to record that none was found)")
+                    return out.build()
+                resolved[rec.url] = (rec, line)
             for rec, line in resolved.values():
                 out.whole_file_effort(rec, self.effort_labels, line)
         return out.build()
+
+    @staticmethod
+    def _repeated(out, index, key, t0, t1, cells, view, low, high, band_from_waveform, name, line) -> None:
+        """Another view's row of a selection already read: same times, maybe the spectrogram's band."""
+        if index is None:
+            return  # its first row was rejected, or made no event
+        data = out.events.data
+        if (data["start"][index], data["end"][index]) != (t0, t1):
+            raise AnnotationError(f"selection {key} is repeated (line {data['line'][index]}) with other times",
+                                  name, line)
+        # The spectrogram view carries the meaningful frequency bounds.
+        if index in band_from_waveform and cell(cells, view).lower().startswith("spectrogram"):
+            band_from_waveform.discard(index)
+            lo = number(cell(cells, low), "Low Freq (Hz)", name, line, allow_empty=True)
+            hi = number(cell(cells, high), "High Freq (Hz)", name, line, allow_empty=True)
+            out.set_band(index, lo, hi)

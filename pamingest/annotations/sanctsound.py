@@ -14,6 +14,11 @@ Quirks handled: UTF-8 BOM, CRLF, header casing (``IsoStartTime``). Every row
 is reviewed time: a presence of 1 is an event, a presence of 0 (or
 ``NoShip``) is effort without an event, a reviewed absence. A row whose
 ``Effort`` is 0 or whose presence is empty/``NA`` was not reviewed.
+
+A row that cannot be read is rejected (file, line, reason) and the others are
+kept. The products hold times and numbers, never quoted line breaks: a quote
+left open rejects its line only. A table with a header and no rows records
+nothing, effort included (effort is per row).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import re
 
 from ..errors import AnnotationError, ConfigError
 from ..timing import NS_PER_S
-from .base import Annotations, ReadContext, ReaderBase, Table, cell, file_name, parse_utc, seconds
+from .base import Annotations, ReadContext, ReaderBase, Table, cell, check_text, file_name, number, parse_utc
 
 NAME = re.compile(r"^SanctSound_(?P<site>[A-Za-z]{2}\d{2})_(?P<deployment>\d+)_(?P<category>.+?)"
                   r"(?:_(?P<res>1d|1h|1min))?\.csv$", re.IGNORECASE)
@@ -78,7 +83,7 @@ class SanctSoundDetections(ReaderBase):
         label_norm = self.norm(re.sub(r"_manual$", "", category, flags=re.IGNORECASE))
         resolution = self.resolution or (RESOLUTIONS[m["res"].lower()] if m and m["res"] else None)
 
-        table = Table(data, name, ",")
+        table = Table(data, name, ",", quoting=True)
         start = table.need(*START)
         end = table.col(*END)
         presence, verdict_label = table.col("Presence"), table.col("Label")
@@ -88,33 +93,39 @@ class SanctSoundDetections(ReaderBase):
         binned = end is None
         out = self.collector(name)
         common = dict(site=site, stream=context.stream)
-        for line, cells in table:
-            t0 = parse_utc(cell(cells, start), table.header[start], name, line)
-            if end is not None:
-                t1 = parse_utc(cell(cells, end), table.header[end], name, line)
-            elif resolution:
-                t1 = t0 + int(round(resolution * NS_PER_S))
-            elif _DATE_ONLY.match(cell(cells, start)):
-                t1 = t0 + 86400 * NS_PER_S
-            else:
+        for line, cells in table.rows(out.reject):
+            if binned and not resolution and not _DATE_ONLY.match(cell(cells, start)):
+                # The file's name or settings lack the bin length: every row would fail alike.
                 raise AnnotationError("no end time and no bin length: name the file ..._1h.csv/_1d.csv "
                                       "or give resolution=", name, line)
-            out.check_span(t0, t1, line)
-            if verdict_label is not None:
-                written = cell(cells, verdict_label)
-                present = bool(written) and not written.lower().startswith("no")
-            else:
-                value = cell(cells, presence)
-                if value.lower() in _MISSING:
-                    continue  # a bin with no data: not reviewed, stays unknown
-                p = seconds(value, "Presence", name, line)
-                if p < 0:
-                    raise AnnotationError(f"Presence {value!r} is negative", name, line)
-                present, written = p > 0, category
-            reviewed = cell(cells, effort_col).lower() not in ("0", "0.0", "false")
-            if present:
-                out.event(line, t0, t1, written, label_norm, annotator="human" if manual else "machine",
-                          reviewed=True, kind="presence" if binned else "event", **common)
-            if reviewed:
-                out.effort_span(line, t0, t1, label_norm, **common)
+            with out.row(line):
+                t0 = parse_utc(cell(cells, start), table.header[start], name, line)
+                if end is not None:
+                    t1 = parse_utc(cell(cells, end), table.header[end], name, line)
+                elif resolution:
+                    t1 = t0 + int(round(resolution * NS_PER_S))
+                else:
+                    t1 = t0 + 86400 * NS_PER_S  # a date: a one-day bin
+                out.check_span(t0, t1, line)
+                if verdict_label is not None:
+                    written = cell(cells, verdict_label)
+                    if not written:
+                        # Not "NoShip": an empty cell says nothing, so it is no reviewed absence either.
+                        raise AnnotationError(f"empty {table.header[verdict_label]}", name, line)
+                    check_text(written, table.header[verdict_label], name, line)
+                    present = not written.lower().startswith("no")
+                else:
+                    value = cell(cells, presence)
+                    if value.lower() in _MISSING:
+                        continue  # a bin with no data: not reviewed, stays unknown
+                    p = number(value, "Presence", name, line)
+                    if p < 0:
+                        raise AnnotationError(f"Presence {value!r} is negative", name, line)
+                    present, written = p > 0, category
+                reviewed = cell(cells, effort_col).lower() not in ("0", "0.0", "false")
+                if present:
+                    out.event(line, t0, t1, written, label_norm, annotator="human" if manual else "machine",
+                              reviewed=True, kind="presence" if binned else "event", **common)
+                if reviewed:
+                    out.effort_span(line, t0, t1, label_norm, **common)
         return out.build()

@@ -50,7 +50,7 @@ from ..store import layout
 from ..store.repo import Store, StoreLocation
 from ..store.tables import Column, Table
 from ..timing import NAT, offset_ns
-from .base import Annotations, AnnotationReader, ReadContext, Recording, ResolvedRecording, file_name
+from .base import Annotations, AnnotationReader, ReadContext, Recording, RejectedRow, ResolvedRecording, file_name
 from .labels import OverlapRule, chunk_labels, events_in_audio, row_spans
 
 log = logging.getLogger(__name__)
@@ -110,12 +110,19 @@ def ensure_tables(group: zarr.Group) -> None:
 
 
 def _append_table(group: zarr.Group, table: Table, frame: pd.DataFrame) -> int:
-    return table.append(group, {key: frame[key].tolist() for key in table.keys().values()}, by_key=True)
+    # Columns as numpy arrays, not lists: a list of 300k Python ints or floats is ~10x the array.
+    return table.append(group, {key: frame[key].to_numpy() for key in table.keys().values()}, by_key=True)
 
 
-def read_table(group: zarr.Group, dim: str) -> dict[str, np.ndarray]:
-    """A stream's event, effort or annotation_file table as column -> numpy array (empty if none)."""
+def read_table(group: zarr.Group, dim: str, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """A stream's event, effort or annotation_file table as column -> numpy array (empty if none).
+
+    ``keys``: only these columns (record keys, e.g. ``start``); default all.
+    """
     table = TABLES[dim]
+    if keys is not None:
+        wanted = set(keys)
+        table = Table(table.dim, {n: c for n, c in table.columns.items() if (c.key or n) in wanted}, table.chunk)
     if ANNOTATIONS_ATTR not in group.attrs:
         return {col.key: col.empty() for col in table.columns.values()}
     return table.read(group, by_key=True)
@@ -145,8 +152,9 @@ def stream_labels(group: zarr.Group, rule: OverlapRule | None = None) -> tuple[n
         int8 matrix (1 positive, 0 negative, -1 unknown) and the label names.
     """
     start, end = _rows(group)
-    return chunk_labels(start, end, read_table(group, "event"), read_table(group, "effort"),
-                        rule or stored_rule(group))
+    # Only the columns the rule reads: a table's text columns are one Python str per row each.
+    return chunk_labels(start, end, read_table(group, "event", ("start", "end", "label_norm", "reviewed")),
+                        read_table(group, "effort", ("start", "end", "label_norm")), rule or stored_rule(group))
 
 
 def write_labels(group: zarr.Group, labels: np.ndarray, names: list[str], rule: OverlapRule) -> None:
@@ -206,11 +214,19 @@ class AttachedFile:
     outside_audio: int = 0
     skipped_rows: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    rejected: list[RejectedRow] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**vars(self), "rejected": [{"line": r.line, "reason": r.reason} for r in self.rejected]}
+
+
+# Rejected rows listed per file by ``AttachReport.summary``; ``as_dict`` (``--json``) lists them all.
+SUMMARY_REJECTED = 20
 
 
 @dataclass
 class AttachReport:
-    """What one ``attach`` did: per file, failures, the labels of each touched stream."""
+    """What one ``attach`` did: per file (rows rejected included), failures, the labels of each touched stream."""
 
     store: str
     snapshot_id: str | None = None
@@ -223,6 +239,11 @@ class AttachReport:
     @property
     def committed(self) -> bool:
         return self.snapshot_id is not None
+
+    @property
+    def rejected_rows(self) -> int:
+        """Rows left out of the files read (each listed with its file, line and reason)."""
+        return sum(len(f.rejected) for f in self.files)
 
     def summary(self) -> str:
         lines = [f"store      {self.store}"]
@@ -237,6 +258,10 @@ class AttachReport:
             for site, n in f.skipped_rows.items():
                 lines.append(f"  {n} lines for {site!r} skipped: no such stream in the store")
             lines += [f"  note: {n}" for n in f.notes]
+            lines += [f"  rejected {r}" for r in f.rejected[:SUMMARY_REJECTED]]
+            if len(f.rejected) > SUMMARY_REJECTED:
+                lines.append(f"  ... and {len(f.rejected) - SUMMARY_REJECTED} more rejected rows (--json lists all)")
+        lines.append(f"rejected   {self.rejected_rows} rows")
         lines.append(f"failed     {len(self.failed)} files")
         lines += [f"  - {msg}" for _, msg in self.failed]
         for path, names in self.labels.items():
@@ -247,7 +272,7 @@ class AttachReport:
     def as_dict(self) -> dict[str, Any]:
         return {"store": self.store, "snapshot_id": self.snapshot_id, "committed": self.committed,
                 "rebases": self.rebases, "rebuilds": self.rebuilds,
-                "files": [vars(f) for f in self.files],
+                "files": [f.as_dict() for f in self.files], "rejected_rows": self.rejected_rows,
                 "failed": [{"file": n, "reason": m} for n, m in self.failed], "labels": self.labels}
 
 
@@ -258,35 +283,39 @@ def read_bytes(url: str, storage_options: dict | None = None) -> bytes:
 
 
 def _route(ann: Annotations, streams: dict[str, zarr.Group], skip_unknown: bool):
-    """stream path -> (event row indices, effort row indices); and site -> lines skipped (unknown sites)."""
-    targets: dict[str, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
+    """stream path -> (event row indices, effort row indices); and site -> lines skipped (unknown sites).
+
+    Rows are grouped by their (stream, site) pair, so the work is per pair, not per row.
+    """
+    targets: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = defaultdict(lambda: ([], []))
     skipped: dict[str, set] = defaultdict(set)  # site -> lines of the file skipped
     site_of = {p: str(g.attrs.get("site", "")) for p, g in streams.items()}
-    cache: dict[tuple[str, str], list[str]] = {}
     for which, frame in ((0, ann.events), (1, ann.effort)):
-        keys = list(zip(frame["stream"].tolist(), frame["site"].tolist(), frame["line"].tolist()))
-        for i, (stream, site, line) in enumerate(keys):
-            key = (stream, site)
-            if key not in cache:
-                paths = [p for p in streams if layout.under(p, stream)]
-                if site and stream.strip("/") not in streams:
-                    # A row placed through the files table names its stream exactly; a site narrows the rest.
-                    wanted = {site.lower(), layout.safe_segment(site).lower()}
-                    paths = [p for p in paths if site_of[p].lower() in wanted]
-                if not paths and not (site and skip_unknown):
-                    if not stream and not site:
-                        raise AnnotationTargetError("cannot tell which stream the annotations belong to "
-                                                    "(the recording is not in the store): give the stream",
-                                                    ann.file, line or None)
-                    what = f"site {site!r}" + (f" under {stream!r}" if stream else "") if site else f"stream {stream!r}"
-                    raise AnnotationTargetError(f"unknown stream: the store has no {what}; it has "
-                                                f"{', '.join(sorted(streams)) or 'no streams'}", ann.file, line or None)
-                cache[key] = paths
-            if not cache[key]:
-                skipped[site].add(line)
-            for p in cache[key]:
-                targets[p][which].append(i)
-    return targets, {site: len(lines) for site, lines in skipped.items()}
+        if not len(frame):
+            continue
+        pairs = frame.groupby(["stream", "site"], sort=False).indices
+        for (stream, site), index in sorted(pairs.items(), key=lambda kv: int(kv[1][0])):
+            paths = [p for p in streams if layout.under(p, stream)]
+            if site and stream.strip("/") not in streams:
+                # A row placed through the files table names its stream exactly; a site narrows the rest.
+                wanted = {site.lower(), layout.safe_segment(site).lower()}
+                paths = [p for p in paths if site_of[p].lower() in wanted]
+            if not paths and not (site and skip_unknown):
+                line = int(frame["line"].iat[int(index[0])]) or None
+                if not stream and not site:
+                    raise AnnotationTargetError("cannot tell which stream the annotations belong to "
+                                                "(the recording is not in the store): give the stream",
+                                                ann.file, line)
+                what = f"site {site!r}" + (f" under {stream!r}" if stream else "") if site else f"stream {stream!r}"
+                raise AnnotationTargetError(f"unknown stream: the store has no {what}; it has "
+                                            f"{', '.join(sorted(streams)) or 'no streams'}", ann.file, line)
+            if not paths:
+                skipped[site].update(frame["line"].to_numpy()[index].tolist())
+            for p in paths:
+                targets[p][which].append(np.asarray(index, dtype=np.int64))
+    routed = {p: tuple(np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64) for parts in both)
+              for p, both in targets.items()}
+    return routed, {site: len(lines) for site, lines in skipped.items()}
 
 
 def _context_key(ann: Annotations) -> str:
@@ -366,7 +395,11 @@ def attach(
     -------
     AttachReport
         A file that cannot be read or placed is listed in ``failed`` (with
-        file and line) and the others are attached. Attaching a file whose
+        file and line) and the others are attached. A row that cannot be
+        read is listed in its file's ``rejected`` (line and reason) and the
+        file's other rows are attached; attaching a corrected file later
+        adds its rows again (detaching is future work), so fix a file
+        before its first attach where you can. Attaching a file whose
         content was already attached (against the same recordings) changes
         nothing. Events outside any ingested audio are kept and counted.
     """
@@ -438,7 +471,8 @@ def _attach(root: zarr.Group, url: str, contents, reader: AnnotationReader, give
         except csv.Error as exc:  # e.g. a field larger than csv's limit: a broken file, not a crash
             report.failed.append((name, f"{name}: not a readable table: {exc}"))
             continue
-        entry = AttachedFile(name, reader.format, skipped_rows=skipped, notes=list(ann.notes))
+        entry = AttachedFile(name, reader.format, skipped_rows=skipped, notes=list(ann.notes),
+                             rejected=list(ann.rejected))
         ctx = _context_key(ann)
         outside = np.ones(len(ann.events), dtype=bool)
         for path in sorted(targets):
