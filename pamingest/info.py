@@ -35,6 +35,7 @@ class StoreInfo:
     snapshot_id: str
     streams: list[StreamInfo] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
+    partial: list[tuple[str, str]] = field(default_factory=list)  # stored up to where they end
     history: list[tuple[str, str, str]] = field(default_factory=list)
 
     def format(self) -> str:
@@ -50,6 +51,11 @@ class StoreInfo:
             out.append(f"  - {url}: {reason}")
         if len(self.rejected) > 20:
             out.append(f"  ... and {len(self.rejected) - 20} more")
+        if self.partial:
+            out.append(f"{len(self.partial)} files end before their headers say: stored up to there")
+            out += [f"  - {url}: {reason}" for url, reason in self.partial[:20]]
+            if len(self.partial) > 20:
+                out.append(f"  ... and {len(self.partial) - 20} more")
         if self.history:
             out.append("")
             out.append("history (newest first)")
@@ -75,16 +81,21 @@ def _store_info(url: str | StoreLocation, storage_options: dict | None, snapshot
         n_valid = g["n_valid"][:]
         starts = g["chunk_start"][:]
         status = np.asarray(g["file_status"][:])
+        stored = np.isin(status, ("ok", "partial"))  # KnownFile.stored
         live = n_valid > 0
         sr = int(g.attrs["sample_rate"])
         info.streams.append(StreamInfo(
             path, sr, int(g.attrs["channels"]), str(g.attrs["dtype"]), int(g.attrs["bits_per_sample"]),
-            float(g.attrs["row_seconds"]), int(live.sum()), int((status == "ok").sum()),
-            int((status != "ok").sum()), float(n_valid.sum()) / sr / 3600,
+            float(g.attrs["row_seconds"]), int(live.sum()), int(stored.sum()),
+            int((~stored).sum()), float(n_valid.sum()) / sr / 3600,
             ns_to_iso(int(starts[live].min())) if live.any() else "-",
             ns_to_iso(int(starts[live].max())) if live.any() else "-",
         ))
-        info.rejected += [(str(u), str(e)) for u, e, s in zip(g["file_url"][:], g["file_error"][:], status) if s != "ok"]
+        for url, error, file_status in zip(g["file_url"][:], g["file_error"][:], status):
+            if file_status == "partial":
+                info.partial.append((str(url), str(error)))
+            elif file_status != "ok":
+                info.rejected.append((str(url), str(error)))
     if layout.REJECTED_GROUP in root:
         r = root[layout.REJECTED_GROUP]
         info.rejected += [(str(u), str(e)) for u, e in zip(r["url"][:], r["reason"][:])]

@@ -82,6 +82,7 @@ class IngestReport:
     audio_seconds: float = 0.0
     bytes_read: int = 0
     failed: list[FailedFile] = field(default_factory=list)
+    partial: list[FailedFile] = field(default_factory=list)  # ingested up to where they end (cut short)
     changed: list[FailedFile] = field(default_factory=list)
     deferred: list[FailedFile] = field(default_factory=list)
     outside_range: int = 0
@@ -108,6 +109,10 @@ class IngestReport:
             f"failed     {len(self.failed)} files",
         ]
         lines += [f"  - {f.url}: {f.reason}" for f in self.failed]
+        if self.partial:
+            lines.append(f"partial    {len(self.partial)} of the ingested files end before their headers say: "
+                         "stored up to there")
+            lines += [f"  - {f.url}: {f.reason}" for f in self.partial]
         if self.changed:
             lines.append(f"changed    {len(self.changed)} objects differ from the ingested version (not re-ingested)")
             lines += [f"  - {f.url}: {f.reason}" for f in self.changed]
@@ -130,6 +135,7 @@ class IngestReport:
             "listed": self.listed, "skipped": self.skipped, "ingested": self.ingested,
             "rows": self.rows, "audio_hours": self.audio_seconds / 3600, "bytes_read": self.bytes_read,
             "failed": [{"url": f.url, "reason": f.reason} for f in self.failed],
+            "partial": [{"url": f.url, "reason": f.reason} for f in self.partial],
             "changed": [{"url": f.url, "reason": f.reason} for f in self.changed],
             "deferred": [{"url": f.url, "reason": f.reason} for f in self.deferred],
             "outside_range": self.outside_range, "streams": self.streams, "commits": self.commits,
@@ -348,13 +354,13 @@ def list_new(records: Iterable[SourceFile | RejectedFile], known: dict[str, Know
         seen = known.get(rec.url)
         if seen is not None:
             same = (seen.etag == rec.etag) if (seen.etag and rec.etag) else (seen.size == rec.size)
-            if not same and seen.status != "ok":
+            if not same and not seen.stored:
                 pass  # a failed or rejected object replaced (re-uploaded): none of it is stored, take the new one
             elif not same:
                 changed.append(FailedFile(rec.url, f"ETag/size changed since ingest "
                                                    f"(was {seen.etag or seen.size}, now {rec.etag or rec.size})"))
                 continue
-            elif not (retry_failed and seen.status != "ok"):
+            elif not (retry_failed and not seen.stored):
                 skipped += 1
                 continue
         if isinstance(rec, RejectedFile):
@@ -672,14 +678,19 @@ class _Run:
 def _message(run_id: str, units: list[Unit], rejected: list[RejectedFile]) -> str:
     ok = sum(len(u.new_files) for u in units if u.status == "ok")
     failed = sum(len(u.new_files) for u in units if u.status != "ok") + len(rejected)
-    return f"pamingest run {run_id}: {ok} files, {failed} failed"
+    partial = _partial(units)
+    return f"pamingest run {run_id}: {ok} files" + (f" ({partial} partial)" if partial else "") + f", {failed} failed"
 
 
 def _metadata(run_id: str, units: list[Unit], rejected: list[RejectedFile]) -> dict:
     ok = [u for u in units if u.status == "ok"]
     return {"pamingest": "ingest", "run_id": run_id, "ingested": sum(len(u.new_files) for u in ok),
             "failed": sum(len(u.new_files) for u in units if u.status != "ok") + len(rejected),
-            "rows": sum(len(u.rows) for u in ok)}
+            "partial": _partial(units), "rows": sum(len(u.rows) for u in ok)}
+
+
+def _partial(units: list[Unit]) -> int:
+    return sum(1 for u in units if u.status == "ok" for f in u.new_files if f.incomplete)
 
 
 def _count(report: IngestReport, landing: Landing) -> None:
@@ -700,6 +711,7 @@ def _count(report: IngestReport, landing: Landing) -> None:
             report.rows += len(unit.rows)
             report.audio_seconds += sum(f.samples for f in new_files) / unit.info.sample_rate
             report.bytes_read += sum(f.file.size for f in new_files)
+            report.partial += [FailedFile(f.file.url, f.incomplete) for f in new_files if f.incomplete]
         else:
             report.failed += [FailedFile(f.file.url, unit.error) for f in new_files]
     report.failed += [FailedFile(r.url, r.reason) for r in landing.rejected]

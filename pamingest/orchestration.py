@@ -152,6 +152,10 @@ def report_markdown(reports: list[dict[str, Any]]) -> str:
     ]
     if failed:
         lines += ["", "**Failed files**", ""] + [f"- `{f['url']}`: {f['reason']}" for f in failed]
+    partial = [f for r in reports for f in r.get("partial", [])]
+    if partial:
+        lines += ["", "**Files stored up to where they end** (cut short)", ""]
+        lines += [f"- `{f['url']}`: {f['reason']}" for f in partial]
     streams = sorted({s for r in reports for s in r["streams"]})
     if streams:
         lines += ["", "**Streams written**: " + ", ".join(f"`{s}`" for s in streams)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import soundfile as sf
 import zarr
 
 import pamingest as pi
@@ -146,34 +147,48 @@ def test_bad_input_is_recorded_and_the_rest_ingested(s3, fixtures, store):
     good, bad = make_bad_objects(s3, fixtures, "mixed")
     src = pi.TimestampedFiles("s3://mixed", "soundtrap", storage_options=s3.storage_options)
     report = pi.ingest(src, store, client="serial")
-    assert report.ingested == 3
+    cut = {"67416073.210610041000.flac", "67416073.210610043000.wav"}  # stored up to where they end
+    assert report.ingested == 3 + len(cut)
     reasons = {f.url.rsplit("/", 1)[-1]: f.reason for f in report.failed}
-    assert set(reasons) == set(bad)
+    assert set(reasons) == set(bad) - cut
     assert "empty" in reasons["67416073.210610040000.wav"]
-    assert "frame" in reasons["67416073.210610041000.flac"]
     assert "not a readable audio file" in reasons["67416073.210610042000.wav"]
-    assert "declares 220000 frames" in reasons["67416073.210610043000.wav"]
     assert "does not match the template" in reasons["67416073.notatime.wav"]
+    partial = {f.url.rsplit("/", 1)[-1]: f.reason for f in report.partial}
+    assert set(partial) == cut
+    assert partial["67416073.210610041000.flac"].startswith("truncated: kept ")
+    assert "of the 2400137 frames its header declares; decoding stopped at frame" in partial[
+        "67416073.210610041000.flac"]
+    wav = bad["67416073.210610043000.wav"]
+    held = (len(wav) - wav.index(b"data") - 8) // 2
+    assert partial["67416073.210610043000.wav"] == (
+        f"truncated: kept {held} of the 220000 frames its header declares; the object ends at frame {held}")
     summary = report.summary()
     assert all(name in summary for name in bad)
-    ds = only_stream(pi.open_store(store))
-    assert assert_stream_matches(ds, by_name(fixtures / "soundtrap")) == 3
-    # The truncated FLAC got rows before its decode failed: they are dead, no audio visible.
+    tree = pi.open_store(store)
+    assert len(pi.streams(tree)) == 2  # the WAV is 22 kHz
+    ds = tree["files/67416073/8000Hz_1ch_pcm16"].to_dataset()
+    originals = {f.name: f for f in good} | {"67416073.210610041000.flac": good[0]}  # the first half of good[0]
+    assert assert_stream_matches(ds, lambda url: originals[url.rsplit("/", 1)[-1]]) == 4
+    # The truncated FLAC keeps its frames before the cut: readers see them, and no more.
     status = dict(zip(ds["file_url"].values, ds["file_status"].values))
-    assert status["s3://mixed/67416073/67416073.210610041000.flac"] == "failed"
+    assert status["s3://mixed/67416073/67416073.210610041000.flac"] == "partial"
+    kept = dict(zip(ds["file_url"].values, ds["file_frames"].values))["s3://mixed/67416073/67416073.210610041000.flac"]
     w = ds.pam.window("2021-06-10T04:10:00", "2021-06-10T04:20:00")
-    assert w.sizes["time"] == 0
+    assert w.sizes["time"] == kept
+    np.testing.assert_array_equal(w.values, source_samples(good[0])[:kept])
     session = open_session(store)
     rejected = zarr.open_group(session.store, mode="r")["rejected"]
-    assert len(rejected["url"][:]) == 4
-    # A re-run adds nothing; retrying the failures records them again without duplicates.
+    assert len(rejected["url"][:]) == 3
+    # A re-run adds nothing; retrying the failures records them again without duplicates, and
+    # leaves the partial files alone (their rows are stored).
     again = pi.ingest(src, store, client="serial")
     assert again.ingested == 0 and not again.failed and again.skipped == 8
     retry = pi.ingest(src, store, client="serial", retry_failed=True)
-    assert len(retry.failed) == 5 and retry.ingested == 0
-    ds2 = only_stream(pi.open_store(store))
-    assert ds2.sizes["file"] == 4
-    assert len(zarr.open_group(open_session(store).store, mode="r")["rejected"]["url"][:]) == 4
+    assert len(retry.failed) == 3 and retry.ingested == 0 and not retry.partial
+    ds2 = pi.open_store(store)["files/67416073/8000Hz_1ch_pcm16"].to_dataset()
+    assert ds2.sizes["file"] == 4 and ds2.sizes["chunk"] == ds.sizes["chunk"]
+    assert len(zarr.open_group(open_session(store).store, mode="r")["rejected"]["url"][:]) == 3
 
 
 def test_s3_store_and_dask_local_cluster(s3, fixtures):
@@ -315,6 +330,215 @@ def test_a_row_that_fails_to_encode_fails_its_file_only(tmp_path, fixtures, monk
     dead = ds["file_index"].values == failed  # its allocated rows hold no sample (none half-written)
     assert dead.sum() == 31 and not ds["n_valid"].values[dead].any() and not ds["audio"].values[dead].any()
     assert assert_stream_matches(ds, by_name(folder)) == 2
+
+
+# ---------------------------------------------------------------- hostile headers (issue #16)
+
+def flac_with_total(data: bytes, total: int) -> bytes:
+    """A FLAC's bytes with STREAMINFO's total samples set to ``total`` and its MD5 unset (0 and
+    unset: what streaming writers leave)."""
+    out = bytearray(data)
+    assert out[:4] == b"fLaC" and out[4] & 0x7F == 0  # STREAMINFO first, as every encoder writes it
+    packed = int.from_bytes(out[18:26], "big")
+    out[18:26] = (packed & ~(2**36 - 1) | total).to_bytes(8, "big")
+    out[26:42] = bytes(16)
+    return bytes(out)
+
+
+def ffmpeg_samples(path) -> np.ndarray:
+    """The samples of a mono 16-bit FLAC as FFmpeg's decoder (PyAV) gives them before the stream
+    ends or breaks: a second decoder's word for what a damaged file holds."""
+    import av
+
+    blocks = []
+    with av.open(str(path)) as container:
+        try:
+            for frame in container.decode(audio=0):
+                blocks.append(frame.to_ndarray().reshape(-1, 1))
+        except av.error.InvalidDataError:
+            pass  # the frame the file was cut in
+    return np.concatenate(blocks)
+
+
+def soundtrap_copy(fixtures, folder):
+    """The three SoundTrap fixture files in ``folder``, to damage one of them there."""
+    folder.mkdir()
+    good = sorted((fixtures / "soundtrap").glob("*.flac"))
+    for f in good:
+        (folder / f.name).write_bytes(f.read_bytes())
+    return good
+
+
+def test_a_flac_streamed_without_a_length_is_ingested_whole(tmp_path, fixtures, store):
+    """STREAMINFO counting 0 samples is valid FLAC (streaming writers leave it so): libsndfile
+    reports 2**63 - 1 frames, which ingest allocated rows for (MemoryError: every run aborted). The
+    frames are counted by decoding, and the file's rows, written by tasks that each seek into it,
+    equal the source's bit for bit."""
+    folder = tmp_path / "rec"
+    good = soundtrap_copy(fixtures, folder)
+    streamed = folder / good[1].name
+    streamed.write_bytes(flac_with_total(good[1].read_bytes(), 0))
+    assert sf.info(str(streamed)).frames == 2**63 - 1
+    report = pi.ingest(pi.TimestampedFiles(str(folder), "soundtrap"), store, client="serial", row_seconds=10,
+                       rows_per_task=7)
+    assert report.ingested == 3 and not report.failed and not report.partial, report.summary()
+    ds = only_stream(pi.open_store(store))
+    assert assert_stream_matches(ds, by_name(fixtures / "soundtrap")) == 3
+    frames = dict(zip(ds["file_url"].values, ds["file_frames"].values))
+    assert frames[str(streamed)] == sf.info(str(good[1])).frames == 2_400_292
+    assert set(ds["file_status"].values) == {"ok"}
+
+
+def test_a_flac_declaring_more_than_it_holds_is_kept_to_its_end_across_tasks(tmp_path, fixtures, store):
+    """A FLAC whose header declares more frames than it holds, its rows cut into several write
+    tasks (1 s rows, 90 a task): the tasks past its end failed to seek and the file was lost whole.
+    The SoundTrap file cut to 90%, and a 3 s FLAC declaring 2**31 samples (3 days), are stored up
+    to where they end, recorded partial with where they stopped; the other files are ingested."""
+    folder = tmp_path / "rec"
+    good = soundtrap_copy(fixtures, folder)
+    cut = folder / good[1].name
+    data = good[1].read_bytes()
+    cut.write_bytes(data[: len(data) * 9 // 10])
+    kept = len(ffmpeg_samples(cut))
+    x = np.random.default_rng(16).integers(-(2**15), 2**15, size=(24_000, 1), dtype=np.int16)
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    sf.write(str(whole / "67416073.210610040000.flac"), x, 8000, subtype="PCM_16")
+    lying = folder / "67416073.210610040000.flac"
+    lying.write_bytes(flac_with_total((whole / lying.name).read_bytes(), 2**31))
+    report = pi.ingest(pi.TimestampedFiles(str(folder), "soundtrap"), store, client="serial", row_seconds=1)
+    assert report.ingested == 4 and not report.failed, report.summary()
+    assert {f.url: f.reason for f in report.partial} == {
+        str(cut): f"truncated: kept {kept} of the 2400292 frames its header declares; decoding stopped at frame "
+                  f"{kept} (flac decoder lost sync)",
+        str(lying): "truncated: kept 24000 of the 2147483648 frames its header declares; the stream ends at frame "
+                    "24000",
+    }
+    ds = only_stream(pi.open_store(store))
+    originals = {f.name: f for f in good} | {lying.name: whole / lying.name}
+    assert assert_stream_matches(ds, lambda url: originals[url.rsplit("/", 1)[-1]]) == 4
+    status = dict(zip(ds["file_url"].values, ds["file_status"].values))
+    assert status == {str(folder / f.name): "ok" for f in good} | {str(cut): "partial", str(lying): "partial"}
+    i = list(ds["file_url"].values).index(str(cut))
+    rows = np.flatnonzero(ds["file_index"].values == i)
+    assert len(rows) == -(-kept // 8000) and ds["n_valid"].values[rows].sum() == kept
+    np.testing.assert_array_equal(ds["audio"].values[rows].reshape(-1, 1)[:kept], ffmpeg_samples(cut))
+
+
+def test_a_flac_missing_its_last_byte_keeps_every_whole_frame(tmp_path, fixtures, store):
+    """A FLAC missing only its last byte was discarded whole ("failed at frame 0"). Every frame
+    before the damaged one is stored, and the file is recorded partial: kept N of M declared frames,
+    where decoding stopped. Readers see exactly those frames; a re-run (retrying failures too) does
+    not store them twice."""
+    folder = tmp_path / "rec"
+    good = soundtrap_copy(fixtures, folder)
+    cut = folder / good[0].name
+    data = good[0].read_bytes()
+    cut.write_bytes(data[:-1])
+    total = sf.info(str(good[0])).frames
+    block = int.from_bytes(data[10:12], "big")  # STREAMINFO's block size: every frame but the last holds it
+    kept = total - total % block  # the last frame lost the last byte of its CRC
+    assert (block, kept) == (4096, 2_396_160) and len(ffmpeg_samples(cut)) == kept
+    src = pi.TimestampedFiles(str(folder), "soundtrap")
+    report = pi.ingest(src, store, client="serial", row_seconds=10)
+    reason = (f"truncated: kept {kept} of the {total} frames its header declares; decoding stopped at frame {kept} "
+              "(flac decoder lost sync)")
+    assert report.ingested == 3 and not report.failed
+    assert [(f.url, f.reason) for f in report.partial] == [(str(cut), reason)]
+    assert f"  - {cut}: {reason}" in report.summary()
+    ds = only_stream(pi.open_store(store))
+    assert assert_stream_matches(ds, by_name(fixtures / "soundtrap")) == 3
+    i = list(ds["file_url"].values).index(str(cut))
+    assert (ds["file_status"].values[i], ds["file_error"].values[i], ds["file_frames"].values[i]) == (
+        "partial", reason, kept)
+    w = ds.pam.window("2021-06-10T03:36:55", "2021-06-10T03:41:55")  # the cut file's span
+    assert w.sizes["time"] == kept
+    np.testing.assert_array_equal(w.values, source_samples(good[0])[:kept])
+    again = pi.ingest(src, store, client="serial", retry_failed=True)
+    assert (again.ingested, again.skipped, again.committed) == (0, 3, False)
+
+
+def test_a_wav_streamed_without_sizes_runs_to_the_end_of_the_object(tmp_path, store):
+    """Recorders streaming to disk write the header first: RIFF and data sizes 0, or 0xFFFFFFFF.
+    A data size of 0 was "holds no samples". The data runs to the end of the object, as the direct
+    PCM reader takes it (24-bit), and as libsndfile reads it when shown that (float): bit for bit."""
+    folder, whole = tmp_path / "rec", tmp_path / "whole"
+    folder.mkdir()
+    whole.mkdir()
+    rng = np.random.default_rng(4)
+    pcm = rng.integers(-(2**23), 2**23, size=(96_000, 2), dtype=np.int32)  # 2 s at 48 kHz
+    files = {  # name: (subtype, RIFF and data size written in place of the true ones; None: whole)
+        "REC_20240301_120000.wav": ("PCM_24", 0),
+        "REC_20240301_120010.wav": ("PCM_24", 0xFFFFFFFF),
+        "REC_20240301_120020.wav": ("PCM_24", None),
+        "REC_20240301_120030.wav": ("FLOAT", 0),
+        "REC_20240301_120040.wav": ("FLOAT", None),
+    }
+    for name, (subtype, size) in files.items():
+        samples = np.left_shift(pcm, 8) if subtype == "PCM_24" else (pcm / 2**23).astype(np.float32)
+        sf.write(str(whole / name), samples, 48_000, subtype=subtype)
+        data = bytearray((whole / name).read_bytes())
+        if size is not None:
+            at = data.index(b"data") + 4
+            data[4:8] = data[at : at + 4] = size.to_bytes(4, "little")
+        (folder / name).write_bytes(bytes(data))
+    report = pi.ingest(pi.TimestampedFiles(str(folder), "{site}_%Y%m%d_%H%M%S.wav"), store, client="serial",
+                       row_seconds=0.5)
+    assert report.ingested == 5 and not report.failed and not report.partial, report.summary()
+    tree = pi.open_store(store)
+    pcm24, floats = (tree[f"files/REC/48000Hz_2ch_{kind}"].to_dataset() for kind in ("pcm24", "float32"))
+    assert assert_stream_matches(pcm24, by_name(whole)) == 3
+    assert set(pcm24["file_frames"].values) == {96_000}
+    audio, n_valid = floats["audio"].values, floats["n_valid"].values
+    assert set(floats["file_frames"].values) == {96_000} and set(floats["file_status"].values) == {"ok"}
+    for i in range(2):
+        rows = np.flatnonzero(floats["file_index"].values == i)
+        got = np.concatenate([audio[r, : n_valid[r]] for r in rows[np.argsort(floats["file_offset"].values[rows])]])
+        np.testing.assert_array_equal(got, (pcm / 2**23).astype(np.float32))
+
+
+def test_cut_aiff_rf64_w64_au_files_are_recorded_as_truncated(tmp_path, store):
+    """AIFF, RF64, W64 and AU files (and an extensible WAV) cut short were stored "ok" with half
+    their frames: the header check covered RIFF/RIFX only. Each is now stored up to where it ends
+    and recorded partial with how many frames it kept of how many declared. A cut CAF, which
+    libsndfile cannot open, fails with that reason; an IRCAM file, whose header pamingest does not
+    check, is not ingested, with that reason. The whole WAV beside them is ingested."""
+    folder, whole = tmp_path / "rec", tmp_path / "whole"
+    folder.mkdir()
+    whole.mkdir()
+    x = np.random.default_rng(5).integers(-(2**15), 2**15, size=(16_000, 2), dtype=np.int16)  # 2 s at 8 kHz
+    files = {  # name: (libsndfile format, cut short)
+        "REC_20240301_120000.aiff": ("AIFF", True),
+        "REC_20240301_120010.wav": ("RF64", True),
+        "REC_20240301_120020.w64": ("W64", True),
+        "REC_20240301_120030.wav": ("AU", True),  # named .wav, as the recorder's software may
+        "REC_20240301_120040.wav": ("WAVEX", True),
+        "REC_20240301_120050.caf": ("CAF", True),
+        "REC_20240301_120100.wav": ("IRCAM", False),
+        "REC_20240301_120110.wav": ("WAV", False),
+    }
+    for name, (fmt, cut) in files.items():
+        sf.write(str(whole / name), x, 8000, format=fmt, subtype="PCM_16")
+        data = (whole / name).read_bytes()
+        (folder / name).write_bytes(data[: len(data) - 8000 * 4] if cut else data)  # the last 8000 frames missing
+    src = pi.TimestampedFiles(str(folder), "{site}_%Y%m%d_%H%M%S.{ext}", suffixes=(".wav", ".aiff", ".w64", ".caf"))
+    report = pi.ingest(src, store, client="serial")
+    truncated = "truncated: kept 8000 of the 16000 frames its header declares; the object ends at frame 8000"
+    kept = [name for name, (fmt, cut) in files.items() if cut and fmt != "CAF"]
+    assert report.ingested == 6
+    assert {f.url.rsplit("/", 1)[-1]: f.reason for f in report.partial} == dict.fromkeys(kept, truncated)
+    assert {f.url.rsplit("/", 1)[-1]: f.reason for f in report.failed} == {
+        "REC_20240301_120050.caf": "truncated: its header declares 16000 frames, the object holds 8000, and "
+                                   "libsndfile cannot read it: not a readable audio file (Supported file format "
+                                   "but file is malformed.)",
+        "REC_20240301_120100.wav": "IRCAM files are not ingested: pamingest cannot check such a header against the "
+                                   "object's size, so a file cut short would pass as whole",
+    }
+    ds = only_stream(pi.open_store(store))
+    assert assert_stream_matches(ds, by_name(whole)) == 6
+    status = {url.rsplit("/", 1)[-1]: (s, n) for url, s, n in zip(ds["file_url"].values, ds["file_status"].values,
+                                                                   ds["file_frames"].values)}
+    assert status == dict.fromkeys(kept, ("partial", 8000)) | {"REC_20240301_120110.wav": ("ok", 16000)}
 
 
 LARGE_ROWS = """

@@ -1,4 +1,5 @@
-"""The libsndfile decoder's direct PCM path: the same samples as libsndfile, bit for bit."""
+"""The libsndfile decoder: its direct PCM path gives the same samples as libsndfile, bit for bit;
+its probe decodes a FLAC only when the file does not end where STREAMINFO says."""
 
 from __future__ import annotations
 
@@ -64,3 +65,33 @@ def test_a_truncated_pcm_wav_names_the_frame_where_it_ends(tmp_path):
     path.write_bytes(path.read_bytes()[: -3 * 1_000])  # the recorder stopped 1,000 frames early
     with pytest.raises(DecodeError, match="file ends at frame 99000 but its header announces 100000"):
         list(sndfile.read(str(path), info, 0, info.frames))
+
+
+def test_a_flac_is_decoded_at_probe_only_when_it_does_not_end_where_streaminfo_says(fixtures, tmp_path):
+    """A FLAC whose STREAMINFO counts 0 samples is counted by decoding it, and read from any frame
+    through a STREAMINFO that counts them. A whole FLAC's probe reads its header and its last
+    frame: a frame damaged in the middle goes unseen there (nothing is decoded) and is named when
+    the file is read."""
+    path = fixtures / "soundtrap" / "67416073.210610033655.flac"
+    data = path.read_bytes()
+    source = sf.read(str(path), dtype="int16", always_2d=True)[0]
+
+    streamed = tmp_path / "streamed.flac"
+    packed = int.from_bytes(data[18:26], "big")
+    streamed.write_bytes(data[:18] + (packed & ~(2**36 - 1)).to_bytes(8, "big") + data[26:])  # total: 0
+    info = sndfile.probe(str(streamed))
+    assert info.frames == len(source)
+    assert info.incomplete == "" and info.header_fix
+    for start, stop in ((0, info.frames), (1_234_567, 1_500_000), (info.frames - 5, info.frames)):
+        got = np.concatenate(list(sndfile.read(str(streamed), info, start, stop)))
+        np.testing.assert_array_equal(got, source[start:stop])
+
+    whole = sndfile.probe(str(path))
+    assert (whole.frames, whole.incomplete, whole.header_fix) == (len(source), "", ())
+    damaged = tmp_path / "damaged.flac"
+    middle = len(data) // 2
+    damaged.write_bytes(data[:middle] + bytes(64) + data[middle + 64 :])
+    info = sndfile.probe(str(damaged))
+    assert (info.frames, info.incomplete) == (len(source), "")
+    with pytest.raises(DecodeError, match="decoding failed at frame"):
+        list(sndfile.read(str(damaged), info, 0, info.frames))

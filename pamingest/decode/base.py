@@ -50,6 +50,9 @@ class AudioInfo:
     ``start_ns`` is the recording's start as the file itself tells it (None:
     the file does not say, and the source's start, from its name or the
     archive's metadata, stands); ``time_source`` names where it came from.
+    ``incomplete`` says why the recording ends before its header says, and
+    where (a file cut short): ``frames`` are those before that point, and
+    the file is stored as ``partial``.
     """
 
     sample_rate: int
@@ -61,6 +64,7 @@ class AudioInfo:
     bits: int
     start_ns: int | None = None
     time_source: str = ""
+    incomplete: str = ""
 
     @property
     def stream_key(self) -> tuple[int, int, str, int]:
@@ -83,6 +87,7 @@ class UnitFile:
     new: bool = True
     file_index: int = -1
     time_source: str = "name"
+    incomplete: str = ""  # AudioInfo.incomplete: the file is stored up to where it ends
 
 
 @dataclass(frozen=True)
@@ -202,7 +207,8 @@ class FileDecoder:
             if start != file.start_ns:
                 file = replace(file, start_ns=start)
             units.append(Unit(context.stream_path(file, info), info, start, info.frames,
-                              [UnitFile(file, 0, info.frames, time_source=time_source)], self,
+                              [UnitFile(file, 0, info.frames, time_source=time_source, incomplete=info.incomplete)],
+                              self,
                               self.unit_source(file, info)))
         return units
 

@@ -1,8 +1,9 @@
-"""The one RIFF chunk walker: WAV headers, and RIFF chunks kept inside FLAC files.
+"""The one RIFF chunk walker: WAV headers (RIFF, RIFX, RF64), and RIFF chunks kept inside FLAC files.
 
-Used by the WAV truncation check (``sndfile.py``) and by XWAV directories
-(``xwav.py``). Only headers are read: the walk stops at the ``data`` chunk
-and seeks over every other chunk's body unless asked for it.
+Used by the header-against-size check (``declared``, for ``sndfile.py``)
+and by XWAV directories (``xwav.py``). Only headers are read: the walk stops
+at the ``data`` chunk and seeks over every other chunk's body unless asked
+for it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
 from ..errors import DecodeError
+from .containers import Declared
 
 
 @dataclass(frozen=True)
@@ -22,12 +24,16 @@ class Chunk:
     size: int  # declared size of the body
 
 
+# RF64 and BW64 (EBU Tech 3306) give sizes over 4 GB in a ds64 chunk; their data chunk says 0xFFFFFFFF.
+FORMS = (b"RIFF", b"RIFX", b"RF64", b"BW64")
+
+
 def form(fh: BinaryIO) -> tuple[bool, bool]:
     """``(is_wave, little_endian)`` from the first 12 bytes (the stream is left after them)."""
     head = fh.read(12)
-    if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+    if len(head) < 12 or head[:4] not in FORMS or head[8:12] != b"WAVE":
         return False, True
-    return True, head[:4] == b"RIFF"
+    return True, head[:4] != b"RIFX"
 
 
 def walk(fh: BinaryIO, end: int, little: bool = True, start: int | None = None) -> Iterator[Chunk]:
@@ -44,6 +50,44 @@ def walk(fh: BinaryIO, end: int, little: bool = True, start: int | None = None) 
         if chunk.id == b"data":
             return
         pos = chunk.offset + chunk.size + (chunk.size & 1)
+
+
+def declared(fh: BinaryIO, size: int) -> Declared:
+    """Frames a WAVE header declares in its ``data`` chunk, and the frames the object holds there.
+
+    A data size of 0 or 0xFFFFFFFF (RF64: a ds64 data size of 0) is left
+    open by recorders streaming to disk: the data runs to the end of the
+    object, as the direct PCM reader takes it. libsndfile finds no samples
+    behind a size of 0: the patches show it 0xFFFFFFFF (RF64: the size
+    held), which it reads to the end.
+    """
+    fh.seek(0)
+    _, little = form(fh)
+    order = "<" if little else ">"
+    block_align = ds64 = None
+    for chunk in walk(fh, size, little):
+        if chunk.id == b"fmt ":
+            body = read_body(fh, chunk, 16)
+            if len(body) >= 14:
+                block_align = struct.unpack(order + "H", body[12:14])[0] or None
+        elif chunk.id == b"ds64":
+            ds64 = chunk
+        elif chunk.id == b"data":
+            present = size - chunk.offset
+            held = present // block_align if block_align else None
+            length, rf64, patches = chunk.size, False, ()
+            if ds64 is not None and chunk.size == 0xFFFFFFFF:
+                rf64 = True
+                body = read_body(fh, ds64, 16)
+                length = struct.unpack("<Q", body[8:16])[0] if len(body) >= 16 else 0
+                if length == 0 and held:
+                    patches = ((ds64.offset + 8, struct.pack("<Q", held * block_align)),)
+            elif length == 0:
+                patches = ((chunk.offset - 4, b"\xff\xff\xff\xff"),)
+            if length == 0 or (not rf64 and length == 0xFFFFFFFF) or not block_align:
+                return Declared(None, held, patches)
+            return Declared(length // block_align, min(length, present) // block_align)
+    return Declared(None, None)
 
 
 def read_body(fh: BinaryIO, chunk: Chunk, limit: int = 1 << 20) -> bytes:

@@ -1,13 +1,19 @@
-"""WAV, FLAC (and the other libsndfile formats) streamed through soundfile over fsspec.
+"""WAV, FLAC, AIFF, AU, W64, RF64 and CAF streamed through soundfile (libsndfile) over fsspec.
 
 Samples are stored as soundfile reads them, except 24-bit PCM, which
 libsndfile returns left-aligned in int32 and which is stored right-aligned
 (the recorder's own integer values, |x| < 2**23), so that FLAC keeps it at
 24 bits. ``AudioInfo.store_dtype`` and ``bits`` say what a stream holds.
+
+The probe holds every header against the object (``containers``): a file
+cut short is ingested up to where it ends, with the reason; a length left
+open by a streaming writer is the length the object holds. Containers
+whose header it cannot check are not ingested.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
@@ -15,8 +21,9 @@ import numpy as np
 from ..errors import DecodeError
 from ..fsutil import describe_read_error, fetch_pool, filesystem, open_for_read
 from ..sources.base import SourceFile
-from . import riff
+from . import aiff, au, caf, flac, riff, w64
 from .base import AudioInfo, FileDecoder
+from .containers import Declared, HeaderFix, Patches
 
 if TYPE_CHECKING:
     import soundfile
@@ -37,31 +44,29 @@ _SUBTYPES = {
 READ_BLOCK_FRAMES = 1 << 18
 
 
-def _check_wav_header(fh, size: int) -> None:
-    """Reject a RIFF/WAVE whose ``data`` chunk claims more bytes than the object holds.
+@dataclass(frozen=True)
+class SndfileInfo(AudioInfo):
+    """AudioInfo, and the header bytes libsndfile reads in place of the file's own
+    (``containers.HeaderFix``): a length its header leaves open or gets wrong, made the one it holds."""
 
-    libsndfile silently shortens such a file to what is there; a recording cut
-    short by a failed upload or a recorder crash must be reported instead.
-    """
-    is_wave, little = riff.form(fh)
-    if not is_wave:
-        return
-    block_align = None
-    for chunk in riff.walk(fh, size, little):
-        if chunk.id == b"fmt ":
-            body = riff.read_body(fh, chunk, 16)
-            if len(body) >= 14:
-                block_align = int.from_bytes(body[12:14], "little" if little else "big")
-        elif chunk.id == b"data":
-            held = size - chunk.offset
-            # 0 and 0xFFFFFFFF are written by recorders streaming to disk: size unknown.
-            if chunk.size not in (0, 0xFFFFFFFF) and chunk.size > held:
-                if block_align:
-                    raise DecodeError(
-                        f"WAV header declares {chunk.size // block_align} frames but the object holds "
-                        f"only {held // block_align} (truncated file)"
-                    )
-                raise DecodeError(f"WAV header declares {chunk.size} data bytes but the object holds only {held}")
+    header_fix: Patches = ()
+
+
+def _declared(fh, size: int) -> Declared | None:
+    """What the header of a container libsndfile reads declares; None for the others (and FLAC)."""
+    fh.seek(0)
+    head = fh.read(16)
+    if head[:4] in riff.FORMS and head[8:12] == b"WAVE":
+        return riff.declared(fh, size)
+    if head == w64.MAGIC:
+        return w64.declared(fh, size)
+    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        return aiff.declared(fh, size)
+    if head[:4] in au.MAGICS:
+        return au.declared(fh, size)
+    if head[:4] == caf.MAGIC:
+        return caf.declared(fh, size)
+    return None
 
 
 def _open(fh, url: str) -> soundfile.SoundFile:
@@ -76,17 +81,67 @@ def _open(fh, url: str) -> soundfile.SoundFile:
         raise DecodeError(f"cannot open: {describe_read_error(exc)}") from exc
 
 
-def _info(snd: soundfile.SoundFile) -> AudioInfo:
-    if snd.subtype not in _SUBTYPES:
-        raise DecodeError(f"unsupported sample format {snd.format}/{snd.subtype}")
-    store_dtype, bits, _ = _SUBTYPES[snd.subtype]
-    if snd.frames <= 0:
-        raise DecodeError("recording holds no samples")
-    return AudioInfo(int(snd.samplerate), int(snd.channels), int(snd.frames), snd.format, snd.subtype, store_dtype, bits)
+def _truncated(kept: int, declared: int | None, where: str) -> str:
+    if declared is None:
+        return f"truncated: kept {kept} frames (its header declares no length); {where}"
+    return f"truncated: kept {kept} of the {declared} frames its header declares; {where}"
 
 
-def probe(url: str, size: int | None = None, storage_options: dict | None = None) -> AudioInfo:
-    """Read a recording's header: sample rate, channels, frames, sample format."""
+def _decodable_frames(snd: soundfile.SoundFile) -> tuple[int, str]:
+    """Frames libsndfile decodes from where ``snd`` is until the stream ends, and why it stopped
+    there ('' at a clean end); a block at a time, whatever the file's length.
+
+    Read through libsndfile's own call (soundfile's private binding of it,
+    ``_snd``; tests/test_sndfile.py and test_ingest.py hold it to account),
+    not ``SoundFile.read``: soundfile seeks after every read to track its
+    position, and in a FLAC without a known length, or cut short, that seek
+    fails after a read that did decode, losing how many frames it gave.
+    """
+    import soundfile
+
+    block = np.empty((READ_BLOCK_FRAMES, snd.channels), dtype=np.int32)
+    out = soundfile._ffi.cast("int *", block.ctypes.data)
+    frames = 0
+    while True:
+        got = soundfile._snd.sf_readf_int(snd._file, out, READ_BLOCK_FRAMES)
+        frames += got
+        error = soundfile._snd.sf_error(snd._file)
+        if error:
+            return frames, soundfile.LibsndfileError(error).error_string.removeprefix("Error : ").rstrip(".")
+        if got == 0:
+            return frames, ""
+
+
+def _counted_flac(fs, path: str, url: str, stream: flac.StreamInfo) -> tuple[int, str, Patches]:
+    """A FLAC's frames counted by decoding it, why they end before its header says ('' if they do
+    not), and the patch that makes STREAMINFO count them.
+
+    libsndfile reads it as of unknown length (STREAMINFO's total shown as
+    0): a total that says too few would stop it early.
+    """
+    declared = stream.total or None
+    with open_for_read(fs, path) as fh, _open(HeaderFix(fh, (stream.total_patch(0),)), url) as snd:
+        frames, stopped = _decodable_frames(snd)
+    if declared is not None and frames >= declared:
+        reason = ""  # every declared frame decodes: what follows is not audio (a tag)
+    elif stopped:
+        reason = _truncated(frames, declared, f"decoding stopped at frame {frames} ({stopped})")
+    elif declared is not None:
+        reason = _truncated(frames, declared, f"the stream ends at frame {frames}")
+    else:
+        reason = ""
+    return frames, reason, ((stream.total_patch(frames),) if frames and frames != stream.total else ())
+
+
+def probe(url: str, size: int | None = None, storage_options: dict | None = None) -> SndfileInfo:
+    """Read a recording's header: sample rate, channels, frames, sample format.
+
+    The frames are those the object holds: a file cut short (its header
+    declares more) is ingested up to where it ends, the reason in
+    ``AudioInfo.incomplete``. A FLAC that does not end where STREAMINFO says
+    (or whose STREAMINFO counts 0 samples: written while streaming) is
+    counted by decoding it, streamed.
+    """
     if size == 0:
         raise DecodeError("empty object (0 bytes)")
     fs, path = filesystem(url, storage_options)
@@ -96,14 +151,45 @@ def probe(url: str, size: int | None = None, storage_options: dict | None = None
         if size == 0:
             raise DecodeError("empty object (0 bytes)")
         try:
-            _check_wav_header(fh, size)
+            declared = _declared(fh, size)
+            stream = flac.stream_info(fh) if declared is None else None
+            # A FLAC that ends with the whole frame STREAMINFO names as its last is taken at its word.
+            count = stream is not None and not (stream.total and flac.frames_at_end(fh, size, stream) == stream.total)
             fh.seek(0)
         except DecodeError:
             raise
         except Exception as exc:  # noqa: BLE001
             raise DecodeError(describe_read_error(exc)) from exc
-        with _open(fh, url) as snd:
-            return _info(snd)
+        patches = declared.patches if declared is not None else ()
+        try:
+            snd = _open(HeaderFix(fh, patches) if patches else fh, url)
+        except DecodeError as exc:
+            if declared is not None and declared.cut:
+                raise DecodeError(f"truncated: its header declares {declared.frames} frames, the object holds "
+                                  f"{declared.held}, and libsndfile cannot read it: {exc}") from exc
+            raise
+        with snd:
+            if snd.subtype not in _SUBTYPES:
+                raise DecodeError(f"unsupported sample format {snd.format}/{snd.subtype}")
+            if stream is None and declared is None:
+                raise DecodeError(f"{snd.format} files are not ingested: pamingest cannot check such a header against "
+                                  "the object's size, so a file cut short would pass as whole")
+            rate, channels, fmt, subtype, frames = snd.samplerate, snd.channels, snd.format, snd.subtype, snd.frames
+    incomplete = ""
+    if count:
+        try:
+            frames, incomplete, patches = _counted_flac(fs, path, url, stream)
+        except DecodeError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise DecodeError(f"counting its frames: {describe_read_error(exc)}") from exc
+    elif declared is not None and declared.frames is not None and declared.frames > frames:
+        incomplete = _truncated(frames, declared.frames, f"the object ends at frame {frames}")
+    if frames <= 0:
+        raise DecodeError("recording holds no samples" + (f" ({incomplete})" if incomplete else ""))
+    store_dtype, bits, _ = _SUBTYPES[subtype]
+    return SndfileInfo(int(rate), int(channels), int(frames), fmt, subtype, store_dtype, bits,
+                       incomplete=incomplete, header_fix=patches)
 
 
 # Little-endian PCM WAV read without libsndfile: sample bytes per subtype.
@@ -198,7 +284,7 @@ def read(url: str, info: AudioInfo, start: int, stop: int, storage_options: dict
 
     Memory holds one block (plus the filesystem's read-ahead), whatever the
     file's length. Raises DecodeError if the file ends before the frames its
-    header announced.
+    probe found.
     """
     fs, path = filesystem(url, storage_options)
     _, _, read_dtype = _SUBTYPES[info.subtype]
@@ -219,7 +305,8 @@ def read(url: str, info: AudioInfo, start: int, stop: int, storage_options: dict
         if offset is not None:
             yield from _read_pcm(fs, path, offset, info, start, want)
             return
-    with open_for_read(fs, path) as fh, _open(fh, url) as snd:
+    fix = info.header_fix if isinstance(info, SndfileInfo) else ()
+    with open_for_read(fs, path) as fh, _open(HeaderFix(fh, fix) if fix else fh, url) as snd:
         try:
             if start:
                 snd.seek(start)

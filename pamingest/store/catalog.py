@@ -18,9 +18,15 @@ class KnownFile:
     url: str
     etag: str
     size: int
-    status: str  # "ok", "failed" (decode failed in a stream) or "rejected"
+    status: str  # "ok", "partial" (stored up to where it ends), "failed" (decode failed in a stream) or "rejected"
     stream: str  # stream path, or "rejected"
     file_index: int
+
+    @property
+    def stored(self) -> bool:
+        """Its rows are in the store: ingest never takes it again (``retry_failed`` neither: a partial
+        file's rows would be stored twice); a changed object is reported instead."""
+        return self.status in ("ok", "partial")
 
 
 def read_catalog(root: zarr.Group) -> dict[str, KnownFile]:

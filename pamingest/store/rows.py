@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
-from ..decode.base import Unit
+from ..decode.base import Unit, UnitFile
 from ..sources.base import RejectedFile
 from ..timing import NAT
 from . import layout
@@ -174,8 +174,8 @@ def write_tables(root: zarr.Group, units: list[Unit], rejected: list[RejectedFil
                 "file_size": [uf.file.size for uf, _ in entries],
                 "file_start": [uf.file.start_ns for uf, _ in entries],
                 "file_frames": [uf.samples if u.status == "ok" else 0 for uf, u in entries],
-                "file_status": [u.status for _, u in entries],
-                "file_error": [u.error for _, u in entries],
+                "file_status": [file_status(uf, u) for uf, u in entries],
+                "file_error": [u.error if u.status != "ok" else uf.incomplete for uf, u in entries],
                 "file_time_source": [uf.time_source for uf, _ in entries],
             })
         for unit in stream_units:
@@ -197,6 +197,14 @@ def write_tables(root: zarr.Group, units: list[Unit], rejected: list[RejectedFil
         layout.REJECTED.append(group, {"url": [r.url for r in fresh], "etag": [r.etag for r in fresh],
                                        "size": [r.size for r in fresh], "source": [r.source for r in fresh],
                                        "reason": [r.reason for r in fresh]})
+
+
+def file_status(uf: UnitFile, unit: Unit) -> str:
+    """A file's status in the files table: ``failed`` with its unit, else ``ok``, or ``partial`` when
+    it ends before its header says (stored up to there; ``file_error`` says where and why)."""
+    if unit.status != "ok":
+        return unit.status
+    return "partial" if uf.incomplete else "ok"
 
 
 def _requeue(group: zarr.Group, row: int) -> None:
@@ -374,5 +382,5 @@ def land(store: Store, session, base: str, units: list[Unit], rejected: list[Rej
     return state
 
 
-__all__ = ["Landing", "allocate", "copy_rows", "land", "prepare_streams", "raced_streams", "repair",
+__all__ = ["Landing", "allocate", "copy_rows", "file_status", "land", "prepare_streams", "raced_streams", "repair",
            "write_tables"]
