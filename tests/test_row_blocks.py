@@ -125,7 +125,9 @@ def test_ingest_keeps_it_exact_through_appends_and_backfills(tmp_path, fixtures,
 def test_dead_rows_of_failed_files_and_retries(tmp_path, fixtures, small_blocks):
     store, folder = str(tmp_path / "store"), add_files(tmp_path / "rec", fixtures, SOUNDTRAP[:1])
     flac = (fixtures / "soundtrap" / SOUNDTRAP[1]).read_bytes()
-    (folder / "67416073.210610034155.flac").write_bytes(flac[: len(flac) // 2])  # header: 31 rows
+    damaged = bytearray(flac)  # frames damaged in the middle, the end whole: found only by the decode
+    damaged[len(flac) // 2 : len(flac) // 2 + 4096] = bytes(4096)
+    (folder / "67416073.210610034155.flac").write_bytes(bytes(damaged))  # header: 31 rows
     report = pi.ingest(pi.TimestampedFiles(str(folder), "soundtrap"), store, client="serial")
     assert report.ingested == 1 and len(report.failed) == 1
     assert assert_summary_exact(store) == 8
