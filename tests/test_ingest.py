@@ -772,3 +772,32 @@ def test_a_symlink_loop_is_rejected_as_such_and_the_folder_ingested(tmp_path, fi
     assert list(ds["file_start"].values) == [np.datetime64("2021-01-01T00:00:00", "ns"),
                                              np.datetime64("2021-01-01T03:00:00", "ns")]
     assert assert_stream_matches(ds, lambda url: recording(fixtures)) == 2
+
+
+@pytest.mark.parametrize("kind", ["float32", "10-channel"])
+def test_streams_flac_cannot_hold_are_stored_losslessly_with_pcodec(tmp_path, kind):
+    """FLAC holds integers of up to 24 bits and up to 8 channels; float WAVs and wider arrays
+    fall back to PCodec (lossless, in numcodecs), read back bit for bit."""
+    import soundfile as sf
+
+    folder = tmp_path / "rec"
+    folder.mkdir()
+    rng = np.random.default_rng(7)
+    if kind == "float32":
+        data = (rng.standard_normal((3 * 16000, 2)) * 0.1).astype(np.float32)
+        sf.write(folder / "array_20240301_120000.wav", data, 16000, subtype="FLOAT")
+    else:
+        data = (rng.standard_normal((3 * 16000, 10)) * 3000).astype(np.int16)
+        sf.write(folder / "array_20240301_120000.wav", data, 16000, subtype="PCM_16")
+    store = str(tmp_path / "store")
+    report = pi.ingest(pi.TimestampedFiles(str(folder), "{site}_%Y%m%d_%H%M%S.wav"), store, client="serial",
+                       row_seconds=1)
+    assert report.ingested == 1 and not report.failed
+    tree = pi.open_store(store)
+    (name,) = pi.streams(tree)
+    audio = zarr.open_group(open_session(store).store, mode="r")[name]["audio"]
+    assert [type(c).__name__ for c in audio.metadata.codecs] == ["PCodec"]
+    ds = tree[name].to_dataset()
+    assert ds["audio"].dtype == data.dtype and ds.attrs["channels"] == data.shape[1]
+    got = np.concatenate([ds["audio"].values[r, : ds["n_valid"].values[r]] for r in range(ds.sizes["chunk"])])
+    np.testing.assert_array_equal(got, data)

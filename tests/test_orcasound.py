@@ -440,3 +440,20 @@ def test_command_line(orca_bucket, tmp_path):
     report = json.loads(out.stdout)
     # Only the second session is in range: its three good segments and two defective ones.
     assert report["ingested"] == 3 and len(report["failed"]) == 2, out.stderr
+
+
+def test_capture_delay_shifts_every_time_and_nothing_else(orca_bucket, tmp_path):
+    """--capture-delay: a node's capture start-up delay is added to PTS-derived times; samples
+    and rows are the same as without it."""
+    from pamingest.cli import main
+
+    stores = {}
+    for delay in ("0", "2.5"):
+        store = str(tmp_path / f"store-{delay}")
+        assert main(["ingest", "orcasound", "--node", LAB, "--endpoint-url", orca_bucket.endpoint,
+                     "--store", store, "--threads", "--no-progress", "--capture-delay", delay]) in (0, 1)
+        stores[delay] = lab_stream(store)
+    plain, delayed = stores["0"], stores["2.5"]
+    np.testing.assert_array_equal(delayed["audio"].values, plain["audio"].values)
+    shift = (delayed["chunk_start"].values - plain["chunk_start"].values).astype(np.int64)
+    assert set(shift.tolist()) == {int(2.5 * NS_PER_S)}

@@ -80,3 +80,19 @@ def test_a_small_ingest_in_threads_imports_neither_dask_nor_pandas(fixtures, tmp
     loaded = modules_after(code)
     assert {"zarr", "icechunk"} <= loaded  # it did ingest
     assert sorted({"dask", "distributed", "pandas"} & loaded) == []
+
+
+def test_the_library_never_imports_prefect():
+    """Orchestrators hand the library a Dask client or an address; only flows/ import Prefect
+    (docs/architecture.md, invariant 6). Checked on every import statement under pamingest/."""
+    import ast
+
+    root = Path(pamingest.__file__).resolve().parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            found += [f"{path.relative_to(root)}:{node.lineno} {n}" for n in names if n.split(".")[0] == "prefect"]
+    assert found == []
+    assert len(list(root.rglob("*.py"))) > 30  # the walk saw the package

@@ -312,3 +312,57 @@ def test_gc_command_line(tmp_path, fixtures, monkeypatch, capsys):
     assert dry["dry_run"] and dry["chunks"] >= 4
     assert gc("--grace-hours", "0").startswith(f"deleted {dry['chunks']} chunks")
     assert json.loads(gc("--grace-hours", "0", "--json"))["chunks"] == 0
+
+
+def _rows(store: str) -> dict:
+    """Everything a reader sees of the SoundTrap stream, rows in time order."""
+    ds = pi.open_store(store)[STREAM].to_dataset()
+    order = np.argsort(ds["chunk_start"].values, kind="stable")
+    urls = ds["file_url"].values
+    return {"audio": ds["audio"].values[order], "n_valid": ds["n_valid"].values[order],
+            "chunk_start": ds["chunk_start"].values[order],
+            "files": [urls[i] for i in ds["file_index"].values[order]]}
+
+
+def test_an_ingest_killed_at_any_moment_leaves_main_whole_and_the_next_run_completes(tmp_path, fixtures):
+    """SIGKILL of the ingest command (the client, serial) at moments spread over its run (it
+    takes ~0.8 s: imports, listing, probes, writes, commit): main holds a whole run or none,
+    never part of one; the next run completes, and the store reads exactly as a run that was
+    never killed."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder = fixtures / "soundtrap"
+    clean = str(tmp_path / "clean")
+    pi.ingest(pi.TimestampedFiles(str(folder), "soundtrap"), clean, client="serial", row_seconds=2)
+    want = _rows(clean)
+
+    def command(store):
+        return [sys.executable, "-c", "import sys; from pamingest.cli import main; sys.exit(main(sys.argv[1:]))",
+                "ingest", "files", str(folder), "--template", "soundtrap", "--store", store, "--serial",
+                "--row-seconds", "2", "--no-progress"]
+
+    landed = []
+    for k, delay in enumerate((0.3, 0.5, 0.7, 0.9, 1.1, 1.4)):
+        store = str(tmp_path / f"store-{k}")
+        proc = subprocess.Popen(command(store), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        try:
+            seen = _rows(store)
+        except (FileNotFoundError, KeyError, pi.PamIngestError):
+            seen = None  # killed before the store or its stream existed
+        whole = seen is not None and len(seen["audio"]) > 0
+        landed.append(whole)
+        if whole:  # a run is in main whole, or none is
+            for key in want:
+                np.testing.assert_array_equal(seen[key], want[key], err_msg=f"{key}, killed at {delay} s")
+        finished = subprocess.run(command(store), capture_output=True, text=True)
+        assert finished.returncode == 0, finished.stderr
+        got = _rows(store)
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key], err_msg=f"{key} after a kill at {delay} s")
+    assert not all(landed)  # some kills came before the commit
