@@ -119,18 +119,39 @@ def _assign(group: zarr.Group, path: str, units: list[Unit], known: dict[str, Kn
     spr = int(group.attrs["row_samples"])
     row = group["audio"].shape[0]
     n_files = group["file_url"].shape[0]
+    dead: dict[int, np.ndarray] | None = None  # read once, when a failed file is retried
     for unit in units:
+        retried = None
         for uf in unit.new_files:
             prior = known.get(uf.file.url)
             if prior and prior.stream == path:
                 uf.file_index = prior.file_index  # a retried file keeps its table entry
+                retried = uf if prior.status == "failed" else None
             else:
                 uf.file_index, n_files = n_files, n_files + 1
         rewrite = unit.rewrite_row(spr)
         fresh = unit.new_rows(spr)
+        if retried is not None and len(unit.files) == 1 and rewrite is None:
+            # A failed attempt left this file's rows dead (allocated, never written): the retry
+            # writes into them, so that retrying a file that keeps failing adds no rows.
+            dead = _dead_rows_by_file(group) if dead is None else dead
+            earlier = dead.get(retried.file_index, np.zeros(0, dtype=np.int64))
+            if len(earlier) >= fresh:
+                unit.rows = [int(r) for r in earlier[:fresh]]
+                continue
         unit.rows = ([rewrite] if rewrite is not None else []) + list(range(row, row + fresh))
         row += fresh
     return row
+
+
+def _dead_rows_by_file(group: zarr.Group) -> dict[int, np.ndarray]:
+    """Rows of each file that were allocated and never written (``n_valid`` 0, no start)."""
+    n = group["audio"].shape[0]
+    n_valid = group["n_valid"][:n]
+    start = group["chunk_start"][:n]
+    rows = np.flatnonzero((n_valid == 0) & (start == NAT))
+    files = group["file_index"][:n][rows]
+    return {int(f): rows[files == f] for f in np.unique(files)}
 
 
 def _grow_audio(group: zarr.Group, rows: int) -> None:
