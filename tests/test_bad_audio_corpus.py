@@ -437,14 +437,10 @@ class Case:
 
 # Present behaviour judged wrong: the case states what should happen, and is expected to fail until then.
 FINDINGS = {
-    "random-bytes-wav": "recorded as 'not a readable audio file (File does not exist or is not a regular "
-                        "file (possibly a pipe?).)': the file exists; libsndfile's MPEG probe fails on the bytes",
-    "random-bytes-flac": "same misleading 'File does not exist' reason as random-bytes-wav",
     "flac-damaged-middle": "recorded 'decoding failed at frame 0': the first 4096 frames decode; the reason "
                            "names the start of the read block (2**18 frames), not where decoding broke",
     "wav-open-data-then-chunk": "the LIST chunk after the data is stored as 13 more frames of audio (4013): "
                                 "a silent wrong result; the data should end where the RIFF size says LIST begins",
-    "fifo": "recorded 'empty object (0 bytes)': a named pipe is not a regular file, and the reason should say so",
 }
 
 
@@ -460,14 +456,14 @@ CASES = [
     Case("wav-header-only", wav_header_only, "rejected", "kept 0 of the 4000 frames its header declares"),
     Case("wav-no-data-chunk", wav_header_without_data_chunk, "rejected", UNREADABLE),
     Case("wav-zero-frames", wav_of_no_frames, "rejected", NO_FRAMES),
-    Case("random-bytes-wav", random_bytes, "rejected", UNREADABLE),
+    Case("random-bytes-wav", random_bytes, "rejected", f"{UNREADABLE} (no format libsndfile reads recognises"),
     Case("random-bytes-flac", random_bytes, "rejected", UNREADABLE, suffix="flac"),
     Case("riff-then-random", riff_header_then_random_bytes, "rejected", UNREADABLE),
     Case("flac-magic-then-random", flac_magic_then_random_bytes, "rejected", "FLAC", suffix="flac"),
     Case("flac-metadata-only", flac_metadata_only, "rejected", NO_FRAMES, suffix="flac"),
     Case("wav-rate-0", header_field(24, 0, 4), "rejected", UNREADABLE),
     Case("wav-channels-0", header_field(22, 0, 2), "rejected", "Channel count is zero"),
-    Case("fifo", named_pipe, "rejected", "not a regular file"),
+    Case("fifo", named_pipe, "rejected", "not a regular file (a named pipe)"),
     # --- cut short or damaged
     Case("wav-cut-50", cut(0.5), "partial", TRUNCATED),
     Case("wav-cut-99", cut(0.99), "partial", TRUNCATED),

@@ -76,7 +76,12 @@ def _open(fh, url: str) -> soundfile.SoundFile:
     try:
         return soundfile.SoundFile(fh)
     except soundfile.LibsndfileError as exc:
-        raise DecodeError(f"not a readable audio file ({exc.error_string})") from exc
+        text = exc.error_string
+        if "does not exist" in text:
+            # libsndfile's words when none of its format probes recognise the bytes read through
+            # a file object (the object is there: it is open)
+            text = "no format libsndfile reads recognises its bytes"
+        raise DecodeError(f"not a readable audio file ({text})") from exc
     except Exception as exc:  # noqa: BLE001 - any failure to open is this file's reason
         raise DecodeError(f"cannot open: {describe_read_error(exc)}") from exc
 

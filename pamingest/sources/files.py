@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,24 +22,31 @@ from .templates import FilenameTemplate, get_templates, parse_name
 AUDIO_SUFFIXES = (".wav", ".flac")
 
 
-def _broken_link(path: str, info: dict[str, Any]) -> str | None:
-    """Why a listed symbolic link cannot be read (a loop, a missing target), or None.
+def _not_a_file(path: str, info: dict[str, Any]) -> str | None:
+    """Why a listed entry is no file to read (a link that leads nowhere, a named pipe, a
+    socket or device), or None.
 
-    Local listings give a link that leads nowhere a size of 0, which would
-    otherwise be reported as an empty file.
+    Local listings give such entries a size of 0, which would otherwise be
+    reported as an empty file (and reading a named pipe would block).
     """
-    if not info.get("islink"):  # only local filesystems list links
-        return None
     base = path.rsplit("/", 1)[-1]
-    target = info.get("destination", "?")
-    try:
-        os.stat(path)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return f"{base}: symbolic link loop (following {base} -> {target} never reaches a file)"
-        if exc.errno == errno.ENOENT:
-            return f"{base}: broken symbolic link (its target {target} does not exist)"
-        return f"{base}: unreadable symbolic link to {target} ({exc.strerror})"
+    mode = info.get("mode") or 0
+    if info.get("islink"):  # only local filesystems list links
+        target = info.get("destination", "?")
+        try:
+            mode = os.stat(path).st_mode  # what the link leads to
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return f"{base}: symbolic link loop (following {base} -> {target} never reaches a file)"
+            if exc.errno == errno.ENOENT:
+                return f"{base}: broken symbolic link (its target {target} does not exist)"
+            return f"{base}: unreadable symbolic link to {target} ({exc.strerror})"
+    elif info.get("type") != "other":  # fsspec's local type for anything but files and folders
+        return None
+    if mode and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        kind = ("a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
+        return f"{base}: not a regular file ({kind})"
     return None
 
 
@@ -160,9 +168,9 @@ def records_from_listing(
             continue
         url = join_url(fs, path)
         size, etag = int(info.get("size") or 0), _etag(info)
-        broken = _broken_link(path, info)
-        if broken:
-            records.append(RejectedFile(source, url, size, etag, broken))
+        unreadable = _not_a_file(path, info)
+        if unreadable:
+            records.append(RejectedFile(source, url, size, etag, unreadable))
             continue
         try:
             start_ns, fields = parse_name(base, templates)
