@@ -67,6 +67,9 @@ class FaultProxy:
     methods: tuple[str, ...] = ("GET", "PUT")
     faults: tuple[str, ...] = FAULTS
     delay: float = 0.5
+    # Only requests whose path contains this are drawn for; at most ``limit`` faults in all.
+    only: str = ""
+    limit: int | None = None
     enabled: bool = True
     injected: list[Injected] = field(default_factory=list)
     requests: Counter = field(default_factory=Counter)
@@ -110,7 +113,7 @@ class FaultProxy:
             self.requests[method] += 1
             nth = self._seen[key]
             self._seen[key] += 1
-        if not self.enabled or method not in self.methods:
+        if not self.enabled or method not in self.methods or self.only not in path:
             return None
         digest = hashlib.blake2b(repr((self.seed, key, nth)).encode(), digest_size=8).digest()
         rng = random.Random(int.from_bytes(digest, "big"))
@@ -118,8 +121,12 @@ class FaultProxy:
             return None
         kinds = [f for f in self.faults if not (f == "lost-reply" and method != "PUT")
                  and not (f == "truncate" and method != "GET")]
+        if not kinds:  # e.g. only truncation asked for, and this is a PUT
+            return None
         fault = rng.choice(kinds)
         with self._lock:
+            if self.limit is not None and len(self.injected) >= self.limit:
+                return None
             self.injected.append(Injected(fault, method, path))
         return fault
 

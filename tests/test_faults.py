@@ -134,3 +134,59 @@ def test_soundtrap_through_faults_many_seeds(s3, fixtures, seed, rate):
     want, got, proxy, errors, report = soundtrap_through_faults(s3, fixtures, seed=seed, rate=rate, client="threads")
     assert_clear(errors)
     assert_same_store(want, got, proxy, report)
+
+
+def orcasound_through_faults(s3, fixtures, *, seed: int, rate: float, client: str):
+    """(clean digest, faulty digest, proxy, errors, report) for one HLS session of the fixture segments,
+    laid out as Orcasound's bucket is (tests/test_orcasound.py)."""
+    s3.bucket(ORCA_BUCKET)
+    for n in range(3):
+        s3.put(ORCA_BUCKET, f"{LAB}/hls/{E1}/live{n:03d}.ts", fixtures / "orcasound" / "hls" / f"live00{n}.ts")
+    s3.put(ORCA_BUCKET, f"{LAB}/hls/{E1}/live.m3u8", b"#EXTM3U\n")
+    s3.put(ORCA_BUCKET, f"{LAB}/latest.txt", str(E1).encode())
+    s3.bucket("stores")
+    direct = s3.storage_options
+    clean = pi.ingest(OrcasoundHLS([LAB], storage_options=direct), "s3://stores/clean", store_options=direct,
+                      client="serial")
+    assert clean.ingested == 3 and not clean.failed, clean.summary()
+    with FaultProxy(s3.endpoint, rate=rate, seed=seed) as proxy:
+        via = {**direct, "endpoint_url": proxy.endpoint}
+        errors, report = run_through_faults(lambda: OrcasoundHLS([LAB], storage_options=via),
+                                            "s3://stores/faulty", via, proxy, client=client)
+    want = tree_digest(pi.open_store("s3://stores/clean", storage_options=direct))
+    got = tree_digest(pi.open_store("s3://stores/faulty", storage_options=direct))
+    return want, got, proxy, errors, report
+
+
+def test_orcasound_hls_from_and_to_s3_through_faults(s3, fixtures):
+    want, got, proxy, errors, report = orcasound_through_faults(s3, fixtures, seed=1, rate=0.1, client="threads")
+    assert sum(proxy.counts().values()) >= 3, "the schedule injected (almost) nothing: the test tests nothing"
+    assert_clear(errors)
+    assert_same_store(want, got, proxy, report)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(2, 8))
+def test_orcasound_hls_through_faults_many_seeds(s3, fixtures, seed):
+    want, got, proxy, errors, report = orcasound_through_faults(s3, fixtures, seed=seed, rate=0.25, client="threads")
+    assert_clear(errors)
+    assert_same_store(want, got, proxy, report)
+
+
+def test_a_lost_reply_to_the_first_branch_write_leaves_a_usable_store(s3, fixtures):
+    """The reply to the store's first commit lost (the write landed): Icechunk's retry of the
+    conditional write meets its own write as a conflict. The store must still be usable."""
+    upload_soundtrap(s3, fixtures)
+    s3.bucket("stores")
+    direct = s3.storage_options
+    pi.ingest(pi.TimestampedFiles("s3://rec", "soundtrap", storage_options=direct), "s3://stores/clean",
+              store_options=direct, client="serial")
+    with FaultProxy(s3.endpoint, rate=1.0, methods=("PUT",), faults=("lost-reply",), only="/refs/", limit=1) as proxy:
+        via = {**direct, "endpoint_url": proxy.endpoint}
+        errors, report = run_through_faults(
+            lambda: pi.TimestampedFiles("s3://rec", "soundtrap", storage_options=via),
+            "s3://stores/faulty", via, proxy, client="serial")
+    assert proxy.counts() == {"lost-reply": 1}
+    assert_clear(errors)
+    assert_same_store(tree_digest(pi.open_store("s3://stores/clean", storage_options=direct)),
+                      tree_digest(pi.open_store("s3://stores/faulty", storage_options=direct)), proxy, report)
