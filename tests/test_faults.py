@@ -7,8 +7,21 @@ What must hold: a run either completes or stops with an error saying why, a
 re-run completes, and the store ends identical, row by row, to a clean run's;
 no file is recorded failed because of a fault a retry absorbs.
 
-The quick tests run one seed at 10%; ``pytest -m slow tests/test_faults.py``
-runs several seeds at higher rates.
+The quick tests run one seed at 10% (~25 s); ``pytest -m slow tests/test_faults.py``
+runs six seeds at 10% and 25% (~2.5 min). Icechunk names its objects at random,
+so the faults that land on store writes vary from run to run with one seed.
+
+What the slow form found (icechunk 1.1, s3fs 2025.x):
+- absorbed: 500/503, resets, slow replies and truncated bodies on source reads
+  (s3fs/botocore retry them), and on store writes (Icechunk retries them);
+- a lost reply to the first branch write made the store unusable (fixed in
+  store/repo.py; test_a_lost_reply_to_the_first_branch_write_leaves_a_usable_store);
+- a truncated body (or a reset mid-body) on a store read of ``ref.json`` or a
+  snapshot stops the run with ``IcechunkError: error streaming bytes from
+  object store``: Icechunk does not retry it; at 25% the re-runs stop too;
+- a store read failing inside a write task surfaces from zarr as "No array
+  found ... audio" and the file is recorded ``failed`` (not retried without
+  ``--retry-failed``): still open, the slow form fails on it.
 """
 
 from __future__ import annotations
