@@ -147,18 +147,50 @@ def open_repository(location: StoreLocation, create: bool = False) -> icechunk.R
         raise StoreNotFoundError(f"no pamingest store at {location.url}")
     storage = location.storage()
     if icechunk.Repository.exists(storage):
-        return icechunk.Repository.open(storage)
+        repo = icechunk.Repository.open(storage)
+        if create:
+            _ensure_root(repo, path)
+        return repo
     if not create:
         raise StoreNotFoundError(f"no pamingest store at {location.url}")
-    # Icechunk 2 writes its own format (spec 2) by default, which Icechunk 1 cannot open; stores stay
-    # in the format both read until every reader has moved (docs/architecture.md, "Icechunk versions").
-    repo = icechunk.Repository.create(storage, spec_version=1) if _icechunk_2() else icechunk.Repository.create(storage)
-    # The root group is made at creation, so that no two first writers both create it.
+    try:
+        # Icechunk 2 writes its own format (spec 2) by default, which Icechunk 1 cannot open; stores stay
+        # in the format both read until every reader has moved (docs/architecture.md, "Icechunk versions").
+        repo = (icechunk.Repository.create(storage, spec_version=1) if _icechunk_2()
+                else icechunk.Repository.create(storage))
+    except icechunk.IcechunkError:
+        # The branch write landed but its reply was lost (or another first writer won): Icechunk's
+        # retry of the conditional write met it as a conflict. The repository is there to open.
+        if not icechunk.Repository.exists(storage):
+            raise
+        repo = icechunk.Repository.open(storage)
+    _ensure_root(repo, path)
+    return repo
+
+
+def _ensure_root(repo: icechunk.Repository, path: str | None) -> None:
+    """Make the root group, in a commit of its own, if main does not hold it yet.
+
+    Made right after creation, so that no two first writers both create it;
+    checked again on every writer's open, because a creation stopped between
+    Icechunk's first commit and this one (a crash, a lost reply) would
+    otherwise leave a store no run can use.
+    """
+    import zarr
+
+    icechunk = _icechunk()
+    try:
+        zarr.open_group(repo.readonly_session("main").store, mode="r")
+        return
+    except FileNotFoundError:  # zarr's GroupNotFoundError
+        pass
     session = repo.writable_session("main")
     zarr.open_group(session.store, mode="a", attributes={"pamingest_store": 1})
-    with _local_lock(path):
-        session.commit("pamingest: new store")
-    return repo
+    try:
+        with _local_lock(path):
+            session.commit("pamingest: new store")
+    except icechunk.ConflictError:
+        pass  # another first writer made it meanwhile
 
 
 @contextlib.contextmanager
