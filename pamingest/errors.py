@@ -24,6 +24,11 @@ class StoreError(PamIngestError):
     """The store is not in the shape pamingest expects."""
 
 
+class StoreUnavailableError(StoreError):
+    """The store could not be read or written while a run wrote its rows, after retries: the
+    store's fault, not the recording's. The run stops uncommitted; running it again completes it."""
+
+
 class StoreNotFoundError(StoreError, FileNotFoundError):
     """No pamingest store exists at the given URL."""
 

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 import numpy as np
 
 from .decode.base import AudioInfo, Decoder, PlanContext, Unit
-from .errors import PROGRAMMING_ERRORS, ConfigError, DecodeError
+from .errors import PROGRAMMING_ERRORS, ConfigError, DecodeError, StoreUnavailableError
 from .executor import executor_for
 from .fsutil import describe_read_error, fetch_pool
 from .registry import build
@@ -216,13 +216,9 @@ def write_rows(task: WriteTask, fork, storage_options: dict):
     the decoding waits for each, so that memory stays bounded whatever the
     rate (benchmarks/pacific_sound_memory.py).
     """
-    # imported lazily (here and by the store modules): `import pamingest` stays under 0.4 s
-    # (benchmarks/startup.py)
-    import zarr
-
     writes: list = []  # per buffer: the futures of its rows' writes in flight
     try:
-        audio = zarr.open_array(fork.store, path=task.array_path, mode="r+")
+        audio = _open_audio(fork, task.array_path)
         put = row_writer(fork, task.array_path, audio)
         spr = task.row_samples
         row_bytes = spr * audio.shape[2] * audio.dtype.itemsize
@@ -277,8 +273,8 @@ def write_rows(task: WriteTask, fork, storage_options: dict):
         return fork, written, None
     except DecodeError as exc:
         return None, 0, str(exc)
-    except PROGRAMMING_ERRORS:
-        raise
+    except (StoreUnavailableError, *PROGRAMMING_ERRORS):
+        raise  # not the recording's fault: the run stops uncommitted rather than fail the file
     except Exception as exc:  # noqa: BLE001 - recorded with the file, the run goes on
         return None, 0, f"write failed: {describe_read_error(exc)}"
     finally:
@@ -316,6 +312,30 @@ def return_large_buffers() -> None:
         return
     M_MMAP_THRESHOLD = -3
     libc.mallopt(M_MMAP_THRESHOLD, LARGE_BUFFER_BYTES)
+
+
+STORE_READ_ATTEMPTS = 3
+
+
+def _open_audio(fork, array_path: str):
+    """The stream's audio array in the task's fork, read again after a failed read.
+
+    The array exists (the run made it): not finding it means a read of the store
+    failed (a dropped or cut-short response Icechunk does not retry), which must
+    not be recorded as the recording's failure (tests/test_faults.py).
+    """
+    # imported lazily (here and by the store modules): `import pamingest` stays under 0.4 s
+    # (benchmarks/startup.py)
+    import zarr
+
+    for attempt in range(STORE_READ_ATTEMPTS):
+        try:
+            return zarr.open_array(fork.store, path=array_path, mode="r+")
+        except Exception as exc:  # noqa: BLE001
+            if attempt + 1 == STORE_READ_ATTEMPTS:
+                raise StoreUnavailableError(f"{array_path}: the store could not be read "
+                                            f"({type(exc).__name__}: {exc})") from exc
+            time.sleep(0.2 * 2**attempt)
 
 
 def _finish(pending: list) -> None:

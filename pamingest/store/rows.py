@@ -40,6 +40,7 @@ import numpy as np
 
 from ..decode.base import Unit, UnitFile
 from ..sources.base import RejectedFile
+from ..errors import StoreUnavailableError
 from ..timing import NAT
 from . import layout
 from .catalog import KnownFile, read_catalog
@@ -306,11 +307,15 @@ def row_writer(session, array_path: str, audio: zarr.Array) -> Callable[[int, np
 
     async def one(row: int, samples: np.ndarray) -> None:
         key = f"{array_path}/" + audio.metadata.encode_chunk_key((row, 0, 0))
-        if not samples.any():
-            await store.delete(key)
-            return
-        encoded = await asyncio.to_thread(codec.encode_samples, samples)
-        await store.set(key, prototype.buffer.from_bytes(encoded))
+        encoded = await asyncio.to_thread(codec.encode_samples, samples) if samples.any() else None
+        try:
+            if encoded is None:
+                await store.delete(key)
+            else:
+                await store.set(key, prototype.buffer.from_bytes(encoded))
+        except Exception as exc:  # noqa: BLE001 - the store's failure, not the recording's
+            raise StoreUnavailableError(f"{array_path} row {row}: the store refused the write "
+                                        f"({type(exc).__name__}: {exc})") from exc
 
     def write(first: int, rows: np.ndarray) -> Future:
         async def all_rows() -> None:
