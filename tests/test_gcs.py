@@ -173,8 +173,13 @@ def test_listing_sees_objects_added_since_the_last_one(gcs_endpoint, gcs_archive
         fs.pipe_file(f"{bucket}/sanctsound/audio/{folder}/audio/{later}",
                      fs.cat_file(f"{ROOT}/audio/{folder}/audio/{later}"))
         assert [r.name for r in src.list_partition("hi03/sanctsound_hi03_02")] == [name, later]
+        # Folders are listed with ls (gcsfs's find does not read its listing cache; ls does).
+        assert src.partitions() == ["hi03/sanctsound_hi03_02"]
+        fs.pipe_file(f"{bucket}/sanctsound/audio/hi03/sanctsound_hi03_03/audio/{later}",
+                     fs.cat_file(f"{ROOT}/audio/{folder}/audio/{later}"))
+        assert src.partitions() == ["hi03/sanctsound_hi03_02", "hi03/sanctsound_hi03_03"]
         report = pi.ingest(src, store, client="serial")
-        assert report.ingested == 1 and report.skipped == 1, report.summary()
+        assert report.ingested == 2 and report.skipped == 1, report.summary()
     finally:
         fs.rm(bucket, recursive=True)
 
