@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from .errors import DecodeError
@@ -33,8 +34,26 @@ def filesystem(url: str, storage_options: dict[str, Any] | None = None):
         if options.pop("anon", False):
             options.setdefault("token", "anon")
         options.setdefault("use_listings_cache", False)
+        if options.get("endpoint_url") or os.environ.get("STORAGE_EMULATOR_HOST"):
+            return _gcs_http_only(url, options)
     fs, path = fsspec.core.url_to_fs(url, **options)
     return fs, path
+
+
+def _gcs_http_only(url: str, options: dict[str, Any]):
+    """gcsfs's plain JSON-API filesystem, for a GCS endpoint other than Google's own.
+
+    gcsfs (>= 2025.x) registers ``ExtendedGcsFileSystem`` for ``gs://``: before each
+    operation it asks the bucket's layout over gRPC (Storage Control API) at the same
+    host. An emulator or other GCS-compatible server has no gRPC service, the lookup
+    retries for 60 s, and its failure is not cached: every listing and read of a run
+    waited a minute (measured on gcp-storage-emulator). The layout matters only for
+    zonal and hierarchical buckets, which such servers do not have.
+    """
+    from gcsfs.core import GCSFileSystem
+
+    fs = GCSFileSystem(**options)
+    return fs, fs._strip_protocol(url)
 
 
 def whole_object_options(fs) -> dict[str, Any]:

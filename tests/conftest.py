@@ -42,6 +42,27 @@ def moto_endpoint():
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def gcs_endpoint():
+    """One gcp-storage-emulator per test session, in memory, on a free loopback port.
+
+    Clients reach it only through ``endpoint_url``: ``STORAGE_EMULATOR_HOST`` is never
+    set, as it would send every later gcsfs client of the session (and the subprocesses
+    and Dask workers that inherit the environment) to the emulator.
+    """
+    from gcp_storage_emulator.server import create_server
+
+    # The emulator logs every request at INFO, and a traceback for each client that closes
+    # a read-ahead connection early.
+    logging.getLogger("gcp_storage_emulator").setLevel(logging.WARNING)
+    server = create_server("127.0.0.1", 0, in_memory=True)
+    server.start()  # returns once the socket is bound and serving
+    # Port 0 lets the OS choose a free port; the emulator keeps the bound socket privately.
+    host, port = server._api._httpd.server_address[:2]
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
 @pytest.fixture
 def s3(moto_endpoint):
     """A clean S3 server for each test: ``S3Bucket`` helper bound to the endpoint."""
