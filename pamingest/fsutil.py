@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from .errors import DecodeError
@@ -34,7 +33,7 @@ def filesystem(url: str, storage_options: dict[str, Any] | None = None):
         if options.pop("anon", False):
             options.setdefault("token", "anon")
         options.setdefault("use_listings_cache", False)
-        if options.get("endpoint_url") or os.environ.get("STORAGE_EMULATOR_HOST"):
+        if options.get("endpoint_url"):  # the library reads no environment variables (architecture.md)
             return _gcs_http_only(url, options)
     fs, path = fsspec.core.url_to_fs(url, **options)
     return fs, path
