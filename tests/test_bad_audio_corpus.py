@@ -35,6 +35,8 @@ import pamingest as pi
 from pamingest.store.catalog import read_catalog
 from pamingest.store.repo import Store
 
+from helpers import ffmpeg_samples
+
 TEMPLATE = "{site}_%Y%m%d_%H%M%S.{ext:wav|flac}"
 RATE = 8000
 FRAMES = 4000  # half a second at 8 kHz: enough for several FLAC frames, small enough to stay fast
@@ -87,21 +89,6 @@ def riff(*chunks: bytes) -> bytes:
 def fmt_pcm(channels: int, rate: int, bits: int) -> bytes:
     align = channels * bits // 8
     return chunk(b"fmt ", struct.pack("<HHIIHH", 1, channels, rate, rate * align, align, bits))
-
-
-def pyav_samples(path: Path) -> np.ndarray:
-    """A FLAC's mono 16-bit samples as FFmpeg's decoder (PyAV) gives them before the stream ends or
-    breaks: a second decoder's word for what a damaged file holds."""
-    import av
-
-    blocks = []
-    with av.open(str(path)) as container:
-        try:
-            for frame in container.decode(audio=0):
-                blocks.append(frame.to_ndarray().reshape(-1, 1))
-        except av.error.InvalidDataError:
-            pass  # the frame the file was cut in
-    return np.concatenate(blocks).astype(np.int16)
 
 
 def flac_total(data: bytes, total: int) -> bytes:
@@ -225,13 +212,13 @@ def flac_cut_at_half(path):
     """A real SoundTrap FLAC cut at half its bytes: the frames before the cut one are kept."""
     data = soundtrap().read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    return pyav_samples(path)
+    return ffmpeg_samples(path)
 
 
 def flac_missing_last_byte(path):
     data = soundtrap().read_bytes()
     path.write_bytes(data[:-1])
-    return pyav_samples(path)
+    return ffmpeg_samples(path)
 
 
 def flac_damaged_in_the_middle(path):

@@ -11,7 +11,7 @@ import pamingest as pi
 from pamingest.query import open_session
 from pamingest.timing import NS_PER_S
 
-from helpers import assert_stream_matches, by_name, source_samples, to_ns, window_ns
+from helpers import assert_stream_matches, by_name, ffmpeg_samples, source_samples, to_ns, window_ns
 
 
 def upload(s3, bucket, prefix, files):
@@ -343,21 +343,6 @@ def flac_with_total(data: bytes, total: int) -> bytes:
     out[18:26] = (packed & ~(2**36 - 1) | total).to_bytes(8, "big")
     out[26:42] = bytes(16)
     return bytes(out)
-
-
-def ffmpeg_samples(path) -> np.ndarray:
-    """The samples of a mono 16-bit FLAC as FFmpeg's decoder (PyAV) gives them before the stream
-    ends or breaks: a second decoder's word for what a damaged file holds."""
-    import av
-
-    blocks = []
-    with av.open(str(path)) as container:
-        try:
-            for frame in container.decode(audio=0):
-                blocks.append(frame.to_ndarray().reshape(-1, 1))
-        except av.error.InvalidDataError:
-            pass  # the frame the file was cut in
-    return np.concatenate(blocks)
 
 
 def soundtrap_copy(fixtures, folder):

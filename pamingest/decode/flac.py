@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import struct
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 from ..errors import DecodeError
 
@@ -78,6 +78,22 @@ def _id3_size(head: bytes) -> int:
     return 10 + size + (10 if head[5] & 0x10 else 0)
 
 
+def metadata_blocks(fh: BinaryIO) -> Iterator[tuple[int, int]]:
+    """``(block type, body size)`` of each metadata block from ``fh``'s position (just after
+    ``fLaC``), ``fh`` at the block's body; the caller reads what it needs of it, the next
+    step skips the rest (PADDING, SEEKTABLE and PICTURE can be large: never read whole).
+    Ends with ``fh`` where the frames start."""
+    last = False
+    while not last:
+        head = fh.read(4)
+        if len(head) < 4:
+            raise DecodeError("FLAC metadata ends early")
+        last, kind, size = bool(head[0] & 0x80), head[0] & 0x7F, int.from_bytes(head[1:4], "big")
+        body = fh.tell()
+        yield kind, size
+        fh.seek(body + size)
+
+
 def stream_info(fh: BinaryIO) -> StreamInfo | None:
     """The stream's STREAMINFO and where its frames start; None if the object is not a FLAC stream."""
     fh.seek(0)
@@ -86,12 +102,7 @@ def stream_info(fh: BinaryIO) -> StreamInfo | None:
     if fh.read(4) != MAGIC:
         return None
     info = None
-    last = False
-    while not last:
-        head = fh.read(4)
-        if len(head) < 4:
-            raise DecodeError("FLAC metadata ends early")
-        last, kind, size = bool(head[0] & 0x80), head[0] & 0x7F, int.from_bytes(head[1:4], "big")
+    for kind, _ in metadata_blocks(fh):
         if kind == 0 and info is None:
             offset = fh.tell()
             body = fh.read(34)
@@ -101,9 +112,6 @@ def stream_info(fh: BinaryIO) -> StreamInfo | None:
             packed = struct.unpack(">Q", body[10:18])[0]
             info = (offset, min_block, max_block, int.from_bytes(body[7:10], "big"),
                     ((packed >> 41) & 7) + 1, ((packed >> 36) & 31) + 1, packed & _TOTAL_BITS, packed)
-            fh.seek(offset + size)
-        else:
-            fh.seek(size, 1)  # PADDING, SEEKTABLE and PICTURE can be large: skip, never read
     if info is None:
         raise DecodeError("FLAC stream has no STREAMINFO block")
     offset, min_block, max_block, max_frame, channels, bits, total, packed = info

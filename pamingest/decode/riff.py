@@ -15,6 +15,7 @@ from typing import BinaryIO, Iterator
 
 from ..errors import DecodeError
 from .containers import Declared
+from .flac import MAGIC, metadata_blocks
 
 
 @dataclass(frozen=True)
@@ -105,21 +106,14 @@ def header_chunks(fh: BinaryIO, size: int, limit: int = 1 << 20) -> dict[bytes, 
 
 def flac_riff_chunks(fh: BinaryIO) -> dict[bytes, bytes]:
     """The RIFF chunks that ``flac --keep-foreign-metadata`` keeps in ``riff`` APPLICATION blocks."""
-    if fh.read(4) != b"fLaC":
+    if fh.read(4) != MAGIC:
         raise DecodeError("not a FLAC file")
     out = bytearray()
-    last = False
-    while not last:
-        head = fh.read(4)
-        if len(head) < 4:
-            raise DecodeError("FLAC metadata ends early")
-        last, kind, size = bool(head[0] & 0x80), head[0] & 0x7F, int.from_bytes(head[1:4], "big")
+    for kind, size in metadata_blocks(fh):
         if kind == 2:  # APPLICATION
             block = fh.read(size)
             if block[:4] == b"riff":
                 out += block[4:]
-        else:
-            fh.seek(size, 1)  # PADDING and SEEKTABLE can be large: skip, never read
     data = io.BytesIO(bytes(out))
     is_wave, little = form(data)
     if not is_wave:
