@@ -124,7 +124,7 @@ class HeldRun:
         return self.report
 
 
-__all__ = ["HeldRun", "assert_stream_matches", "by_name", "ffmpeg_samples", "source_samples", "to_ns", "window_ns"]
+__all__ = ["HeldRun", "SANCTSOUND_FIXTURE_STREAMS", "assert_stream_matches", "by_name", "ffmpeg_samples", "source_samples", "to_ns", "window_ns"]
 
 
 def ffmpeg_samples(path) -> np.ndarray:
@@ -140,3 +140,13 @@ def ffmpeg_samples(path) -> np.ndarray:
         except av.error.InvalidDataError:
             pass  # the frame the file was cut in
     return np.concatenate(blocks).astype(np.int16, copy=False)
+
+
+# The streams the SanctSound fixture objects give, in the real layout, whatever the bucket
+# serves them (moto S3 in test_sources_sanctsound, a GCS emulator in test_gcs).
+SANCTSOUND_FIXTURE_STREAMS = [
+    "sanctsound/ci01_01/2000Hz_1ch_pcm16",
+    "sanctsound/ci01_01/32000Hz_1ch_pcm16",
+    "sanctsound/ci01_03/48000Hz_1ch_pcm16",
+    "sanctsound/fk02_03/48000Hz_1ch_pcm16",
+]

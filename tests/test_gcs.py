@@ -26,7 +26,7 @@ from pamingest.sources.base import SourceFile
 from pamingest.sources.ncei import Ncei
 from pamingest.sources.sanctsound import DEFAULT_ROOT, SanctSound
 
-from helpers import assert_stream_matches, by_name, to_ns
+from helpers import SANCTSOUND_FIXTURE_STREAMS, assert_stream_matches, by_name, to_ns
 from test_sources_ncei import NRS, write_flac
 from test_sources_sanctsound import BLOCK_METADATA, FLAT_METADATA, LAYOUT, NOT_PRODUCTS, PRODUCTS
 
@@ -92,12 +92,7 @@ def test_sanctsound_from_the_default_gs_root_bit_for_bit(gcs_endpoint, gcs_archi
         f"{ROOT}/audio/fk02/sanctsound_fk02_03/audio/SanctSound_FK02_03_671379494_notatime.flac"]
     tree = pi.open_store(store)
     # The streams the same objects give from the moto bucket (test_sources_sanctsound).
-    assert pi.streams(tree) == [
-        "sanctsound/ci01_01/2000Hz_1ch_pcm16",
-        "sanctsound/ci01_01/32000Hz_1ch_pcm16",
-        "sanctsound/ci01_03/48000Hz_1ch_pcm16",
-        "sanctsound/fk02_03/48000Hz_1ch_pcm16",
-    ]
+    assert pi.streams(tree) == SANCTSOUND_FIXTURE_STREAMS
     checked = sum(assert_stream_matches(tree[n].to_dataset(), lambda url: gcs_archive[url]) for n in pi.streams(tree))
     assert checked == 6
     for name in pi.streams(tree):
