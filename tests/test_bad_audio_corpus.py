@@ -358,6 +358,34 @@ def wav_open_data_then_chunk(path):
     return x
 
 
+def wav_open_data_then_chunks(size: int, stereo8: bool = False):
+    def streamed(path):
+        """An open data size (``size``: 0 or 0xFFFFFFFF) and two chunks after the data (LIST, id3),
+        the RIFF size right; 8-bit stereo makes an even frame, 8-bit mono an odd-sized data chunk
+        whose pad byte comes before the first chunk."""
+        channels = 2 if stereo8 else 1
+        x8 = (np.random.default_rng(26).integers(-128, 128, size=(FRAMES + 1, channels))).astype(np.int16)
+        body = (x8 + 128).astype(np.uint8).tobytes()
+        data = b"data" + struct.pack("<I", size) + body + (b"\0" if len(body) & 1 else b"")
+        path.write_bytes(riff(fmt_pcm(channels, RATE, 8), data,
+                              chunk(b"LIST", b"INFOISFT" + struct.pack("<I", 6) + b"rec 1\0"),
+                              chunk(b"id3 ", b"ID3" + bytes(20))))
+        return (x8 << 8).astype(np.int16)  # libsndfile reads 8-bit PCM as int16, << 8
+
+    streamed.__name__ = f"wav_open_data_{size:#x}_then_chunks" + ("_stereo" if stereo8 else "")
+    return streamed
+
+
+def wav_open_data_stale_riff_size(path):
+    """Data size open and a RIFF size that ends before the object does (written early, never patched):
+    nothing says where the samples end, so they run to the end of the object."""
+    x = noise(seed=27)
+    data = bytearray(riff(fmt_pcm(1, RATE, 16), b"data" + bytes(4) + x.tobytes()))
+    data[4:8] = struct.pack("<I", 36 + 8 + 1000)
+    path.write_bytes(bytes(data))
+    return x
+
+
 def au_size_unknown(path):
     """AU written while streaming: data size 0xFFFFFFFF, the samples run to the end."""
     x = noise(seed=25)
@@ -424,10 +452,6 @@ class Case:
 
 # Present behaviour judged wrong: the case states what should happen, and is expected to fail until then.
 FINDINGS = {
-    "flac-damaged-middle": "recorded 'decoding failed at frame 0': the first 4096 frames decode; the reason "
-                           "names the start of the read block (2**18 frames), not where decoding broke",
-    "wav-open-data-then-chunk": "the LIST chunk after the data is stored as 13 more frames of audio (4013): "
-                                "a silent wrong result; the data should end where the RIFF size says LIST begins",
 }
 
 
@@ -466,6 +490,9 @@ CASES = [
     Case("flac-total-0", flac_total_zero, "ok", suffix="flac"),
     Case("au-size-unknown", au_size_unknown, "ok"),
     Case("wav-open-data-then-chunk", wav_open_data_then_chunk, "ok"),
+    Case("wav-open-data-pad-then-chunks", wav_open_data_then_chunks(0), "ok"),
+    Case("wav-ffffffff-data-then-chunks", wav_open_data_then_chunks(0xFFFFFFFF, stereo8=True), "ok"),
+    Case("wav-open-data-stale-riff-size", wav_open_data_stale_riff_size, "ok"),
     # --- other containers, named .wav
     Case("rifx", riff_chunk_claims_rifx, "ok"),
     Case("rf64", sndfile_format("RF64"), "ok"),

@@ -13,6 +13,8 @@ import struct
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
+import numpy as np
+
 from ..errors import DecodeError
 from .containers import Declared
 from .flac import MAGIC, metadata_blocks
@@ -58,13 +60,16 @@ def declared(fh: BinaryIO, size: int) -> Declared:
 
     A data size of 0 or 0xFFFFFFFF (RF64: a ds64 data size of 0) is left
     open by recorders streaming to disk: the data runs to the end of the
-    object, as the direct PCM reader takes it. libsndfile finds no samples
-    behind a size of 0: the patches show it 0xFFFFFFFF (RF64: the size
-    held), which it reads to the end.
+    object, or to the chunks written after it (``open_data_end``). libsndfile
+    finds no samples behind a size of 0, and would read those chunks as
+    samples: the patches show it the size held.
     """
+    fh.seek(0)
+    head = fh.read(8)
     fh.seek(0)
     _, little = form(fh)
     order = "<" if little else ">"
+    riff_end = 8 + struct.unpack(order + "I", head[4:8])[0] if len(head) == 8 else 0
     block_align = ds64 = None
     for chunk in walk(fh, size, little):
         if chunk.id == b"fmt ":
@@ -83,12 +88,57 @@ def declared(fh: BinaryIO, size: int) -> Declared:
                 length = struct.unpack("<Q", body[8:16])[0] if len(body) >= 16 else 0
                 if length == 0 and held:
                     patches = ((ds64.offset + 8, struct.pack("<Q", held * block_align)),)
-            elif length == 0:
-                patches = ((chunk.offset - 4, b"\xff\xff\xff\xff"),)
+            elif length in (0, 0xFFFFFFFF) and block_align:
+                end = open_data_end(fh, chunk.offset, riff_end, size, block_align, little)
+                held = (end - chunk.offset) // block_align
+                # libsndfile reads an open (0) size as no samples: it is shown the size held
+                patches = ((chunk.offset - 4, struct.pack(order + "I", min(held * block_align, 0xFFFFFFFF))),)
             if length == 0 or (not rf64 and length == 0xFFFFFFFF) or not block_align:
                 return Declared(None, held, patches)
             return Declared(length // block_align, min(length, present) // block_align)
     return Declared(None, None)
+
+
+# How far back from the RIFF end chunks written after an open data chunk are looked for (LIST
+# INFO, id3, cue: small, written at close).
+TRAILING_CHUNKS_BYTES = 1 << 20
+
+
+def open_data_end(fh: BinaryIO, data: int, riff_end: int, size: int, block_align: int, little: bool) -> int:
+    """Where the samples of a data chunk with an open size (0 or 0xFFFFFFFF) end.
+
+    A recorder that streams the samples and patches only the RIFF size when it
+    closes, then appends chunks (LIST INFO, id3), leaves a RIFF size that ends
+    where the last of those chunks does: the data ends where the first of them
+    begins. That is the earliest point, at a whole frame after the data, from
+    which a chain of chunks (four printable ASCII bytes of id, then a size)
+    lands exactly on the RIFF end. Without a RIFF end inside the object, or
+    without such a chain, the samples run to the end of the object (a RIFF
+    size that is itself stale must not cut audio).
+    """
+    if not data < riff_end == size:
+        return size  # no RIFF end, or bytes after it: a stale RIFF size or junk, nothing says which
+    lo = max(data + 1, riff_end - TRAILING_CHUNKS_BYTES)
+    fh.seek(lo - 1)
+    before = fh.read(1)  # the byte before the first place looked at: a pad byte or a sample
+    tail = np.frombuffer(fh.read(riff_end - lo), dtype=np.uint8)
+    printable = (tail >= 0x20) & (tail < 0x7F)
+    ids = printable[:-3] & printable[1:-2] & printable[2:-1] & printable[3:] if len(tail) >= 8 else printable[:0]
+    fmt = "<I" if little else ">I"
+    for at in np.flatnonzero(ids[: len(tail) - 7]).tolist():
+        frame_bytes = lo + at - data
+        pad = frame_bytes % block_align
+        if block_align == 1 and frame_bytes % 2 == 0 and (tail[at - 1] if at else before[0]) == 0:
+            pad = 1  # 8-bit mono: an odd count of samples and its zero pad byte (unsigned 0 is the rarest sample)
+        if pad and (pad != 1 or (frame_bytes - 1) % 2 == 0):
+            continue  # not after whole frames (and the pad byte after an odd-sized data chunk)
+        q = at
+        while q + 8 <= len(tail) and ids[q]:
+            n = struct.unpack(fmt, tail[q + 4 : q + 8].tobytes())[0]
+            q += 8 + n + (n & 1)
+        if q == len(tail):
+            return lo + at - pad
+    return riff_end
 
 
 def read_body(fh: BinaryIO, chunk: Chunk, limit: int = 1 << 20) -> bytes:

@@ -326,12 +326,26 @@ def read(url: str, info: AudioInfo, start: int, stop: int, storage_options: dict
         except DecodeError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise DecodeError(f"decoding failed at frame {start + done}: {describe_read_error(exc)}") from exc
+            broke = start + done + _frames_before_error(fs, path, url, fix, start + done)
+            raise DecodeError(f"decoding failed at frame {broke}: {describe_read_error(exc)}") from exc
         if done < want:
             raise DecodeError(
                 f"file ends at frame {start + done} but its header announces {info.frames} frames "
                 "(truncated or corrupt)"
             )
+
+
+def _frames_before_error(fs, path: str, url: str, fix: Patches, at: int) -> int:
+    """How many frames from ``at`` decode before libsndfile's error: a failed block read gives
+    none of its frames, so the reason would name the block's start, not where the damage is.
+    Only run once a read has failed; 0 if this second read fails some other way."""
+    try:
+        with open_for_read(fs, path) as fh, _open(HeaderFix(fh, fix) if fix else fh, url) as snd:
+            if at:
+                snd.seek(at)
+            return _decodable_frames(snd)[0]
+    except Exception:  # noqa: BLE001 - the first error is the one reported
+        return 0
 
 
 class SndfileDecoder(FileDecoder):
