@@ -55,9 +55,16 @@ def open_store(url: str | StoreLocation, snapshot: str | None = None, *, branch:
         with warnings.catch_warnings():
             # PCodec streams (32-bit, float) make zarr warn that numcodecs is outside the v3 spec.
             warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3")
-            return xr.open_datatree(session.store, engine="zarr", consolidated=False, chunks=chunks, zarr_format=3)
+            tree = xr.open_datatree(session.store, engine="zarr", consolidated=False, chunks=chunks, zarr_format=3)
     except FileNotFoundError as exc:
         raise StoreNotFoundError(f"no pamingest store at {url}") from exc
+    return tree.map_over_datasets(_chunk_start_as_coordinate)
+
+
+def _chunk_start_as_coordinate(ds: xr.Dataset) -> xr.Dataset:
+    """Each row's start as a coordinate of a stream's Dataset, in streams written before the audio
+    array said so (its CF ``coordinates`` attribute)."""
+    return ds.set_coords("chunk_start") if "chunk_start" in ds.data_vars else ds
 
 
 def streams(tree: xr.DataTree) -> list[str]:
@@ -238,27 +245,59 @@ class PamAccessor:
         return pd.DataFrame({"start": arr[:, 0].astype("datetime64[ns]"), "end": arr[:, 1].astype("datetime64[ns]"),
                              "seconds": (arr[:, 1] - arr[:, 0]) / NS_PER_S})
 
-    def window(self, start: Any, end: Any) -> xr.DataArray:
+    def window(self, start: Any, end: Any, sample_rate: int | None = None, dtype=None) -> xr.DataArray:
         """Samples recorded in ``[start, end)`` UTC, stitched across rows.
 
-        Returns a DataArray ``(time, channel)`` in the stored dtype whose
-        ``time`` coordinate is each sample's UTC time. Gaps stay gaps: no
-        sample is invented, the time coordinate jumps over them. Rows are
-        taken in start order; where two recordings overlap in time (a file a
-        few ms longer than the interval between file starts, as SoundTrap
-        writes them) both are kept, so ``time`` steps back at the seam rather
-        than dropping recorded samples.
-        """
-        import pandas as pd
+        Returns a DataArray ``(time, channel)`` whose ``time`` coordinate is
+        each sample's UTC time. Gaps stay gaps: no sample is invented, the
+        time coordinate jumps over them. Rows are taken in start order; where
+        two recordings overlap in time (a file a few ms longer than the
+        interval between file starts, as SoundTrap writes them) both are
+        kept, so ``time`` steps back at the seam rather than dropping
+        recorded samples.
 
+        Parameters
+        ----------
+        sample_rate : int, optional
+            Resample to this rate (anti-aliased polyphase, ``scipy.signal.
+            resample_poly``); the samples come as float32 unless ``dtype``
+            says float64. Each continuous piece is resampled on its own, read
+            with enough audio around the window that its edges are filtered
+            as the middle is; across a gap the result jumps in time exactly
+            as the stored samples do (``pamingest.resample``).
+        dtype : optional
+            ``float32`` or ``float64``: samples divided by the stream's full
+            scale (2**15 for 16-bit, 2**23 for 24-bit), in [-1, 1). Default:
+            the stored integers (or floats) as they are.
+        """
+        sr = self.sample_rate
+        t0, t1 = to_ns(start), to_ns(end)
+        bits = self._ds.attrs.get("bits_per_sample")
+        if sample_rate is None or int(sample_rate) == sr:
+            samples, times = self._samples(t0, t1)
+            if dtype is not None:
+                from .resample import as_float
+
+                samples = as_float(samples, dtype, bits)
+            return self._window_array(samples, times, sr, dtype is not None)
+        from .resample import as_float, context_samples, resample_window
+
+        margin = offset_ns(context_samples(sr, int(sample_rate)), sr)
+        samples, times = self._samples(t0 - margin, t1 + margin)
+        samples, times = resample_window(as_float(samples, dtype or np.float32, bits), times, sr, int(sample_rate),
+                                         t0, t1)
+        return self._window_array(samples, times, int(sample_rate), True)
+
+    def _samples(self, t0: int, t1: int) -> tuple[np.ndarray, np.ndarray]:
+        """Stored samples of ``[t0, t1)`` ``(n, channels)`` and their times (int64 ns), rows by start."""
         from .timing import offset_range_ns
 
-        t0, t1 = to_ns(start), to_ns(end)
         sr = self.sample_rate
         rows, starts, valid = self._overlapping(t0, t1)
         channels = self._ds["audio"].sizes["channel"]
+        empty = np.zeros((0, channels), dtype=self._ds["audio"].dtype), np.zeros(0, dtype=np.int64)
         if not len(rows):
-            return self._empty(channels)
+            return empty
         data = self._read_rows(rows)
         pieces, times = [], []
         for k in range(len(rows)):
@@ -271,13 +310,20 @@ class PamAccessor:
             pieces.append(data[k, a:b])
             times.append(starts[k] + offset_range_ns(a, b, sr))
         if not pieces:
-            return self._empty(channels)
-        samples = np.concatenate(pieces)
+            return empty
+        return np.concatenate(pieces), np.concatenate(times)
+
+    def _window_array(self, samples: np.ndarray, times: np.ndarray, sample_rate: int, scaled: bool) -> xr.DataArray:
+        import pandas as pd
+
         # A DatetimeIndex given as it is: xarray copies a datetime64 array three times to make one.
-        t = pd.DatetimeIndex(np.concatenate(times).view("datetime64[ns]"), copy=False)
-        return xr.DataArray(samples, dims=("time", "channel"), coords={"time": t},
-                            attrs={"sample_rate": sr, "bits_per_sample": self._ds.attrs.get("bits_per_sample")},
-                            name="audio")
+        t = pd.DatetimeIndex(times.view("datetime64[ns]"), copy=False)
+        attrs = {"sample_rate": sample_rate, "bits_per_sample": self._ds.attrs.get("bits_per_sample")}
+        if scaled:
+            attrs["units"] = "1 (full scale)"
+        if sample_rate != self.sample_rate:
+            attrs["stored_sample_rate"] = self.sample_rate
+        return xr.DataArray(samples, dims=("time", "channel"), coords={"time": t}, attrs=attrs, name="audio")
 
     def events(self) -> "pd.DataFrame":  # noqa: F821
         """The stream's annotated events, one line each.
@@ -352,11 +398,6 @@ class PamAccessor:
             pieces.append(data[int(rows[k]) : int(rows[j - 1]) + 1])
             k = j
         return np.concatenate(dask.compute(*pieces), axis=0)
-
-    def _empty(self, channels: int) -> xr.DataArray:
-        return xr.DataArray(np.zeros((0, channels), dtype=self._ds["audio"].dtype), dims=("time", "channel"),
-                            coords={"time": np.array([], dtype="datetime64[ns]")},
-                            attrs={"sample_rate": self.sample_rate}, name="audio")
 
 
 def _ns(values: np.ndarray) -> np.ndarray:

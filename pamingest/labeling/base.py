@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ..errors import ConfigError, LabelerNotFoundError, LabelingError, PluginError
+from ..resample import full_scale  # noqa: F401 - part of the labeller API (labellers scale by it)
 
 ENTRY_POINT_GROUP = "pamingest.labelers"
 
@@ -113,14 +114,6 @@ class Labeler(Protocol):
             The stream's sample rate.
         """
         ...
-
-
-def full_scale(dtype: np.dtype, bits: int | None) -> float:
-    """The value of full scale for samples stored as ``dtype`` with ``bits`` bits (1.0 for floats)."""
-    dtype = np.dtype(dtype)
-    if dtype.kind == "f":
-        return 1.0
-    return float(2 ** ((bits or dtype.itemsize * 8) - 1))
 
 
 def mono(audio: np.ndarray) -> np.ndarray:

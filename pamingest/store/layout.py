@@ -168,7 +168,9 @@ def create_stream(root: zarr.Group, spec: StreamSpec, info: AudioInfo) -> zarr.G
         compressors=None,
         dimension_names=("chunk", "sample", "channel"),
         attributes={"sample_rate": spec.sample_rate, "bits_per_sample": spec.bits,
-                    "long_name": "audio samples as recorded (not scaled)"},
+                    "long_name": "audio samples as recorded (not scaled)",
+                    # CF: plain xarray opens each row's UTC start as a coordinate of the audio
+                    "coordinates": "chunk_start"},
     )
     ROWS.create(group)
     FILES.create(group)
