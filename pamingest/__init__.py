@@ -42,7 +42,7 @@ _LAZY = {
     "TEMPLATES": "sources", "FilenameTemplate": "sources", "Ncei": "sources", "OrcasoundFLAC": "sources",
     "OrcasoundHLS": "sources", "PacificSound": "sources", "RejectedFile": "sources", "SanctSound": "sources",
     "Source": "sources", "SourceFile": "sources", "TimestampedFiles": "sources",
-    "Store": "store.repo", "StoreLocation": "store.repo",
+    "Store": "store.repo", "StoreLocation": "store.repo", "clips": "clips",
 }
 
 
@@ -61,8 +61,12 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
+# Functions named like the submodule that defines them.
+_SAME_NAME = ("ingest", "clips")
+
+
 class _Package(types.ModuleType):
-    """``pamingest.ingest`` is the function, not the submodule of the same name.
+    """``pamingest.ingest`` and ``pamingest.clips`` are the functions, not the submodules of the same names.
 
     Importing a submodule binds it on its package (``pamingest.ingest =
     <module pamingest.ingest>``) when it is first loaded, by whoever loads
@@ -71,8 +75,8 @@ class _Package(types.ModuleType):
     """
 
     def __setattr__(self, name: str, value) -> None:
-        if name == "ingest" and isinstance(value, types.ModuleType):
-            value = value.ingest
+        if name in _SAME_NAME and isinstance(value, types.ModuleType):
+            value = getattr(value, name)
         super().__setattr__(name, value)
 
 

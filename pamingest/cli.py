@@ -1,4 +1,4 @@
-"""The ``pamingest`` command line: ingest, info, annotate, pseudolabel, queue, review, demo."""
+"""The ``pamingest`` command line: ingest, info, annotate, pseudolabel, queue, review, export, gc, demo."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import re
 import sys
 import warnings
 
-from .errors import ConcurrentWriteError, PamIngestError
+from .errors import ConcurrentWriteError, ConfigError, PamIngestError
 
 # Exit codes (also the epilog of ``pamingest --help``).
 EXIT_OK = 0
@@ -210,6 +210,22 @@ def cmd_review(args) -> int:
     return EXIT_OK
 
 
+def cmd_export(args) -> int:
+    from .export import export
+
+    licenses = dict(item.split("=", 1) for item in args.license or [] if "=" in item)
+    bad = [item for item in args.license or [] if "=" not in item]
+    if bad:
+        raise ConfigError(f"--license takes SOURCE=LICENSE, got {bad[0]!r}")
+    report = export(args.store, args.out, args.format, snapshot=args.snapshot, seconds=args.seconds, hop=args.hop,
+                    min_valid=args.min_valid, sample_rate=args.sample_rate, split_by=args.split_by,
+                    splits=args.splits, seed=args.seed, max_per_label=args.max_per_label, taxa=args.taxa,
+                    min_score=args.min_score, labels=args.label, streams=args.stream, shard_size=args.shard_size,
+                    licenses=licenses, tasks=args.task, shots=args.shots, storage_options=_storage_options(args))
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report.summary())
+    return EXIT_OK
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -394,6 +410,32 @@ def build_parser() -> argparse.ArgumentParser:
     rv.add_argument("--json", action="store_true")
     rv.add_argument("--no-progress", action="store_true", help="no progress bar (shown when stderr is a terminal)")
     rv.set_defaults(func=cmd_review)
+
+    ex = sub.add_parser("export", help="training data: labelled clips as hf, naturelm, icl, verl or webdataset")
+    ex.add_argument("store")
+    ex.add_argument("out", help="output folder (local path or fsspec URL)")
+    ex.add_argument("--format", default="hf", help="hf (default), naturelm, icl, verl, webdataset")
+    ex.add_argument("--snapshot", help="snapshot to export (default: the tip of main now)")
+    ex.add_argument("--seconds", type=float, default=10.0, help="clip length (default 10)")
+    ex.add_argument("--hop", type=float, help="step between clips (default: the clip length)")
+    ex.add_argument("--min-valid", type=float, default=1.0, help="least fraction of a clip holding audio (default 1)")
+    ex.add_argument("--sample-rate", type=int, help="resample the audio (default: the stored rate, lossless)")
+    ex.add_argument("--split-by", choices=["site", "deployment", "day", "stream"], default="site")
+    ex.add_argument("--splits", help="NAME=FRACTION,... (default train=0.8,validation=0.1,test=0.1)")
+    ex.add_argument("--seed", type=int, default=0)
+    ex.add_argument("--max-per-label", type=int, help="at most this many clips per present label and split")
+    ex.add_argument("--taxa", help="label -> taxon table (JSON or CSV) over the built-in one")
+    ex.add_argument("--min-score", type=float, help="labeller scores from this are weak positives (default: unused)")
+    ex.add_argument("--label", action="append", help="only this label (repeatable)")
+    ex.add_argument("--stream", action="append", help="only this stream (repeatable)")
+    ex.add_argument("--shard-size", type=int, default=1000, help="clips per shard (default 1000)")
+    ex.add_argument("--license", action="append", metavar="SOURCE=LICENSE", help="licence of a source's audio")
+    ex.add_argument("--task", action="append", help="naturelm/verl task (repeatable; default all)")
+    ex.add_argument("--shots", type=int, default=2, help="shots per icl row (default 2)")
+    ex.add_argument("--endpoint-url")
+    ex.add_argument("--anon", action="store_true")
+    ex.add_argument("--json", action="store_true")
+    ex.set_defaults(func=cmd_export)
 
     demo = sub.add_parser("demo", help="ingest the fixture recordings from a local S3 server (no network)")
     demo.add_argument("--workdir", default=".demo", help="where the demo store is written (default .demo)")

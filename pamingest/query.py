@@ -325,6 +325,14 @@ class PamAccessor:
             attrs["stored_sample_rate"] = self.sample_rate
         return xr.DataArray(samples, dims=("time", "channel"), coords={"time": t}, attrs=attrs, name="audio")
 
+    def clips(self, seconds: float, hop: float | None = None, labels=None, min_valid: float = 0.9, rule=None,
+              stream: str = "") -> "pd.DataFrame":  # noqa: F821
+        """Fixed-length clips of this stream: one line each with its span, recording and offset,
+        valid fraction, labels (1 / 0 / -1), labeller scores and provenance (``pamingest.clips``)."""
+        from .clips import stream_clips
+
+        return stream_clips(self._ds, seconds, hop, labels, min_valid, rule, stream)
+
     def events(self) -> "pd.DataFrame":  # noqa: F821
         """The stream's annotated events, one line each.
 

@@ -27,6 +27,7 @@ GROUPS = {
     "decoders": ("pamingest.decoders", "decoder"),
     "annotation_readers": ("pamingest.annotation_readers", "annotation format"),
     "labelers": ("pamingest.labelers", "labeler"),
+    "exporters": ("pamingest.exporters", "export format"),
 }
 
 

@@ -38,6 +38,8 @@ def full_scale(dtype: np.dtype, bits: int | None) -> float:
     dtype = np.dtype(dtype)
     if dtype.kind == "f":
         return 1.0
+    if dtype.itemsize == 2:
+        return 32768.0  # 8-bit PCM is kept as libsndfile reads it: left-aligned in int16
     return float(2 ** ((bits or dtype.itemsize * 8) - 1))
 
 

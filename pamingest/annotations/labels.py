@@ -148,6 +148,31 @@ def label_names(ev_labels, ev_eligible, effort_labels) -> list[str]:
     return sorted(names)
 
 
+def _eligible(events: dict, rule: OverlapRule) -> np.ndarray:
+    n = len(events["start"])
+    return np.ones(n, bool) if rule.include_unreviewed else np.asarray(events["reviewed"], bool)
+
+
+def positive_pairs(row_start: np.ndarray, row_end: np.ndarray, events: dict,
+                   rule: OverlapRule) -> tuple[np.ndarray, np.ndarray]:
+    """(row, event) pairs where the event makes the row positive for its label under ``rule``."""
+    ev_s = np.asarray(events["start"], np.int64)
+    ev_e = np.asarray(events["end"], np.int64)
+    rows, ev = _pairs(row_start, row_end, ev_s, ev_e)
+    keep = _eligible(events, rule)[ev]
+    rows, ev = rows[keep], ev[keep]
+    overlap = np.minimum(ev_e[ev], row_end[rows]) - np.maximum(ev_s[ev], row_start[rows])
+    duration = ev_e[ev] - ev_s[ev]
+    hit = (duration == 0) | rule.matches(overlap, duration)
+    return rows[hit], ev[hit]
+
+
+def overlapping_pairs(row_start: np.ndarray, row_end: np.ndarray, starts: np.ndarray,
+                      ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row, span) index pairs of rows and spans that intersect (an instant: the row holding it)."""
+    return _pairs(row_start, row_end, np.asarray(starts, np.int64), np.asarray(ends, np.int64))
+
+
 def chunk_labels(row_start: np.ndarray, row_end: np.ndarray, events: dict, effort: dict,
                  rule: OverlapRule | None = None, labels: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
     """The ``(row, label)`` int8 matrix of 1 / 0 / -1, and the label names.
@@ -166,10 +191,8 @@ def chunk_labels(row_start: np.ndarray, row_end: np.ndarray, events: dict, effor
         Label columns; default: every label with an eligible event or its own effort.
     """
     rule = rule or OverlapRule()
-    ev_s = np.asarray(events["start"], np.int64)
-    ev_e = np.asarray(events["end"], np.int64)
     ev_l = np.asarray(events["label_norm"], dtype=object)
-    eligible = np.ones(len(ev_s), bool) if rule.include_unreviewed else np.asarray(events["reviewed"], bool)
+    eligible = _eligible(events, rule)
     ef_s = np.asarray(effort["start"], np.int64)
     ef_e = np.asarray(effort["end"], np.int64)
     ef_l = np.asarray(effort["label_norm"], dtype=object)
@@ -178,14 +201,7 @@ def chunk_labels(row_start: np.ndarray, row_end: np.ndarray, events: dict, effor
     if not names or not len(row_start):
         return out, list(names)
     all_labels = ef_l == ""
-    rows, ev = _pairs(row_start, row_end, ev_s, ev_e)
-    keep = eligible[ev]
-    rows, ev = rows[keep], ev[keep]
-    overlap = np.minimum(ev_e[ev], row_end[rows]) - np.maximum(ev_s[ev], row_start[rows])
-    duration = ev_e[ev] - ev_s[ev]
-    instant = duration == 0
-    hit = instant | rule.matches(overlap, duration)
-    rows, ev = rows[hit], ev[hit]
+    rows, ev = positive_pairs(row_start, row_end, events, rule)
     for j, name in enumerate(names):
         mine = all_labels | (ef_l == name)
         out[covered(row_start, row_end, ef_s[mine], ef_e[mine]), j] = NEGATIVE

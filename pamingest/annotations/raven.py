@@ -28,6 +28,9 @@ from .base import Annotations, ReadContext, ReaderBase, Table, cell, file_name, 
 # Tried in this order when no label column is named.
 LABEL_COLUMNS = ("Annotation", "Species", "Common Name", "Species Code", "Label", "Class", "Call Type", "Type")
 # Review tables (``pamingest review``): a clip row left unanswered, and answers meaning "nothing heard".
+# The answers' events and effort are marked as such (``source``), so that clip tables and exports can
+# tell a review answer (a person on a chunk a labeller picked) from an annotation.
+REVIEW_SOURCE = "pamingest-review"
 UNANSWERED = "?"
 ABSENT = frozenset({"", "none", "absent", "no", "0", "-"})
 
@@ -145,11 +148,12 @@ class RavenTable(ReaderBase):
                     out.recording(rec)
                     asked = [self.norm(x) for x in cell(cells, asked_col).split(";") if x.strip()]
                     for lab in (asked or [""]) if self.effort != "none" else ():
-                        out.effort_span(line, t0, t1, lab, recording=rec.url, stream=rec.stream)
+                        out.effort_span(line, t0, t1, lab, recording=rec.url, stream=rec.stream, source=REVIEW_SOURCE)
                     heard = [x.strip() for x in written.split(";") if x.strip().lower() not in ABSENT]
                     for x in heard:
                         out.event(line, t0, t1, x, self.norm(x), confidence=math.nan, annotator="human",
-                                  reviewed=True, recording=rec.url, stream=rec.stream)
+                                  reviewed=True, kind="presence", recording=rec.url, stream=rec.stream,
+                                  source=REVIEW_SOURCE)
                     continue
                 out.event(line, t0, t1, written, self.norm(written),
                           low_hz=number(cell(cells, low), "Low Freq (Hz)", name, line, allow_empty=True),

@@ -1,0 +1,359 @@
+"""Clip tables and training exports (issue #12) from a store of real fixture recordings.
+
+The store (``tests/export_store.py``) holds SanctSound clips with NCEI
+detection products, a Raven-annotated field recording on three days, and a
+SoundTrap stream with pseudo-labels and an answered review batch. Every
+format is exported from it and read back: ``datasets`` loads the parquet
+folders, soundfile decodes the audio (bit-exact with the store at the stored
+rate), every answer is checked against the labels, splits never share a
+group, and the same arguments give the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+import pamingest as pi
+from pamingest import rewards
+from pamingest.clips import label_columns
+from pamingest.errors import ConfigError
+from pamingest.export import export
+from pamingest.export.select import group_of
+from pamingest.timing import NS_PER_S
+
+import export_store
+
+SECONDS = export_store.ROW_SECONDS  # clips as long as the rows: a clip's labels are its row's
+SOUNDTRAP = "files/67416073/8000Hz_1ch_pcm16"
+BIRDS = "birds/MSD/32000Hz_1ch_pcm16"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, fixtures) -> str:
+    return export_store.build(tmp_path_factory.mktemp("export-store"), fixtures)
+
+
+@pytest.fixture(scope="module")
+def tree(store):
+    return pi.open_store(store)
+
+
+@pytest.fixture(scope="module")
+def exported(store, tmp_path_factory):
+    """Each format exported once with the same arguments (weak labels from 0.5, splits by day)."""
+    root = tmp_path_factory.mktemp("exports")
+    out = {}
+    for fmt in ("hf", "naturelm", "icl", "verl", "webdataset"):
+        out[fmt] = (root / fmt, export(store, str(root / fmt), fmt, seconds=SECONDS, min_score=0.5, split_by="day",
+                                       shard_size=10))
+    return out
+
+
+def ns(values) -> np.ndarray:
+    return np.asarray(values).astype("datetime64[ns]").astype(np.int64)
+
+
+def load(folder: Path):
+    import datasets
+
+    ds = datasets.load_dataset(str(folder))
+    # Decoding Audio needs torchcodec; the tests read the bytes themselves, with soundfile.
+    for split in ds:
+        feature = ds[split].features["audio"]
+        ds[split] = ds[split].cast_column(
+            "audio", datasets.List(datasets.Audio(decode=False)) if isinstance(feature, datasets.List)
+            else datasets.Audio(decode=False))
+    return ds
+
+
+# ---------------------------------------------------------------- clip tables
+
+def test_clips_of_row_length_carry_the_rows_labels_and_scores(tree):
+    """Clips laid on the rows (same length, from the same file starts) get exactly the stored chunk
+    labels and each row's score: the same overlap rule, the same evidence."""
+    for path in (SOUNDTRAP, BIRDS, "sanctsound/CI01/48000Hz_1ch_pcm16"):
+        ds = tree[path].to_dataset()
+        clips = ds.pam.clips(SECONDS, min_valid=0, stream=path)
+        rows = ds.pam.rows
+        full = rows[rows.n_valid == SECONDS * ds.attrs["sample_rate"]]
+        by_start = clips.set_index(clips.start.values.astype("datetime64[ns]"))
+        stored = ds.pam.labels()
+        assert len(full) > 2
+        for _, row in full.iterrows():
+            clip = by_start.loc[np.datetime64(row.start, "ns")]
+            assert clip.file == row.file and clip.file_offset == row.file_offset and clip.valid == 1.0
+            for name in stored["label"].values:
+                assert clip[f"label:{name}"] == stored.sel(label=name).values[row.row], (path, name, row.row)
+        if path == SOUNDTRAP:
+            scores = ds.pam.scores("energy:humpback").values[:, 0]
+            got = by_start.loc[full.start.values.astype("datetime64[ns]"), "score:energy_humpback_v1:humpback"]
+            np.testing.assert_array_equal(got.to_numpy(np.float32), scores[full.row.to_numpy()])
+
+
+def test_clip_grid_follows_each_recording_and_valid_counts_the_audio(tree):
+    """Three 10.1 s recordings on three days, clips of 4 s every 3 s: laid from each recording's start,
+    never across the days between; the last clip of each is partly past its end."""
+    ds = tree[BIRDS].to_dataset()
+    rate = ds.attrs["sample_rate"]
+    frames = int(ds["file_frames"].values[0])
+    clips = ds.pam.clips(4, hop=3, min_valid=0)
+    starts = ns(ds["file_start"].values)
+    assert len(clips) == 3 * 4  # 0, 3, 6, 9 s in each
+    for k, start in enumerate(sorted(starts)):
+        mine = clips[ns(clips.start) // NS_PER_S // 86400 == start // NS_PER_S // 86400]
+        assert ns(mine.start).tolist() == [start + s * NS_PER_S for s in (0, 3, 6, 9)]
+        assert mine.valid.tolist()[:3] == [1.0, 1.0, 1.0]
+        assert mine.valid.iloc[3] == pytest.approx((frames / rate - 9) / 4)
+        assert mine.file_offset.tolist() == [0, 3 * rate, 6 * rate, 9 * rate]
+    assert len(ds.pam.clips(4, hop=3, min_valid=0.9)) == 9
+
+
+def test_provenance_names_annotations_reviews_and_labellers(tree):
+    clips = pi.clips(tree, SECONDS)
+    prov = [json.loads(p) for p in clips.provenance]
+    review = [p for p, s in zip(prov, clips.stream) if s == SOUNDTRAP and "labels" in p]
+    # The answered review batch: one humpback, four none (the unanswered row stays unknown).
+    values = sorted(p["labels"]["humpback"]["value"] for p in review)
+    assert values == [0, 0, 0, 0, 1]
+    assert all(o["kind"] == "review" for p in review for o in p["labels"]["humpback"]["from"])
+    birds = [p for p, s in zip(prov, clips.stream) if s == BIRDS and "labels" in p]
+    kinds = {o["kind"] for p in birds for v in p["labels"].values() for o in v["from"]}
+    files = {Path(o["file"]).name for p in birds for v in p["labels"].values() for o in v["from"]}
+    assert kinds == {"annotation"}
+    assert files == {"MSD-0003_20180427_2minstart00.Table.1.selections.txt", "EmptyExample.Table.1.selections.txt"}
+    scored = [p["pseudo-label"] for p in prov if "pseudo-label" in p]
+    assert scored and all(p == {"energy_humpback_v1": {"labeler": "energy:humpback", "version": "1"}} for p in scored)
+    # Store-wide: label columns are the union; a stream that never saw a label has it unknown.
+    assert set(label_columns(clips)) == {"bocaccio", "dolphins", "eato", "humpback", "lowa", "ships", "woth"}
+    assert (clips.loc[clips.stream == BIRDS, "label:ships"] == -1).all()
+
+
+def test_bad_clip_arguments_are_refused(tree):
+    ds = tree[BIRDS].to_dataset()
+    for kwargs in ({"seconds": 0}, {"seconds": 2, "hop": -1}, {"seconds": 2, "min_valid": 1.5}):
+        with pytest.raises(ConfigError):
+            ds.pam.clips(**kwargs)
+
+
+# ---------------------------------------------------------------- hf
+
+def test_hf_loads_with_datasets_and_its_audio_is_the_store_bit_for_bit(exported, tree):
+    folder, report = exported["hf"]
+    ds = load(folder)
+    assert {s: ds[s].num_rows for s in ds} == report.rows and sum(report.rows.values()) == report.exported
+    streams = {}
+    for split in ds:
+        for row in ds[split]:
+            assert row["snapshot"] == report.snapshot
+            stream = streams.setdefault(row["stream"], tree[row["stream"]].to_dataset())
+            data, rate = sf.read(io.BytesIO(row["audio"]["bytes"]), dtype="int16", always_2d=True)
+            want = stream.pam.window(pd.Timestamp(row["utc_start"]), pd.Timestamp(row["utc_end"])).values
+            assert rate == stream.attrs["sample_rate"] == row["sample_rate"]
+            np.testing.assert_array_equal(data, want)
+            # Labels agree with the clip table's: positives, reviewed negatives, nothing unknown.
+            for name in row["labels"]:
+                assert row[f"label:{name}"] == 1
+            for name in row["negatives"]:
+                assert row[f"label:{name}"] == 0
+            assert row["labels"] or row["negatives"] or row["weak_labels"]
+    card = (folder / "README.md").read_text()
+    assert report.snapshot in card and "configs:" in card and "dataset_info:" in card
+    assert "| sanctsound | CC0-1.0" in card and f"--snapshot {report.snapshot}" in card
+
+
+def test_splits_never_share_a_group(store, tmp_path):
+    for split_by in ("day", "site", "stream"):
+        out = tmp_path / split_by
+        export(store, str(out), "hf", seconds=SECONDS, split_by=split_by, seed=3)
+        ds = load(out)
+        seen: dict[str, str] = {}
+        for split in ds:
+            frame = ds[split].select_columns(["stream", "source", "site", "utc_start"]).to_pandas()
+            frame["start"] = pd.to_datetime(frame.utc_start.str.rstrip("Z"))
+            for group in set(group_of(frame, split_by)):
+                assert seen.setdefault(group, split) == split, (split_by, group)
+        assert len(set(seen.values())) >= 2, (split_by, seen)  # more than one split was filled
+
+
+def test_the_same_arguments_give_the_same_bytes(store, exported, tmp_path):
+    for fmt in ("hf", "verl", "webdataset"):
+        first, report = exported[fmt]
+        again = export(store, str(tmp_path / fmt), fmt, seconds=SECONDS, min_score=0.5, split_by="day",
+                       shard_size=10, snapshot=report.snapshot)
+        assert again.files == report.files
+        for name in report.files:
+            assert (first / name).read_bytes() == (tmp_path / fmt / name).read_bytes(), (fmt, name)
+    other = export(store, str(tmp_path / "seed"), "hf", seconds=SECONDS, min_score=0.5, split_by="day",
+                   shard_size=10, seed=1)
+    first, report = exported["hf"]
+    digest = {f: hashlib.sha256((tmp_path / "seed" / f).read_bytes()).hexdigest() for f in other.files}
+    assert digest != {f: hashlib.sha256((first / f).read_bytes()).hexdigest() for f in report.files}
+
+
+def test_an_export_is_pinned_to_its_snapshot(store, exported, tmp_path, fixtures):
+    """Labels attached after the export's snapshot do not change an export of that snapshot."""
+    import shutil
+
+    from pamingest.annotations import Recording, attach
+
+    _, report = exported["hf"]
+    store = str(shutil.copytree(store, tmp_path / "store"))  # the other tests keep theirs as built
+    raven = fixtures / "annotated" / "raven"
+    # The day reviewed as empty gets the other days' table: its clips turn positive.
+    assert attach(store, [raven / "MSD-0003_20180427_2minstart00.Table.1.selections.txt"], "raven",
+                  recording=Recording("MSD_20180428_000000.wav")).snapshot_id
+    pinned = export(store, str(tmp_path / "pinned"), "hf", seconds=SECONDS, min_score=0.5, split_by="day",
+                    shard_size=10, snapshot=report.snapshot)
+    assert pinned.rows == report.rows and pinned.snapshot == report.snapshot
+    for name in report.files:  # the card names the store, here a copy
+        if name != "README.md":
+            assert (tmp_path / "pinned" / name).read_bytes() == (exported["hf"][0] / name).read_bytes(), name
+    tip = export(store, str(tmp_path / "tip"), "hf", seconds=SECONDS, min_score=0.5, split_by="day", shard_size=10)
+    labels = lambda folder: [r["labels"] for s in load(folder).values() for r in s.remove_columns("audio")]  # noqa: E731
+    assert tip.snapshot != report.snapshot
+    assert sum(map(len, labels(tmp_path / "tip"))) > sum(map(len, labels(tmp_path / "pinned")))
+
+
+def test_weak_labels_only_above_min_score_and_never_negatives(store, exported, tree):
+    folder, _ = exported["hf"]
+    ds = load(folder)
+    clips = pi.clips(tree, SECONDS, min_valid=1.0).set_index(["stream", "start"])
+    score = "score:energy_humpback_v1:humpback"
+    for split in ds:
+        for row in ds[split].remove_columns("audio"):
+            clip = clips.loc[(row["stream"], pd.Timestamp(row["utc_start"].rstrip("Z")))]
+            if "humpback" in row["weak_labels"]:
+                assert clip[score] >= 0.5 and clip["label:humpback"] == -1
+                assert json.loads(row["scores"])[score[len("score:"):]] == pytest.approx(clip[score], abs=1e-6)
+            if clip["label:humpback"] == -1:
+                assert "humpback" not in row["negatives"]
+
+
+# ---------------------------------------------------------------- naturelm, verl, icl, webdataset
+
+def test_naturelm_answers_agree_with_the_labels(exported, tree):
+    folder, _ = exported["naturelm"]
+    ds = load(folder)
+    tasks = set()
+    for split in ds:
+        for row in ds[split].remove_columns("audio"):
+            meta = json.loads(row["metadata"])
+            tasks.add(row["task"])
+            assert row["instruction"].startswith("<Audio><AudioHere></Audio> ")
+            assert row["source_dataset"] == f"pamingest:{meta['source']}" and meta["snapshot"]
+            present = set(meta["labels"]) | set(meta["score"])
+            known = present | set(meta["negatives"])
+            if row["task"] == "detection":
+                offered = row["instruction"].split("?", 1)[-1] if "?" in row["instruction"] else row["instruction"]
+                for label in known:
+                    assert label.replace("_", " ") in row["instruction"]
+                assert set(row["output"].split(", ")) - {"None"} == {x.replace("_", " ") for x in present}
+                assert (row["output"] == "None") == (not present)
+                assert offered  # the question lists the labels asked about
+            elif row["task"] == "classification":
+                assert [row["output"]] == [x.replace("_", " ") for x in present] and len(known) >= 2
+            elif row["task"] in ("localisation", "counting"):
+                ev = tree[meta["stream"]].to_dataset().pam.events()
+                t0, t1 = pd.Timestamp(meta["utc_start"].rstrip("Z")), pd.Timestamp(meta["utc_end"].rstrip("Z"))
+                label = next(x for x in meta["labels"] if x.replace("_", " ") in row["instruction"])
+                hits = ev[(ev.label_norm == label) & ev.reviewed & (ev.start < t1) & (ev.end > t0)]
+                if row["task"] == "localisation":
+                    first = (hits.start.min() - t0).total_seconds()
+                    assert float(row["output"]) == pytest.approx(first, abs=0.005)
+                else:
+                    assert int(row["output"]) == len(hits)
+            else:
+                assert row["task"] == "caption" and meta["site"] in row["output"]
+    assert tasks == {"detection", "classification", "localisation", "counting", "caption"}
+
+
+def test_verl_rows_score_their_own_answer_and_name_their_audio(exported):
+    folder, report = exported["verl"]
+    seen_tasks = set()
+    for split in report.rows:
+        frame = pd.read_parquet(folder / f"{split}.parquet")
+        for _, row in frame.iterrows():
+            info = row.extra_info
+            seen_tasks.add(info["task"])
+            truth = row.reward_model["ground_truth"]
+            assert row.reward_model["style"] == "rule" and list(row.prompt)[0]["role"] == "user"
+            assert rewards.compute_score(row.data_source, truth, truth, dict(info)) == 1.0
+            if info["task"] in ("detection", "classification"):
+                wrong = "None" if truth != "None" else info["vocabulary"][0]
+                assert rewards.compute_score(row.data_source, wrong, truth, dict(info)) < 1.0
+            assert (folder / info["audio"]).is_file() and info["split"] == split
+    assert "caption" not in seen_tasks and {"detection", "localisation"} <= seen_tasks
+
+
+def test_icl_shots_come_from_other_recordings_and_days_and_are_balanced(exported):
+    folder, report = exported["icl"]
+    ds = load(folder)
+    assert sum(report.rows.values()) > 0
+    for split in ds:
+        for row in ds[split]:
+            meta = json.loads(row["metadata"])
+            shots = meta["shots"]
+            assert len(row["audio"]) == len(shots) + 1 == row["instruction"].count("<AudioHere>")
+            assert sorted(s["answer"] for s in shots) == ["no", "yes"]
+            assert row["output"] == ("yes" if meta["label"] in meta["labels"] else "no")
+            day = meta["utc_start"][:10]
+            assert all(s["utc_start"][:10] != day for s in shots)
+
+
+def test_webdataset_shards_pair_audio_and_labels(exported, tree):
+    folder, report = exported["webdataset"]
+    total = 0
+    for tar_path in sorted(folder.glob("*.tar")):
+        with tarfile.open(tar_path) as tar:
+            names = tar.getnames()
+            assert all(m.mtime == 0 and m.uid == 0 for m in tar.getmembers())
+            keys = [n.split(".", 1)[0] for n in names]
+            assert keys[::2] == keys[1::2] and names[1::2] == [k + ".json" for k in keys[::2]]
+            for audio_name, json_name in zip(names[::2], names[1::2]):
+                meta = json.loads(tar.extractfile(json_name).read())
+                data, rate = sf.read(io.BytesIO(tar.extractfile(audio_name).read()), dtype="int16")
+                assert rate == meta["sample_rate"] and len(data) == round(meta["duration"] * rate)
+                total += 1
+    assert total == sum(report.rows.values())
+
+
+# ---------------------------------------------------------------- options, CLI
+
+def test_resampled_export_and_balance(store, tmp_path, tree):
+    out = tmp_path / "16k"
+    report = export(store, str(out), "hf", seconds=SECONDS, sample_rate=16000, max_per_label=2, split_by="stream")
+    ds = load(out)
+    counts: dict[tuple[str, str], int] = {}
+    for split in ds:
+        for row in ds[split]:
+            data, rate = sf.read(io.BytesIO(row["audio"]["bytes"]), dtype="int16")
+            assert rate == row["sample_rate"] == 16000 and len(data) == SECONDS * 16000
+            for label in row["labels"] or ["None"]:
+                counts[(split, label)] = counts.get((split, label), 0) + 1
+    assert counts and max(counts.values()) <= 2
+    card = (out / "README.md").read_text()
+    assert "## Balance (clips per taxon group)" in card and "| fishes |" in card
+    assert report.exported < len(pi.clips(tree, SECONDS))
+
+
+def test_export_command(store, tmp_path):
+    out = tmp_path / "cli"
+    result = subprocess.run([sys.executable, "-m", "pamingest.cli", "export", store, str(out), "--format", "webdataset",
+                             "--seconds", str(SECONDS), "--split-by", "day", "--json"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["format"] == "webdataset" and report["exported"] > 0 and (out / "README.md").is_file()
+    bad = subprocess.run([sys.executable, "-m", "pamingest.cli", "export", store, str(tmp_path / "x"), "--format",
+                          "tfrecord"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown export format 'tfrecord'" in bad.stderr and "Traceback" not in bad.stderr
