@@ -4,7 +4,8 @@
 DataFrame with one line per clip (``CLIP_COLUMNS``, then one column per
 label and per labeller class):
 
-- ``stream``, ``source``, ``site``, ``sample_rate``, ``channels``,
+- ``stream``, ``source``, ``site``, ``deployment`` (the stream's, where its
+  source names one: SanctSound, NCEI), ``sample_rate``, ``channels``,
   ``bits_per_sample``: what the clip is cut from;
 - ``start``, ``end`` (UTC): the clip's span, ``end - start = seconds``;
 - ``file``, ``file_offset``, ``file_offset_s``: the recording holding the
@@ -41,7 +42,7 @@ from .annotations.labels import OverlapRule, chunk_labels, label_names, overlapp
 from .errors import ConfigError
 from .timing import NS_PER_S, offset_ns
 
-CLIP_COLUMNS = ["stream", "source", "site", "sample_rate", "channels", "bits_per_sample", "start", "end", "file",
+CLIP_COLUMNS = ["stream", "source", "site", "deployment", "sample_rate", "channels", "bits_per_sample", "start", "end", "file",
                 "file_offset", "file_offset_s", "valid"]
 LABEL_PREFIX, SCORE_PREFIX = "label:", "score:"
 # Where stored rows of one recording meet, their times may differ from one period by rounding.
@@ -127,6 +128,7 @@ def stream_clips(ds, seconds: float, hop: float | None = None, labels: Iterable[
     file_index = np.asarray(ds["file_index"].values, np.int64)[rows]
     frame = pd.DataFrame({
         "stream": stream, "source": ds.attrs.get("source", ""), "site": ds.attrs.get("site", ""),
+        "deployment": str(ds.attrs.get("deployment", "")),
         "sample_rate": sr, "channels": int(ds.attrs.get("channels", ds["audio"].shape[2])),
         "bits_per_sample": int(ds.attrs.get("bits_per_sample") or 0),
         "start": clip_s.astype("datetime64[ns]"), "end": clip_e.astype("datetime64[ns]"),

@@ -173,17 +173,52 @@ def test_hf_loads_with_datasets_and_its_audio_is_the_store_bit_for_bit(exported,
 
 
 def test_splits_never_share_a_group(store, tmp_path):
-    for split_by in ("day", "site", "stream"):
+    for split_by in ("day", "site", "stream", "deployment"):
         out = tmp_path / split_by
         export(store, str(out), "hf", seconds=SECONDS, split_by=split_by, seed=3)
         ds = load(out)
         seen: dict[str, str] = {}
         for split in ds:
-            frame = ds[split].select_columns(["stream", "source", "site", "utc_start"]).to_pandas()
+            frame = ds[split].select_columns(["stream", "source", "site", "deployment", "utc_start"]).to_pandas()
             frame["start"] = pd.to_datetime(frame.utc_start.str.rstrip("Z"))
             for group in set(group_of(frame, split_by)):
                 assert seen.setdefault(group, split) == split, (split_by, group)
         assert len(set(seen.values())) >= 2, (split_by, seen)  # more than one split was filled
+
+
+def test_split_assignment_is_deterministic_disjoint_and_fills_every_split():
+    """Deployments named by their streams (SanctSound's ``deployment`` attribute), 13 of them."""
+    from pamingest.export.select import assign_splits, parse_splits
+
+    frame = pd.DataFrame({"stream": [f"sanctsound/ci01_{d:02d}/48000Hz_1ch_pcm16" for d in range(13) for _ in range(3)],
+                          "source": "sanctsound", "site": [f"ci01_{d:02d}" for d in range(13) for _ in range(3)],
+                          "deployment": [f"{d:02d}" for d in range(13) for _ in range(3)]})
+    groups = group_of(frame, "deployment")
+    assert groups.nunique() == 13 and groups.iloc[0] == "sanctsound/ci01_00/00"
+    splits = parse_splits("train=0.7,validation=0.15,test=0.15")
+    a, b = assign_splits(groups, splits, seed=5), assign_splits(groups, splits, seed=5)
+    assert a == b and set(a) == set(groups)
+    assert sorted(list(a.values()).count(s) for s in ("train", "validation", "test")) == [2, 2, 9]
+    assert assign_splits(groups, splits, seed=6) != a
+    with pytest.raises(ConfigError):
+        parse_splits("train=0.8,train=0.2")
+
+
+def test_a_taxa_file_regroups_the_balance_report(store, tree, tmp_path):
+    table = tmp_path / "taxa.csv"
+    table.write_text("label,class,order,group\neato,Aves,Passeriformes,songbirds\nwoth,Aves,Passeriformes,songbirds\n")
+    export(store, str(tmp_path / "out"), "webdataset", seconds=SECONDS, split_by="stream", taxa=str(table))
+    card = (tmp_path / "out" / "README.md").read_text()
+    songbirds = next(line for line in card.splitlines() if line.startswith("| songbirds |"))
+    clips = pi.clips(tree, SECONDS, min_valid=1.0)
+    present = int(((clips["label:eato"] == 1) | (clips["label:woth"] == 1)).sum())
+    assert present > 0 and songbirds == f"| songbirds | {present} | {present} |"
+    assert "| unmapped |" not in card  # every present label is in the file or the built-in table
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="not a taxa table"):
+        export(store, str(tmp_path / "bad"), "hf", seconds=SECONDS, taxa=str(bad))
+    assert not (tmp_path / "bad").exists()  # nothing written
 
 
 def test_the_same_arguments_give_the_same_bytes(store, exported, tmp_path):

@@ -97,6 +97,7 @@ def metadata(example: Example, clip: ClipAudio, ctx: ExportContext) -> dict[str,
     c = example.clip
     return {
         "id": example.id, "stream": example.stream, "source": c["source"], "site": c["site"],
+        "deployment": str(c.get("deployment", "")),
         "utc_start": iso(example.start_ns), "utc_end": iso(example.end_ns),
         "duration": (example.end_ns - example.start_ns) / NS_PER_S, "sample_rate": clip.sample_rate,
         "stored_sample_rate": int(c["sample_rate"]), "bits_per_sample": int(c["bits_per_sample"]),

@@ -25,7 +25,7 @@ STRINGS = {"feature": STRING, "_type": "List"}
 def clip_features(label_names: list[str]) -> dict[str, Any]:
     features = {
         "id": STRING, "audio": {"_type": "Audio"}, "stream": STRING, "source": STRING, "site": STRING,
-        "utc_start": STRING, "utc_end": STRING, "duration": {"dtype": "float64", "_type": "Value"},
+        "deployment": STRING, "utc_start": STRING, "utc_end": STRING, "duration": {"dtype": "float64", "_type": "Value"},
         "sample_rate": {"dtype": "int32", "_type": "Value"}, "bits_per_sample": {"dtype": "int32", "_type": "Value"},
         "channels": {"dtype": "int32", "_type": "Value"}, "file": STRING,
         "file_offset_s": {"dtype": "float64", "_type": "Value"}, "valid": {"dtype": "float64", "_type": "Value"},
@@ -66,7 +66,8 @@ class HuggingFace:
                   if k.startswith("score:") and v == v}
         row = {
             "id": e.id, "audio": audio_value(e, clip), "stream": e.stream, "source": c["source"], "site": c["site"],
-            "utc_start": iso(e.start_ns), "utc_end": iso(e.end_ns), "duration": (e.end_ns - e.start_ns) / 1e9,
+            "deployment": str(c.get("deployment", "")), "utc_start": iso(e.start_ns), "utc_end": iso(e.end_ns),
+            "duration": (e.end_ns - e.start_ns) / 1e9,
             "sample_rate": clip.sample_rate, "bits_per_sample": int(c["bits_per_sample"]),
             "channels": int(c["channels"]), "file": str(c["file"]), "file_offset_s": float(c["file_offset_s"]),
             "valid": float(c["valid"]), "labels": list(e.positives), "negatives": list(e.negatives),

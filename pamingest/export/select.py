@@ -82,8 +82,9 @@ def parse_splits(text: str | Iterable | None) -> tuple[tuple[str, float], ...]:
 
 
 def group_of(clips: pd.DataFrame, split_by: str) -> pd.Series:
-    """Each clip's split group: ``site`` (source/site), ``deployment`` (the stream's deployment
-    attribute, else its stream), ``day`` (UTC date), ``stream``."""
+    """Each clip's split group: ``site`` (source/site), ``deployment`` (source/site/deployment where
+    the stream names its deployment, else the stream: a recorder's stream is one deployment's),
+    ``day`` (UTC date), ``stream``."""
     if split_by == "site":
         return clips["source"].astype(str) + "/" + clips["site"].astype(str)
     if split_by == "stream":
@@ -91,10 +92,9 @@ def group_of(clips: pd.DataFrame, split_by: str) -> pd.Series:
     if split_by == "day":
         return clips["start"].dt.strftime("%Y-%m-%d")
     if split_by == "deployment":
-        deployment = clips.get("deployment")
-        if deployment is None:
-            return clips["stream"].astype(str)
-        return clips["source"].astype(str) + "/" + clips["site"].astype(str) + "/" + deployment.astype(str)
+        deployment = clips["deployment"].astype(str) if "deployment" in clips else pd.Series("", index=clips.index)
+        named = clips["source"].astype(str) + "/" + clips["site"].astype(str) + "/" + deployment
+        return named.where(deployment != "", clips["stream"].astype(str))
     raise ConfigError(f"split_by must be one of {', '.join(SPLIT_BY)}, not {split_by!r}")
 
 
@@ -214,8 +214,10 @@ def read_taxa(path: str | None) -> dict[str, dict[str, str]]:
 
             user = {row.pop("label"): row for row in csv.DictReader(io.StringIO(raw))}
     except (ValueError, KeyError) as exc:
-        raise ConfigError(f"{path}: not a taxa table (JSON object label -> fields, or CSV with a label column): "
-                          f"{exc}") from exc
+        user = exc
+    if not isinstance(user, dict) or not all(isinstance(v, dict) for v in user.values()):
+        raise ConfigError(f"{path}: not a taxa table (a JSON object label -> fields, or a CSV with a label "
+                          f"column){': ' + str(user) if isinstance(user, Exception) else ''}")
     taxa.update({str(k): {str(a): str(b) for a, b in v.items()} for k, v in user.items()})
     return taxa
 
