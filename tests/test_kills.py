@@ -22,9 +22,10 @@ whole run or none of it, a re-run completes, and the store ends identical,
 row by row (``helpers.tree_digest``), to a clean run's: no row lost or doubled.
 
 The quick tests kill each target once while the run's write tasks run, and
-make Dask give a task up (KilledWorker) (~20-25 s with the cluster's start on
-2 cores); ``pytest -m slow tests/test_kills.py`` kills 20 times, five per
-target, at seeded random moments of the run's time on the cluster (~2 min).
+make Dask give a task up (KilledWorker): ~20 s with the cluster's start on an
+idle 2-core machine, ~40 s on a busy one. ``pytest -m slow tests/test_kills.py``
+kills 20 times, five per target, at seeded random moments of the run's time on
+the cluster (~2-2.5 min).
 
 What they found: a lost scheduler, and a task whose workers all died, ended
 the command on distributed's FutureCancelledError or KilledWorker with a
