@@ -29,6 +29,12 @@ class StoreUnavailableError(StoreError):
     store's fault, not the recording's. The run stops uncommitted; running it again completes it."""
 
 
+class ClusterError(PamIngestError):
+    """The Dask cluster failed a run: its scheduler went away mid-run, or the workers running one
+    of its tasks all died (distributed's KilledWorker). The run stops; what it had not committed
+    is left for the next run."""
+
+
 class StoreNotFoundError(StoreError, FileNotFoundError):
     """No pamingest store exists at the given URL."""
 

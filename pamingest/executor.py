@@ -32,15 +32,47 @@ def quiet_dask(level: int = logging.CRITICAL) -> None:
     global _dask_log_level
     _dask_log_level = level
     if "distributed" in sys.modules:
-        logging.getLogger("distributed").setLevel(level)
+        _set_dask_log_level(level)
+
+
+def _set_dask_log_level(level: int) -> None:
+    logging.getLogger("distributed").setLevel(level)
+    # distributed gives some of its loggers levels of their own (distributed.client: WARNING), which
+    # the parent's does not override: a lost scheduler would log a traceback at ERROR.
+    for name in list(logging.root.manager.loggerDict):
+        logger = logging.root.manager.loggerDict[name]
+        if name.startswith("distributed.") and isinstance(logger, logging.Logger) and 0 < logger.level < level:
+            logger.setLevel(level)
 
 
 def _import_distributed():
     import distributed
 
     if _dask_log_level is not None:
-        logging.getLogger("distributed").setLevel(_dask_log_level)
+        _set_dask_log_level(_dask_log_level)
     return distributed
+
+
+@contextlib.contextmanager
+def _cluster_failures_stop_the_run(address: str | None) -> Iterator[None]:
+    """A lost scheduler, or a task whose workers all died, raises ``ClusterError`` (one line) from the
+    run, not distributed's FutureCancelledError or KilledWorker with a traceback (tests/test_kills.py)."""
+    from distributed.client import FutureCancelledError
+    from distributed.scheduler import KilledWorker
+
+    from .errors import ClusterError
+
+    after = "the run stopped, and what it had not committed is left for the next run"
+    try:
+        yield
+    except FutureCancelledError as exc:
+        if exc.reason != "scheduler-connection-lost":
+            raise
+        where = f" {address}" if address else ""
+        raise ClusterError(f"lost the Dask scheduler{where} mid-run; {after}: run it again once the scheduler "
+                           "is back") from exc
+    except KilledWorker as exc:
+        raise ClusterError(f"{' '.join(str(exc).split())} ({after})") from exc
 
 
 class SerialExecutor:
@@ -215,16 +247,18 @@ def executor_for(client: Any = None, n_workers: int | None = None,
             executor.close()
         return
     if client is not None and not isinstance(client, str):
-        yield DaskExecutor(client)
+        with _cluster_failures_stop_the_run(getattr(getattr(client, "scheduler", None), "address", None)):
+            yield DaskExecutor(client)
         return
     Client = _import_distributed().Client
 
     if isinstance(client, str):
-        with Client(client, set_as_default=False) as c:
+        with Client(client, set_as_default=False) as c, _cluster_failures_stop_the_run(client):
             log.info("Dask dashboard: %s", c.dashboard_link)
             yield DaskExecutor(c)
         return
-    with local_cluster(n_workers) as cluster, Client(cluster, set_as_default=False) as c:
+    with local_cluster(n_workers) as cluster, Client(cluster, set_as_default=False) as c, \
+            _cluster_failures_stop_the_run(cluster.scheduler_address):
         log.info("Dask dashboard: %s", c.dashboard_link)
         yield DaskExecutor(c)
 
