@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prefect import serve  # noqa: E402
 
 import settings  # noqa: E402
+from export import export  # noqa: E402
 from ingest import ingest  # noqa: E402
 from pseudolabel import pseudolabel  # noqa: E402
 
@@ -39,6 +40,12 @@ def deployments():
             description=f"Pseudo-label the store's unannotated chunks with {labeler}; "
                         "started by the ingest flow when it commits new rows.",
             tags=["pamingest", "pseudolabel"],
+        ),
+        export.to_deployment(
+            name="hf", parameters={"format": "hf"},
+            description="Training data: the store's labelled clips as a Hugging Face dataset folder, pinned to "
+                        "the current snapshot (give out and options when running it).",
+            tags=["pamingest", "export"],
         ),
         ingest.to_deployment(
             name="orcasound", interval=ORCASOUND_EVERY_SECONDS,

@@ -195,3 +195,36 @@ def pseudolabel_markdown(report: dict[str, Any]) -> str:
     if report["errors"]:
         lines += ["", "**Errors**", ""] + [f"- {e}" for e in report["errors"][:50]]
     return "\n".join(lines)
+
+
+def export_store(store: str, format: str, out: str | None = None, options: dict[str, Any] | None = None,
+                 store_options: dict[str, Any] | None = None):
+    """Export the store's labelled clips at the tip of ``main`` now (``pamingest.export.export``).
+
+    ``out`` defaults to ``<store>-exports/<format>/<snapshot>``: a new
+    snapshot gets a folder of its own, and a retry of the same snapshot
+    writes the same files again. Returns the ``ExportReport``.
+    """
+    from .export import export
+    from .store.repo import Store
+
+    if not store:
+        raise ConfigError("no store given")
+    options = dict(options or {})
+    snapshot = options.pop("snapshot", None) or Store.open(store, store_options).session().snapshot_id
+    out = out or f"{store.rstrip('/')}-exports/{format}/{snapshot}"
+    return export(store, out, format, snapshot=snapshot, storage_options=store_options,
+                  out_storage_options=store_options if out.startswith(store.split("://")[0] + "://") else None,
+                  **options)
+
+
+def export_markdown(report: dict[str, Any]) -> str:
+    """A Markdown summary of an ``ExportReport.as_dict()``, for a Prefect artifact."""
+    rows = ", ".join(f"{s} {n}" for s, n in report["rows"].items()) or "none"
+    return "\n".join([
+        "| format | snapshot | clips | exported | rows per split | files | out |",
+        "|---|---|---:|---:|---|---:|---|",
+        f"| {report['format']} | `{report['snapshot']}` | {report['clips']} | {report['exported']} | {rows} "
+        f"| {len(report['files'])} | `{report['out']}` |",
+    ])
+

@@ -237,3 +237,36 @@ def test_settings_are_read_when_a_flow_run_asks(monkeypatch):
     assert settings.labeler() == "energy:humpback" and settings.labeler("birdnet") == "birdnet"
     monkeypatch.setenv(settings.ORCASOUND_NODES, " a, b,,")
     assert settings.listed(settings.ORCASOUND_NODES, "x") == ["a", "b"]
+
+
+def test_export_flow_writes_the_snapshot_it_pinned_and_reports_it(prefect_harness, fixtures, tmp_path):
+    """The export deployment's flow: default output beside the store, named by the snapshot it
+    pinned; run again, the same files; an artifact naming the snapshot."""
+    import asyncio
+    import shutil
+
+    from prefect.client.orchestration import get_client
+
+    from export import export as export_flow
+    from pamingest.annotations import Recording, attach
+
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    shutil.copy(fixtures / "annotated" / "birds_10s.wav", folder / "MSD_20180427_000000.wav")
+    store = str(tmp_path / "store")
+    pi.ingest(pi.TimestampedFiles(str(folder), "{site}_%Y%m%d_%H%M%S.wav"), store, client="serial", row_seconds=2)
+    table = fixtures / "annotated" / "raven" / "MSD-0003_20180427_2minstart00.Table.1.selections.txt"
+    snapshot = attach(store, [table], "raven", recording=Recording("MSD_20180427_000000.wav")).snapshot_id
+    result = export_flow(format="webdataset", options={"seconds": 2, "splits": "train=1"}, store=store)
+    out = Path(f"{store}-exports/webdataset/{snapshot}")
+    assert result["snapshot"] == snapshot and result["out"] == str(out) and result["exported"] == 5  # 10.1 s: five whole 2 s clips
+    first = {name: (out / name).read_bytes() for name in result["files"]}
+    again = export_flow(format="webdataset", options={"seconds": 2, "splits": "train=1"}, store=store)
+    assert again["files"] == result["files"] and all((out / n).read_bytes() == b for n, b in first.items())
+
+    async def read_artifact():
+        async with get_client() as client:
+            return await client.read_latest_artifacts()
+
+    artifacts = [a for a in asyncio.run(read_artifact()) if a.key == "export-webdataset"]
+    assert artifacts and snapshot in artifacts[0].data
