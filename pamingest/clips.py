@@ -10,7 +10,9 @@ label and per labeller class):
 - ``start``, ``end`` (UTC): the clip's span, ``end - start = seconds``;
 - ``file``, ``file_offset``, ``file_offset_s``: the recording holding the
   clip's first sample, and that sample's index (and seconds) in it;
-- ``valid``: the fraction of the clip's span holding recorded audio;
+- ``valid``: the fraction of the clip's span inside its stretch of audio;
+- ``row``: the stored row the clip is exactly (same start, length and a
+  whole row of samples), else -1: such a clip's audio is that row's bytes;
 - ``label:<name>``: 1 positive, 0 reviewed negative, -1 unknown, by the
   same overlap rule as the stored chunk labels (``annotations.labels``),
   applied to the clip's span;
@@ -22,12 +24,15 @@ label and per labeller class):
   for each labeller that scored the clip, ``pseudo-label`` with the
   labeller's name and version.
 
-**The clip grid.** Clips are laid from the start of each stretch of audio
-(gaps shorter than a clip are bridged, and show in ``valid``), every
-``hop`` seconds (default: ``seconds``, no overlap), up to the stretch's end;
-clips whose ``valid`` is below ``min_valid`` are left out. Duty-cycled
-recordings (10 s every 15 min) thus get clips aligned to each recording's
-start, never spanning the silence between them.
+**The clip grid.** Clips are laid from the start of each stretch of
+continuous audio (a recording, or an HLS run of segments: rows that follow
+each other without a gap or an overlap), every ``hop`` seconds (default:
+``seconds``, no overlap), while they start inside it. A clip never spans a
+gap or the seam between two recordings: ``valid`` is the fraction of the
+clip inside its stretch (below 1 only for a stretch's last clip), and clips
+below ``min_valid`` are left out. Duty-cycled recordings (10 s every 15 min)
+get clips aligned to each recording's start; clips as long as the stream's
+rows are its rows (``row``: the row a clip is exactly, whole, else -1).
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from .errors import ConfigError
 from .timing import NS_PER_S, offset_ns
 
 CLIP_COLUMNS = ["stream", "source", "site", "deployment", "sample_rate", "channels", "bits_per_sample", "start", "end", "file",
-                "file_offset", "file_offset_s", "valid"]
+                "file_offset", "file_offset_s", "valid", "row"]
 LABEL_PREFIX, SCORE_PREFIX = "label:", "score:"
 # Where stored rows of one recording meet, their times may differ from one period by rounding.
 _SEAM_SAMPLES = 1.5
@@ -58,23 +63,38 @@ def score_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c.startswith(SCORE_PREFIX)]
 
 
-def _merge(start: np.ndarray, end: np.ndarray, tolerance_ns: float) -> tuple[np.ndarray, np.ndarray]:
-    """Spans of sorted ``[start, end)`` intervals, joined across gaps up to ``tolerance_ns``."""
-    if not len(start):
-        return start, end
-    reach = np.maximum.accumulate(end)
-    breaks = np.flatnonzero(start[1:] - reach[:-1] > tolerance_ns) + 1
-    firsts = np.r_[0, breaks]
-    lasts = np.r_[breaks - 1, len(start) - 1]
-    return start[firsts], reach[lasts]
+def _stretches(start: np.ndarray, end: np.ndarray, file_index: np.ndarray, tolerance_ns: float) -> np.ndarray:
+    """For rows sorted by start, the index (into these rows) of the first row of each row's stretch.
 
-
-def _covered_before(t: np.ndarray, span_start: np.ndarray, span_end: np.ndarray) -> np.ndarray:
-    """Nanoseconds of the (disjoint, sorted) spans lying before each time ``t``."""
-    before = np.r_[0, np.cumsum(span_end - span_start)]
-    i = np.searchsorted(span_start, t, side="right") - 1
-    inside = np.where(i >= 0, np.minimum(t, span_end[np.maximum(i, 0)]) - span_start[np.maximum(i, 0)], 0)
-    return before[np.maximum(i, 0)] * (i >= 0) + inside
+    A row continues the row that ends where it starts (within
+    ``tolerance_ns``); a row that continues none starts a stretch. Rows of
+    two recordings that overlap in time interleave in start order, so
+    stretches follow these links, not the order. Where two rows would
+    continue one, the one of the same recording does (else the earlier).
+    """
+    n = len(start)
+    idx = np.arange(n)
+    if not n:
+        return idx
+    by_end = np.argsort(end, kind="stable")
+    ends = end[by_end]
+    pos = np.minimum(np.searchsorted(ends, start - tolerance_ns, side="left"), n - 1)
+    pred = np.where((ends[pos] >= start - tolerance_ns) & (ends[pos] <= start + tolerance_ns), by_end[pos], -1)
+    pred[pred == idx] = -1
+    # One successor per row: the claimant of the same recording first, then the earliest.
+    claim = np.flatnonzero(pred >= 0)
+    other_file = file_index[claim] != file_index[pred[claim]]
+    ranked = claim[np.lexsort((claim, other_file, pred[claim]))]
+    _, first = np.unique(pred[ranked], return_index=True)
+    keep = np.zeros(n, bool)
+    keep[ranked[first]] = True
+    pred[(pred >= 0) & ~keep] = -1
+    head = np.where(pred >= 0, pred, idx)
+    while True:  # pointer doubling: every row points at its stretch's first row in O(log n) steps
+        nxt = head[head]
+        if np.array_equal(nxt, head):
+            return head
+        head = nxt
 
 
 def _first_sample_at_or_after(delta_ns: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -104,28 +124,39 @@ def stream_clips(ds, seconds: float, hop: float | None = None, labels: Iterable[
     row_end = row_start + offset_ns(valid, sr)
 
     # Clips: from each stretch's start, every hop, while they start inside it.
-    grid_s, grid_e = _merge(row_start, row_end, length)
+    file_index = np.asarray(ds["file_index"].values, np.int64)
+    head = _stretches(row_start, row_end, file_index[order], _SEAM_SAMPLES * NS_PER_S / sr)
+    heads, stretch_of_row = np.unique(head, return_inverse=True)
+    grid_s = row_start[heads]
+    grid_e = np.full(len(heads), np.iinfo(np.int64).min)
+    np.maximum.at(grid_e, stretch_of_row, row_end)
     counts = np.maximum(0, -(-(grid_e - grid_s) // step)).astype(np.int64)
-    first = np.repeat(grid_s, counts)
+    stretch = np.repeat(np.arange(len(grid_s)), counts)
     k = np.arange(counts.sum(), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-    clip_s = first + k * step
+    clip_s = grid_s[stretch] + k * step
     clip_e = clip_s + length
-    audio_s, audio_e = _merge(row_start, row_end, _SEAM_SAMPLES * NS_PER_S / sr)
-    got = _covered_before(clip_e, audio_s, audio_e) - _covered_before(clip_s, audio_s, audio_e)
-    frac = np.minimum(got / length, 1.0)
+    frac = np.minimum((np.minimum(clip_e, grid_e[stretch]) - clip_s) / length, 1.0)
     keep = frac >= min_valid - 1e-12
-    clip_s, clip_e, frac = clip_s[keep], clip_e[keep], frac[keep]
+    clip_s, clip_e, frac, stretch = clip_s[keep], clip_e[keep], frac[keep], stretch[keep]
     n = len(clip_s)
 
-    # The recording holding each clip's first sample (the next one, if the clip starts in a gap).
-    at = np.searchsorted(row_start, clip_s, side="right") - 1
-    in_gap = (at < 0) | (row_end[np.maximum(at, 0)] <= clip_s)
-    at = np.where(in_gap, at + 1, at)
+    # The row holding each clip's first sample: the last row of its stretch starting at or before it.
+    members = np.lexsort((row_start, stretch_of_row))  # rows by stretch, then start
+    bounds = np.searchsorted(stretch_of_row[members], np.arange(len(heads) + 1))
+    clip_bounds = np.searchsorted(stretch, np.arange(len(heads) + 1))  # clips come stretch by stretch
+    at = np.zeros(n, np.int64)
+    for j in np.flatnonzero(np.diff(clip_bounds)).tolist():
+        mine = members[bounds[j] : bounds[j + 1]]
+        pick = slice(clip_bounds[j], clip_bounds[j + 1])
+        where = np.searchsorted(row_start[mine], clip_s[pick], side="right") - 1
+        at[pick] = mine[np.maximum(where, 0)]
     rows = order[at] if n else np.zeros(0, np.int64)
     into = _first_sample_at_or_after(clip_s - row_start[at], sr) if n else np.zeros(0, np.int64)
+    row_samples = int(ds["audio"].shape[1])
+    whole = (into == 0) & (valid[at] == row_samples) & (clip_e == row_end[at]) if n else np.zeros(0, bool)
     file_offset = np.asarray(ds["file_offset"].values, np.int64)[rows] + into
     urls = np.asarray(ds["file_url"].values, dtype=object)
-    file_index = np.asarray(ds["file_index"].values, np.int64)[rows]
+    file_index = file_index[rows]
     frame = pd.DataFrame({
         "stream": stream, "source": ds.attrs.get("source", ""), "site": ds.attrs.get("site", ""),
         "deployment": str(ds.attrs.get("deployment", "")),
@@ -133,7 +164,7 @@ def stream_clips(ds, seconds: float, hop: float | None = None, labels: Iterable[
         "bits_per_sample": int(ds.attrs.get("bits_per_sample") or 0),
         "start": clip_s.astype("datetime64[ns]"), "end": clip_e.astype("datetime64[ns]"),
         "file": urls[file_index] if n else np.zeros(0, dtype=object), "file_offset": file_offset,
-        "file_offset_s": file_offset / sr, "valid": frac,
+        "file_offset_s": file_offset / sr, "valid": frac, "row": np.where(whole, rows, -1),
     }, index=pd.RangeIndex(n))
 
     # Labels, by the stored rule unless another is given; their provenance.
