@@ -397,3 +397,29 @@ def test_export_command(store, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "pamingest.cli", "export", store, str(tmp_path / "x"), "--format",
                           "tfrecord"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown export format 'tfrecord'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_whole_row_clips_are_the_stored_flac_bytes(exported, store, tree):
+    """A clip that is exactly a stored row is copied, not decoded and encoded again: its file is the
+    row's chunk as the store holds it (and, as every test here checks, its samples are the row's)."""
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    from pamingest.store.repo import Store
+
+    folder, report = exported["webdataset"]
+    session = Store.open(store).session(report.snapshot)
+    clips = pi.clips(tree, SECONDS)
+    rows = {hashlib.sha256(f"{s}@{int(t)}".encode()).hexdigest()[:16]: (s, r)
+            for s, t, r in zip(clips.stream, ns(clips.start), clips.row) if r >= 0}
+    copied = 0
+    for tar_path in sorted(folder.glob("*.tar")):
+        with tarfile.open(tar_path) as tar:
+            for name in tar.getnames():
+                key = name.split(".", 1)[0]
+                if name.endswith(".flac") and key in rows:
+                    stream, row = rows[key]
+                    chunk = sync(session.store.get(f"{stream}/audio/c/{row}/0/0", prototype=default_buffer_prototype()))
+                    assert tar.extractfile(name).read() == chunk.to_bytes(), name
+                    copied += 1
+    assert copied >= 10

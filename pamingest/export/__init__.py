@@ -100,7 +100,7 @@ def export(store: str, out: str, format: str = "hf", *, snapshot: str | None = N
     from ..fsutil import filesystem
     from ..query import open_store, streams as all_streams
     from ..store.repo import Store
-    from .audio import clip_audio
+    from .audio import ClipReader
     from .base import ExportContext, label_counts
     from .card import card
     from .tasks import StreamEvents
@@ -133,18 +133,7 @@ def export(store: str, out: str, format: str = "hf", *, snapshot: str | None = N
             event_cache[stream] = StreamEvents(datasets[stream])
         return event_cache[stream]
 
-    audio_cache: dict[str, Any] = {}
-
-    def audio(e):
-        # icl uses a clip as a shot and as a query: read and encode it once
-        got = audio_cache.get(e.id)
-        if got is None:
-            got = clip_audio(datasets[e.stream], e.start_ns, e.end_ns, sample_rate)
-            if len(audio_cache) > 4096:
-                audio_cache.clear()
-            audio_cache[e.id] = got
-        return got
-
+    reader = ClipReader(session, datasets, sample_rate)
     fs, root = filesystem(out, out_storage_options)
     fs.makedirs(root, exist_ok=True)
     split_names = tuple(s for s, _ in parse_splits(splits))
@@ -161,9 +150,12 @@ def export(store: str, out: str, format: str = "hf", *, snapshot: str | None = N
                "shard_size": shard_size, "tasks": list(tasks) if tasks is not None else None, "shots": shots}
     ctx = ExportContext(out=out, fs=fs, root=root.rstrip("/"), tree=tree, snapshot=snapshot_id, store=store,
                         command=command, seed=seed, sample_rate=sample_rate, shard_size=shard_size,
-                        splits=split_names, licenses=given, audio=audio, events=events,
+                        splits=split_names, licenses=given, read_clips=reader.read, events=events,
                         options={"tasks": list(tasks) if tasks is not None else None, "shots": shots})
-    written = exporter.write(chosen, ctx)
+    try:
+        written = exporter.write(chosen, ctx)
+    finally:
+        reader.close()
     sizes = {split: sum(fs.size(f"{ctx.root}/{f}") for f in written.files
                         if fnmatch.fnmatch(f, written.data_files.get(split, "")))
              for split in written.rows}

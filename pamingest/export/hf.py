@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .audio import ClipAudio
 from .base import ExportContext, Written, audio_value, dumps, iso, shards, write_parquet
 from .select import Example
 
@@ -51,7 +52,7 @@ class HuggingFace:
                 continue
             parts = shards(mine, ctx.shard_size)
             for i, part in enumerate(parts):
-                rows = [self.row(e, names, ctx) for e in part]
+                rows = (self.row(e, clip, names, ctx) for e, clip in ctx.clips(part))
                 out.files.append(write_parquet(ctx, f"data/{split}-{i:05d}-of-{len(parts):05d}.parquet", rows,
                                                features))
             out.rows[split] = len(mine)
@@ -59,8 +60,7 @@ class HuggingFace:
         return out
 
     @staticmethod
-    def row(e: Example, names: list[str], ctx: ExportContext) -> dict[str, Any]:
-        clip = ctx.audio(e)
+    def row(e: Example, clip: ClipAudio, names: list[str], ctx: ExportContext) -> dict[str, Any]:
         c = e.clip
         scores = {k[len("score:"):]: round(float(v), 6) for k, v in c.items()
                   if k.startswith("score:") and v == v}

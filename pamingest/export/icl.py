@@ -50,7 +50,7 @@ class InContext:
                     pools.setdefault((lab, False), []).append(e)
             for key, pool in pools.items():
                 pool.sort(key=lambda e: pick(ctx.seed, "shot", key[0], e.id))
-            rows = []
+            planned = []  # (query, label, shots): chosen first, the audio read shard by shard
             for q in mine:
                 labels = sorted(set(q.positives) | set(q.negatives))
                 if not labels:
@@ -60,29 +60,40 @@ class InContext:
                 if shots is None:
                     skipped += 1
                     continue
-                parts = [f"{AUDIO_TOKEN} Answer: {'yes' if label in s.positives else 'no'}." for s in shots]
-                phrase = template[pick(ctx.seed, q.id, "icl") % len(template)]
-                instruction = phrase.format(shots=" ".join(parts), query=AUDIO_TOKEN, label=display(label))
-                clips = [ctx.audio(s) for s in shots] + [ctx.audio(q)]
-                meta = {**metadata(q, clips[-1], ctx), "label": label,
-                        "shots": [{"id": s.id, "answer": "yes" if label in s.positives else "no",
-                                   "utc_start": metadata(s, c, ctx)["utc_start"], "stream": s.stream}
-                                  for s, c in zip(shots, clips)]}
-                rows.append({"id": f"{q.id}-icl", "audio": [audio_value(s, c) for s, c in zip([*shots, q], clips)],
-                             "instruction": instruction, "output": "yes" if label in q.positives else "no",
-                             "task": "icl-detection", "shots": [s.id for s in shots],
-                             "source_dataset": f"pamingest:{q.clip['source']}", "metadata": dumps(meta),
-                             "license": ctx.license_of(q.clip["source"])})
-            if not rows:
+                planned.append((q, label, shots))
+            if not planned:
                 continue
-            parts_ = shards(rows, ctx.shard_size)
-            for i, part in enumerate(parts_):
-                out.files.append(write_parquet(ctx, f"data/{split}-{i:05d}-of-{len(parts_):05d}.parquet", part,
-                                               FEATURES))
-            out.rows[split] = len(rows)
+            parts = shards(planned, ctx.shard_size)
+            for i, part in enumerate(parts):
+                out.files.append(write_parquet(ctx, f"data/{split}-{i:05d}-of-{len(parts):05d}.parquet",
+                                               self.rows(part, template, ctx), FEATURES))
+            out.rows[split] = len(planned)
             out.data_files[split] = f"data/{split}-*"
         out.notes.append(f"{skipped} queries had too few shots from other recordings and days, and were left out.")
         return out
+
+    @staticmethod
+    def rows(part, template: list[str], ctx: ExportContext):
+        """A shard's rows, a group at a time: each group's clips (queries and shots) read once."""
+        from .base import ROW_GROUP
+
+        for g in range(0, len(part), ROW_GROUP):
+            group = part[g : g + ROW_GROUP]
+            needed = {e.id: e for q, _, shots in group for e in (*shots, q)}
+            clips = dict(zip(needed, (c for _, c in ctx.clips(needed.values()))))
+            for q, label, shots in group:
+                answers = ["yes" if label in s.positives else "no" for s in shots]
+                parts = [f"{AUDIO_TOKEN} Answer: {a}." for a in answers]
+                phrase = template[pick(ctx.seed, q.id, "icl") % len(template)]
+                instruction = phrase.format(shots=" ".join(parts), query=AUDIO_TOKEN, label=display(label))
+                meta = {**metadata(q, clips[q.id], ctx), "label": label,
+                        "shots": [{"id": s.id, "answer": a, "utc_start": metadata(s, clips[s.id], ctx)["utc_start"],
+                                   "stream": s.stream} for s, a in zip(shots, answers)]}
+                yield {"id": f"{q.id}-icl", "audio": [audio_value(e, clips[e.id]) for e in (*shots, q)],
+                       "instruction": instruction, "output": "yes" if label in q.positives else "no",
+                       "task": "icl-detection", "shots": [s.id for s in shots],
+                       "source_dataset": f"pamingest:{q.clip['source']}", "metadata": dumps(meta),
+                       "license": ctx.license_of(q.clip["source"])}
 
     @staticmethod
     def _shots(q: Example, label: str, k: int, pools, seed: int) -> list[Example] | None:

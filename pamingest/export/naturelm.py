@@ -10,11 +10,9 @@ rules: ``export/tasks.py``; several rows per clip, one per task it answers.
 
 from __future__ import annotations
 
-from typing import Any
-
 from .base import ExportContext, Written, audio_value, dumps, metadata, shards, write_parquet
 from .select import Example
-from .tasks import TASKS, phrasings, rows_for
+from .tasks import TASKS, Row, phrasings, rows_for
 
 STRING = {"dtype": "string", "_type": "Value"}
 FEATURES = {"id": STRING, "audio": {"_type": "Audio"}, "instruction": STRING, "output": STRING, "task": STRING,
@@ -35,22 +33,36 @@ class NatureLM:
         out = Written(features=FEATURES)
         counts: dict[str, int] = {}
         for split in ctx.splits:
-            rows: list[dict[str, Any]] = []
+            # The rows first, without audio (the shards' count goes into their names), then each
+            # shard's rows with their clips read a group at a time.
+            planned: list[tuple[Example, Row]] = []
             for e in (e for e in examples if e.split == split):
-                clip = ctx.audio(e)
-                meta = metadata(e, clip, ctx)
                 for r in rows_for(e, ctx.events(e.stream), ctx.seed, phrasing, tasks):
                     counts[r.task] = counts.get(r.task, 0) + 1
-                    rows.append({"id": f"{e.id}-{r.task}", "audio": audio_value(e, clip), "instruction": r.instruction,
-                                 "output": r.output, "task": r.task, "source_dataset": source_dataset(e),
-                                 "metadata": dumps(meta), "license": ctx.license_of(e.clip["source"])})
-            if not rows:
+                    planned.append((e, r))
+            if not planned:
                 continue
-            parts = shards(rows, ctx.shard_size)
+            parts = shards(planned, ctx.shard_size)
             for i, part in enumerate(parts):
-                out.files.append(write_parquet(ctx, f"data/{split}-{i:05d}-of-{len(parts):05d}.parquet", part,
-                                               FEATURES))
-            out.rows[split] = len(rows)
+                out.files.append(write_parquet(ctx, f"data/{split}-{i:05d}-of-{len(parts):05d}.parquet",
+                                               self.rows(part, ctx), FEATURES))
+            out.rows[split] = len(planned)
             out.data_files[split] = f"data/{split}-*"
         out.notes.append("Rows per task: " + ", ".join(f"{t} {n}" for t, n in sorted(counts.items())))
         return out
+
+    @staticmethod
+    def rows(part: list[tuple[Example, Row]], ctx: ExportContext):
+        """A shard's rows, each clip read once for the consecutive rows (tasks) it answers."""
+        tasks_of: dict[str, list[Row]] = {}
+        order: list[Example] = []
+        for e, r in part:
+            if e.id not in tasks_of:
+                order.append(e)
+            tasks_of.setdefault(e.id, []).append(r)
+        for e, clip in ctx.clips(order):
+            meta = dumps(metadata(e, clip, ctx))
+            for r in tasks_of[e.id]:
+                yield {"id": f"{e.id}-{r.task}", "audio": audio_value(e, clip), "instruction": r.instruction,
+                       "output": r.output, "task": r.task, "source_dataset": source_dataset(e), "metadata": meta,
+                       "license": ctx.license_of(e.clip["source"])}

@@ -41,14 +41,13 @@ class Verl:
         out = Written(features=FEATURES)
         for split in ctx.splits:
             rows = []
-            for e in (e for e in examples if e.split == split):
-                got = rows_for(e, ctx.events(e.stream), ctx.seed, phrasing, tasks)
-                if not got:
-                    continue
-                clip = ctx.audio(e)
+            planned = [(e, rows_for(e, ctx.events(e.stream), ctx.seed, phrasing, tasks))
+                       for e in examples if e.split == split]
+            tasks_of = {e.id: got for e, got in planned if got}
+            for e, clip in ctx.clips(e for e, got in planned if got):
                 audio = ctx.write_bytes(f"audio/{split}/{e.id}.{clip.extension}", clip.data)
                 out.files.append(audio)
-                for r in got:
+                for r in tasks_of[e.id]:
                     rows.append({
                         "data_source": f"pamingest/{e.clip['source']}",
                         "prompt": [{"role": "user", "content": r.instruction}],

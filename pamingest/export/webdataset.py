@@ -25,12 +25,13 @@ class WebDataset:
             if not mine:
                 continue
             for i, part in enumerate(shards(mine, ctx.shard_size)):
-                members = []
-                for e in part:
-                    clip = ctx.audio(e)
-                    meta = {**metadata(e, clip, ctx), "license": ctx.license_of(e.clip["source"])}
-                    members.append((f"{e.id}.{clip.extension}", clip.data))
-                    members.append((f"{e.id}.json", dumps(meta).encode()))
-                out.files.append(write_tar(ctx, f"{split}-{i:06d}.tar", members))
+                out.files.append(write_tar(ctx, f"{split}-{i:06d}.tar", self.members(part, ctx)))
             out.rows[split] = len(mine)
         return out
+
+    @staticmethod
+    def members(part: list[Example], ctx: ExportContext):
+        for e, clip in ctx.clips(part):
+            meta = {**metadata(e, clip, ctx), "license": ctx.license_of(e.clip["source"])}
+            yield f"{e.id}.{clip.extension}", clip.data
+            yield f"{e.id}.json", dumps(meta).encode()
