@@ -176,10 +176,15 @@ def write_parquet(ctx: ExportContext, relative: str, rows: Iterable[dict[str, An
 
     hf = json.dumps({"info": {"features": {k: _hf_feature(v) for k, v in features.items()}}})
     schema = pa.schema([(name, feature_to_arrow(f)) for name, f in features.items()], metadata={"huggingface": hf})
+    # Audio bytes are FLAC already: compressing them again, or hashing them for a dictionary, costs
+    # CPU and saves nothing.
+    audio = _audio_leaves(features)
+    compression = {leaf: "NONE" if leaf in audio else "ZSTD" for leaf in _leaves(schema)}
+    dictionary = [leaf for leaf in _leaves(schema) if leaf not in audio]
     path = f"{ctx.root}/{relative}"
     ctx.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    with ctx.fs.open(path, "wb") as fh, pq.ParquetWriter(fh, schema, compression="zstd", write_statistics=False,
-                                                          store_schema=False) as writer:
+    with ctx.fs.open(path, "wb") as fh, pq.ParquetWriter(fh, schema, compression=compression, write_statistics=False,
+                                                          use_dictionary=dictionary, store_schema=False) as writer:
         # No statistics: nothing in the files but the rows and their schema (reproducible bytes).
         group: list[dict[str, Any]] = []
         for row in rows:
@@ -190,6 +195,29 @@ def write_parquet(ctx: ExportContext, relative: str, rows: Iterable[dict[str, An
         if group:
             writer.write_table(pa.Table.from_pylist(group, schema=schema))
     return relative
+
+
+def _leaves(schema) -> list[str]:
+    """Parquet column paths of an arrow schema's leaves (``audio.bytes``, ``a.list.element.b``)."""
+    import pyarrow as pa
+
+    def walk(name: str, kind) -> list[str]:
+        if pa.types.is_struct(kind):
+            return [p for f in kind for p in walk(f"{name}.{f.name}", f.type)]
+        if pa.types.is_list(kind):
+            return walk(f"{name}.list.element", kind.value_type)
+        return [name]
+    return [p for f in schema for p in walk(f.name, f.type)]
+
+
+def _audio_leaves(features: dict[str, Any]) -> set[str]:
+    out = set()
+    for name, f in features.items():
+        if f["_type"] == "Audio":
+            out.add(f"{name}.bytes")
+        elif f["_type"] == "List" and f["feature"]["_type"] == "Audio":
+            out.add(f"{name}.list.element.bytes")
+    return out
 
 
 def write_tar(ctx: ExportContext, relative: str, members: Iterable[tuple[str, bytes]]) -> str:
