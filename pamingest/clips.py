@@ -5,7 +5,8 @@ DataFrame with one line per clip (``CLIP_COLUMNS``, then one column per
 label and per labeller class):
 
 - ``stream``, ``source``, ``site``, ``deployment`` (the stream's, where its
-  source names one: SanctSound, NCEI), ``sample_rate``, ``channels``,
+  source names one: SanctSound, NCEI), ``latitude``, ``longitude`` (from the
+  deployment metadata; NaN when unknown), ``sample_rate``, ``channels``,
   ``bits_per_sample``: what the clip is cut from;
 - ``start``, ``end`` (UTC): the clip's span, ``end - start = seconds``;
 - ``file``, ``file_offset``, ``file_offset_s``: the recording holding the
@@ -47,7 +48,7 @@ from .annotations.labels import OverlapRule, chunk_labels, label_names, overlapp
 from .errors import ConfigError
 from .timing import NS_PER_S, offset_ns
 
-CLIP_COLUMNS = ["stream", "source", "site", "deployment", "sample_rate", "channels", "bits_per_sample", "start", "end", "file",
+CLIP_COLUMNS = ["stream", "source", "site", "deployment", "latitude", "longitude", "sample_rate", "channels", "bits_per_sample", "start", "end", "file",
                 "file_offset", "file_offset_s", "valid", "row"]
 LABEL_PREFIX, SCORE_PREFIX = "label:", "score:"
 # Where stored rows of one recording meet, their times may differ from one period by rounding.
@@ -160,6 +161,7 @@ def stream_clips(ds, seconds: float, hop: float | None = None, labels: Iterable[
     frame = pd.DataFrame({
         "stream": stream, "source": ds.attrs.get("source", ""), "site": ds.attrs.get("site", ""),
         "deployment": str(ds.attrs.get("deployment", "")),
+        "latitude": _degrees(ds.attrs.get("latitude")), "longitude": _degrees(ds.attrs.get("longitude")),
         "sample_rate": sr, "channels": int(ds.attrs.get("channels", ds["audio"].shape[2])),
         "bits_per_sample": int(ds.attrs.get("bits_per_sample") or 0),
         "start": clip_s.astype("datetime64[ns]"), "end": clip_e.astype("datetime64[ns]"),
@@ -197,6 +199,13 @@ def stream_clips(ds, seconds: float, hop: float | None = None, labels: Iterable[
     frame = pd.concat([frame, pd.DataFrame(columns, index=frame.index)], axis=1)
     frame["provenance"] = [json.dumps(p, sort_keys=True) for p in provenance]
     return frame
+
+
+def _degrees(value) -> float:
+    try:
+        return float(value) if value is not None else float("nan")
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def _annotation_files():

@@ -318,6 +318,17 @@ def test_naturelm_answers_agree_with_the_labels(exported, tree):
     assert tasks == {"detection", "classification", "localisation", "counting", "caption"}
 
 
+@pytest.mark.parametrize("utc,longitude,want", [("2020-01-01T16:00", -120.0, "morning"),  # 08:00 solar
+                                                 ("2020-01-01T08:00", -120.0, "night"),
+                                                 ("2020-01-01T20:00", -120.0, "afternoon"),
+                                                 ("2020-01-01T02:00", 150.0, "afternoon"),
+                                                 ("2020-01-01T12:00", float("nan"), None)])
+def test_captions_say_the_part_of_day_only_where_the_place_is_known(utc, longitude, want):
+    from pamingest.export.tasks import part_of_day
+
+    assert part_of_day(pd.Timestamp(utc).value, longitude) == want
+
+
 def test_verl_rows_score_their_own_answer_and_name_their_audio(exported):
     folder, report = exported["verl"]
     seen_tasks = set()

@@ -126,13 +126,23 @@ def rows_for(example: Example, events: StreamEvents | None, seed: int, phrasing:
     return out
 
 
+def part_of_day(start_ns: int, longitude: float) -> str | None:
+    """Night, morning, afternoon or evening by local mean solar time (UTC + longitude / 15 h);
+    None without a longitude (UTC alone says nothing about daylight)."""
+    if longitude is None or longitude != longitude:
+        return None
+    hour = (pd.Timestamp(start_ns).hour + pd.Timestamp(start_ns).minute / 60 + float(longitude) / 15) % 24
+    return "night" if hour < 5 or hour >= 21 else "morning" if hour < 12 else "afternoon" if hour < 17 else "evening"
+
+
 def caption(example: Example) -> str:
     """What the store knows about a clip, as one or two sentences."""
     c = example.clip
     when = pd.Timestamp(example.start_ns).strftime("%Y-%m-%d at %H:%M:%S UTC")
+    part = part_of_day(example.start_ns, c.get("longitude"))
     seconds = (example.end_ns - example.start_ns) / NS_PER_S
-    text = (f"A {seconds:g}-second recording from site {c['site']} ({c['source']}), made on {when}, "
-            f"sampled at {int(c['sample_rate']) / 1000:g} kHz.")
+    text = (f"A {seconds:g}-second recording from site {c['site']} ({c['source']}), made on {when}"
+            f"{f' ({part}, local solar time)' if part else ''}, sampled at {int(c['sample_rate']) / 1000:g} kHz.")
     heard = [display(lab) for lab in sorted(example.positives)]
     weak = [f"{display(lab)} (machine score {score:.2f})" for lab, score in sorted(example.weak.items())]
     absent = [display(lab) for lab in sorted(example.negatives)]
