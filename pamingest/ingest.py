@@ -424,13 +424,26 @@ def probe(executor, decoder: Decoder, files: list[SourceFile], storage_options: 
     size = max(1, min(getattr(decoder, "probe_batch", PROBE_BATCH), -(-len(todo) // (4 * executor.n_threads))))
     batches = [todo[k : k + size] for k in range(0, len(todo), size)]
     keeps = placed is not None and getattr(decoder, "keeps_probed_data", False)
+    retry: list[list[SourceFile]] = []
     for batch, future in executor.map_unordered(_probe_task, batches, limit, decoder=decoder,
                                                 storage_options=storage_options):
+        killed = _killed_workers(future)
+        if killed:
+            # One of the batch's files may crash whatever reads it: each is probed alone, and
+            # only a file that kills the workers on its own is rejected.
+            retry += [[f] for f in batch] if len(batch) > 1 else []
+            if len(batch) == 1:
+                cache[batch[0].url] = killed
+            continue
         where = executor.where(future) if keeps else None
         for file, result in zip(batch, future.result()):
             cache[file.url] = result
             if where:
                 placed[file.url] = where
+    for batch, future in executor.map_unordered(_probe_task, retry, limit, decoder=decoder,
+                                                storage_options=storage_options):
+        killed = _killed_workers(future)
+        cache[batch[0].url] = killed or future.result()[0]
     probed, rejected = [], []
     for file in sorted(files):
         result = cache[file.url]
@@ -523,6 +536,17 @@ def _preferred_worker(unit: Unit, first: int, stop: int, placed: dict[str, str])
     return votes.most_common(1)[0][0] if votes else None
 
 
+def _killed_workers(future) -> str:
+    """The reason to record when a task's workers all died running it (distributed's KilledWorker:
+    the decoder crashed the process, or it ran out of memory), else ''. The recording is what is
+    bad, not the run: it is recorded and the rest goes on (``--retry-failed`` takes it again)."""
+    exc = future.exception()
+    if exc is None or type(exc).__name__ != "KilledWorker" or type(exc).__module__.split(".")[0] != "distributed":
+        return ""
+    return ("reading it killed every Dask worker that tried (the decoder crashed its process or ran out of "
+            "memory); if the workers died for another reason, run again with --retry-failed")
+
+
 def write(executor, units: list[Unit], forks: dict[str, bytes], storage_options: dict, rows_per_task: int,
           limit: int, root: zarr.Group, bar=None, placed: dict[str, str] | None = None) -> None:
     """Decode and write every unit's rows; each unit ends ``ok`` (its forks kept) or ``failed``.
@@ -543,7 +567,8 @@ def write(executor, units: list[Unit], forks: dict[str, bytes], storage_options:
     where = {id(t[1]): _preferred_worker(t[0], t[1].first_sample, t[1].stop, placed) for t in tasks} if placed else {}
     for (unit, _, _), future in executor.map_unordered(_write_task, tasks, limit, storage_options=storage_options,
                                                        placement=lambda t: where.get(id(t[1]))):
-        fork, samples, error = future.result()
+        killed = _killed_workers(future)
+        fork, samples, error = (None, 0, killed) if killed else future.result()
         unit.tasks_left -= 1
         if error:
             unit.error = unit.error or error
