@@ -23,7 +23,8 @@ EXIT_CODES = f"""exit codes:
   {EXIT_OK}    done (recordings that failed to decode are listed in the report and the store)
   {EXIT_INCOMPLETE}    done in part: annotate could not attach a file or rejected rows of one (each
        listed with file, line and reason), pseudolabel left chunks queued
-  {EXIT_ERROR}    error: bad options or input, no store, an unknown or broken plug-in
+  {EXIT_ERROR}    error: bad options or input, no store, an unknown or broken plug-in, the Dask
+       scheduler lost mid-run (nothing of the run committed: run it again)
   {EXIT_RETRY}    try again: other writers kept changing the same data; what could not land was not
        committed (ConcurrentWriteError, or ingest deferred files), and a new run picks it up
   {EXIT_INTERRUPTED}  interrupted
