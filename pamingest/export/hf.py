@@ -4,8 +4,8 @@
 ``audio`` column (``Audio``: FLAC bytes at the stored rate and bit depth,
 bit for bit, unless ``--sample-rate``), ``labels`` (present), ``negatives``
 (reviewed absent), ``weak_labels`` (machine scores >= ``--min-score``),
-one ``label:<name>`` column per label (1 / 0 / -1, and 1 for a weak
-positive only in ``weak_labels``), the clip's place (stream, source, site,
+one ``label:<name>`` column per label (1 / 0 / -1 as people said: a weak
+positive is -1 there and listed in ``weak_labels``), the clip's place (stream, source, site,
 UTC start and end, recording and offset, valid fraction), ``scores`` and
 ``provenance`` as JSON, and its licence. ``datasets.load_dataset(OUT)``
 loads it through the card's ``configs``.
