@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -124,7 +125,8 @@ class HeldRun:
         return self.report
 
 
-__all__ = ["HeldRun", "SANCTSOUND_FIXTURE_STREAMS", "assert_stream_matches", "by_name", "ffmpeg_samples", "source_samples", "to_ns", "window_ns"]
+__all__ = ["HeldRun", "SANCTSOUND_FIXTURE_STREAMS", "assert_stream_matches", "by_name", "ffmpeg_samples", "source_samples", "to_ns", "tree_digest",
+           "window_ns"]
 
 
 def ffmpeg_samples(path) -> np.ndarray:
@@ -150,3 +152,24 @@ SANCTSOUND_FIXTURE_STREAMS = [
     "sanctsound/ci01_03/48000Hz_1ch_pcm16",
     "sanctsound/fk02_03/48000Hz_1ch_pcm16",
 ]
+
+
+def tree_digest(tree) -> dict:
+    """Every stored value of a store, audio as one hash per row: equal digests, equal stores.
+
+    Rows, files and row blocks are compared as the store orders them:
+    allocation is deterministic (start time, then URL), so a faulty run that
+    lost or doubled a row, or put one elsewhere, differs from a clean one.
+    """
+    out: dict = {}
+    for node in tree.subtree:
+        path = node.path
+        out[(path, "attrs")] = dict(node.attrs)
+        for name, var in node.ds.data_vars.items():
+            values = var.values
+            if name == "audio":
+                out[(path, name)] = [hashlib.blake2b(np.ascontiguousarray(r).tobytes(), digest_size=12).hexdigest()
+                                     for r in values]
+            else:
+                out[(path, name)] = values.tolist()
+    return out

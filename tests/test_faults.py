@@ -33,15 +33,13 @@ nor pamingest retries.
 
 from __future__ import annotations
 
-import hashlib
-
-import numpy as np
 import pytest
 
 import pamingest as pi
 from pamingest.sources.orcasound import OrcasoundHLS
 
 from faultproxy import FaultProxy
+from helpers import tree_digest
 
 SOUNDTRAP_PREFIX = "deployment-01"
 ORCA_BUCKET = "audio-orcasound-net"
@@ -49,27 +47,6 @@ LAB = "rpi_orcasound_lab"
 E1 = 1_622_000_000
 # A run stopped by a fault is run again; faults stay on, so a few tries may be needed.
 MAX_RUNS = 4
-
-
-def tree_digest(tree) -> dict:
-    """Every stored value of a store, audio as one hash per row: equal digests, equal stores.
-
-    Rows, files and row blocks are compared as the store orders them:
-    allocation is deterministic (start time, then URL), so a faulty run that
-    lost or doubled a row, or put one elsewhere, differs from a clean one.
-    """
-    out: dict = {}
-    for node in tree.subtree:
-        path = node.path
-        out[(path, "attrs")] = dict(node.attrs)
-        for name, var in node.ds.data_vars.items():
-            values = var.values
-            if name == "audio":
-                out[(path, name)] = [hashlib.blake2b(np.ascontiguousarray(r).tobytes(), digest_size=12).hexdigest()
-                                     for r in values]
-            else:
-                out[(path, name)] = values.tolist()
-    return out
 
 
 def run_through_faults(make_source, store_url: str, store_options: dict, proxy: FaultProxy, **kwargs):
