@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 import numpy as np
 
 from .decode.base import AudioInfo, Decoder, PlanContext, Unit
-from .errors import PROGRAMMING_ERRORS, ConfigError, DecodeError, StoreUnavailableError
+from .errors import PROGRAMMING_ERRORS, ConfigError, DecodeError, StoreUnavailableError, first_line
 from .executor import executor_for
 from .fsutil import describe_read_error, fetch_pool
 from .registry import build
@@ -334,7 +334,7 @@ def _open_audio(fork, array_path: str):
         except Exception as exc:  # noqa: BLE001
             if attempt + 1 == STORE_READ_ATTEMPTS:
                 raise StoreUnavailableError(f"{array_path}: the store could not be read "
-                                            f"({type(exc).__name__}: {exc})") from exc
+                                            f"({type(exc).__name__}: {first_line(str(exc))})") from exc
             time.sleep(0.2 * 2**attempt)
 
 
@@ -685,6 +685,10 @@ class _Run:
         bar = _progress_bar(self.progress, seconds)
         try:
             write(executor, units, forks, self.options, self.rows_per_task, limit, root, bar, self.placed)
+        except StoreUnavailableError as exc:
+            # A task's message names the array and row; the user needs the store, and what became of the run.
+            raise StoreUnavailableError(f"{st.url}: {exc}; the store stays at its last snapshot: run again once "
+                                        "it can be written") from exc
         finally:
             if bar is not None:
                 bar.close()
