@@ -278,10 +278,10 @@ def write_rows(task: WriteTask, fork, storage_options: dict):
     except Exception as exc:  # noqa: BLE001 - recorded with the file, the run goes on
         return None, 0, f"write failed: {describe_read_error(exc)}"
     finally:
-        # A failed task's fork is dropped, but no write of it may outlive the task.
+        # A failed task's fork is dropped, but no write of it may outlive the task. Its writes are
+        # waited for, not cancelled: cancelling a write's future ends the wait at once, while the
+        # store goes on writing its chunks.
         for pending in writes:
-            for future in pending:
-                future.cancel()
             cf.wait(pending)
 
 
@@ -613,13 +613,17 @@ def ingest(
         run = _Run(st, source, report, row_seconds, retry_failed, rows_per_task, progress,
                    lambda work_bytes: stack.enter_context(executor_for(client, n_workers, work_bytes)))
         wanted: set[str] | None = None  # after the first round: URLs still to ingest
-        for _ in range(MAX_ROUNDS):
-            wanted = run.round(wanted)
-            if not wanted:
-                break
-        else:
-            report.deferred = [FailedFile(url, f"its stream kept changing under concurrent runs for {MAX_ROUNDS} "
-                                               "rounds; not ingested") for url in sorted(wanted)]
+        try:
+            for _ in range(MAX_ROUNDS):
+                wanted = run.round(wanted)
+                if not wanted:
+                    break
+            else:
+                report.deferred = [FailedFile(url, f"its stream kept changing under concurrent runs for "
+                                                   f"{MAX_ROUNDS} rounds; not ingested") for url in sorted(wanted)]
+        except StoreUnavailableError:
+            _let_store_threads_leave()
+            raise
     report.elapsed_seconds = time.perf_counter() - t0
     return report
 
@@ -697,6 +701,22 @@ class _Run:
                        lambda us, rs: _metadata(report.run_id, us, rs))
         _count(report, landing)
         return {uf.file.url for u in landing.deferred for uf in u.new_files}
+
+
+# Long enough for a thread waiting on the GIL to be scheduled, even on a loaded machine.
+STORE_THREADS_SETTLE_SECONDS = 0.05
+
+
+def _let_store_threads_leave() -> None:
+    """Release the GIL for a moment after the store refused a write, before the failure ends the process.
+
+    Icechunk's threads hand each write's outcome to zarr's event loop by calling into Python,
+    and need the GIL once more to return. The last one may still wait for it when the failure
+    reaches the command line, which then exits at once; CPython before 3.14 ends a thread
+    that takes the GIL during finalization with pthread_exit, which aborts the process
+    (SIGABRT) from a Rust thread (tests/test_full_disk.py met it in a few runs in a hundred).
+    """
+    time.sleep(STORE_THREADS_SETTLE_SECONDS)
 
 
 def _message(run_id: str, units: list[Unit], rejected: list[RejectedFile]) -> str:

@@ -323,7 +323,13 @@ def row_writer(session, array_path: str, audio: zarr.Array) -> Callable[[int, np
 
     def write(first: int, rows: np.ndarray) -> Future:
         async def all_rows() -> None:
-            await asyncio.gather(*(one(first + i, rows[i]) for i in range(len(rows))))
+            # Done when every row's write is, failed or not: a write left running when a failure
+            # returned would outlive its task (and, at exit, the interpreter: Icechunk then aborts).
+            settled = await asyncio.gather(*(one(first + i, rows[i]) for i in range(len(rows))),
+                                           return_exceptions=True)
+            for outcome in settled:
+                if isinstance(outcome, BaseException):
+                    raise outcome
 
         # zarr's event loop (the one its own writes use), without waiting on it here
         return asyncio.run_coroutine_threadsafe(all_rows(), _get_loop())
