@@ -10,7 +10,7 @@ import re
 import sys
 import warnings
 
-from .errors import ConcurrentWriteError, ConfigError, PamIngestError
+from .errors import ConcurrentWriteError, ConfigError, PamIngestError, first_line
 
 # Exit codes (also the epilog of ``pamingest --help``).
 EXIT_OK = 0
@@ -491,18 +491,8 @@ def main(argv: list[str] | None = None) -> int:
         # about the store the user named, not bugs of pamingest.
         if type(exc).__module__.split(".")[0] not in ("icechunk", "pyo3_runtime"):
             raise
-        _error(args, _first_line(str(exc)) or type(exc).__name__)
+        _error(args, first_line(str(exc)) or type(exc).__name__)
         return EXIT_ERROR
-
-
-def _first_line(message: str) -> str:
-    """What an Icechunk error or panic says, on one line: their messages are drawn as a tree
-    ("  x invalid snapshot id: ...", "  |", "  `-> ...") or end in a Rust span trace."""
-    for line in message.split(", context: SpanTrace")[0].splitlines():
-        text = re.sub(r"^\s*(?:[|│]\s*)*(?:x |`-> |× |╰─▶ )?", "", line).strip()
-        if text and text != "context:":
-            return text
-    return ""
 
 
 def _error(args, message: str) -> None:

@@ -2,10 +2,13 @@
 
 One base class, ``PamIngestError`` (a ``ValueError``), with specific
 subclasses; "not found" errors are also ``FileNotFoundError`` so that callers
-can catch them the way they catch any missing file.
+can catch them the way they catch any missing file. ``first_line`` puts what
+Icechunk says on one line, for messages that quote it.
 """
 
 from __future__ import annotations
+
+import re
 
 
 class PamIngestError(ValueError):
@@ -25,8 +28,9 @@ class StoreError(PamIngestError):
 
 
 class StoreUnavailableError(StoreError):
-    """The store could not be read or written while a run wrote its rows, after retries: the
-    store's fault, not the recording's. The run stops uncommitted; running it again completes it."""
+    """The store could not be read or written while a run wrote its rows or its commit, after
+    retries (a full disk, a bucket that keeps failing): the store's fault, not the recording's.
+    The run stops uncommitted; running it again, once the store can be written, completes it."""
 
 
 class ClusterError(PamIngestError):
@@ -106,6 +110,16 @@ class LabelerNotFoundError(LabelingError, KeyError):
 
 class LabelerUnavailableError(LabelingError):
     """A labeller's optional dependencies or model file are not installed (e.g. ``pamingest[birdnet]``)."""
+
+
+def first_line(message: str) -> str:
+    """What an Icechunk error or panic says, on one line: their messages are drawn as a tree
+    ("  x invalid snapshot id: ...", "  |", "  `-> ...") or end in a Rust span trace."""
+    for line in message.split(", context: SpanTrace")[0].splitlines():
+        text = re.sub(r"^\s*(?:[|│]\s*)*(?:x |`-> |× |╰─▶ )?", "", line).strip()
+        if text and text != "context:":
+            return text
+    return ""
 
 
 # Bugs, not bad input: ingest and labelling let these propagate instead of recording them as a

@@ -54,25 +54,47 @@ def _import_distributed():
 
 
 @contextlib.contextmanager
-def _cluster_failures_stop_the_run(address: str | None) -> Iterator[None]:
+def _cluster_failures_stop_the_run(address: str | None, client=None) -> Iterator[None]:
     """A lost scheduler, or a task whose workers all died, raises ``ClusterError`` (one line) from the
-    run, not distributed's FutureCancelledError or KilledWorker with a traceback (tests/test_kills.py)."""
+    run, not distributed's FutureCancelledError or KilledWorker with a traceback (tests/test_kills.py).
+
+    A scheduler that dies while a result is being fetched from a worker (whose
+    connection then closes too) surfaces as a closed connection instead: it
+    is the same loss when the client has lost its scheduler by then."""
     from distributed.client import FutureCancelledError
+    from distributed.comm.core import CommClosedError
     from distributed.scheduler import KilledWorker
 
     from .errors import ClusterError
 
     after = "the run stopped, and what it had not committed is left for the next run"
+    where = f" {address}" if address else ""
+    lost = ClusterError(f"lost the Dask scheduler{where} mid-run; {after}: run it again once the scheduler is back")
     try:
         yield
     except FutureCancelledError as exc:
         if exc.reason != "scheduler-connection-lost":
             raise
-        where = f" {address}" if address else ""
-        raise ClusterError(f"lost the Dask scheduler{where} mid-run; {after}: run it again once the scheduler "
-                           "is back") from exc
+        raise lost from exc
+    except (CommClosedError, OSError) as exc:
+        if client is None or not _scheduler_lost(client):
+            raise
+        raise lost from exc
     except KilledWorker as exc:
         raise ClusterError(f"{' '.join(str(exc).split())} ({after})") from exc
+
+
+def _scheduler_lost(client, wait: float = 3.0) -> bool:
+    """Whether the client has lost its scheduler (it notices within a moment of the connection's end)."""
+    import time
+
+    deadline = time.monotonic() + wait
+    while True:
+        if client.status != "running":
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
 
 
 class SerialExecutor:
@@ -247,18 +269,18 @@ def executor_for(client: Any = None, n_workers: int | None = None,
             executor.close()
         return
     if client is not None and not isinstance(client, str):
-        with _cluster_failures_stop_the_run(getattr(getattr(client, "scheduler", None), "address", None)):
+        with _cluster_failures_stop_the_run(getattr(getattr(client, "scheduler", None), "address", None), client):
             yield DaskExecutor(client)
         return
     Client = _import_distributed().Client
 
     if isinstance(client, str):
-        with Client(client, set_as_default=False) as c, _cluster_failures_stop_the_run(client):
+        with Client(client, set_as_default=False) as c, _cluster_failures_stop_the_run(client, c):
             log.info("Dask dashboard: %s", c.dashboard_link)
             yield DaskExecutor(c)
         return
     with local_cluster(n_workers) as cluster, Client(cluster, set_as_default=False) as c, \
-            _cluster_failures_stop_the_run(cluster.scheduler_address):
+            _cluster_failures_stop_the_run(cluster.scheduler_address, c):
         log.info("Dask dashboard: %s", c.dashboard_link)
         yield DaskExecutor(c)
 

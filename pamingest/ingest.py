@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 import numpy as np
 
 from .decode.base import AudioInfo, Decoder, PlanContext, Unit
-from .errors import PROGRAMMING_ERRORS, ConfigError, DecodeError, StoreUnavailableError
+from .errors import PROGRAMMING_ERRORS, ConfigError, DecodeError, StoreUnavailableError, first_line
 from .executor import executor_for
 from .fsutil import describe_read_error, fetch_pool
 from .registry import build
@@ -278,10 +278,10 @@ def write_rows(task: WriteTask, fork, storage_options: dict):
     except Exception as exc:  # noqa: BLE001 - recorded with the file, the run goes on
         return None, 0, f"write failed: {describe_read_error(exc)}"
     finally:
-        # A failed task's fork is dropped, but no write of it may outlive the task.
+        # A failed task's fork is dropped, but no write of it may outlive the task. Its writes are
+        # waited for, not cancelled: cancelling a write's future ends the wait at once, while the
+        # store goes on writing its chunks.
         for pending in writes:
-            for future in pending:
-                future.cancel()
             cf.wait(pending)
 
 
@@ -334,7 +334,7 @@ def _open_audio(fork, array_path: str):
         except Exception as exc:  # noqa: BLE001
             if attempt + 1 == STORE_READ_ATTEMPTS:
                 raise StoreUnavailableError(f"{array_path}: the store could not be read "
-                                            f"({type(exc).__name__}: {exc})") from exc
+                                            f"({type(exc).__name__}: {first_line(str(exc))})") from exc
             time.sleep(0.2 * 2**attempt)
 
 
@@ -638,13 +638,17 @@ def ingest(
         run = _Run(st, source, report, row_seconds, retry_failed, rows_per_task, progress,
                    lambda work_bytes: stack.enter_context(executor_for(client, n_workers, work_bytes)))
         wanted: set[str] | None = None  # after the first round: URLs still to ingest
-        for _ in range(MAX_ROUNDS):
-            wanted = run.round(wanted)
-            if not wanted:
-                break
-        else:
-            report.deferred = [FailedFile(url, f"its stream kept changing under concurrent runs for {MAX_ROUNDS} "
-                                               "rounds; not ingested") for url in sorted(wanted)]
+        try:
+            for _ in range(MAX_ROUNDS):
+                wanted = run.round(wanted)
+                if not wanted:
+                    break
+            else:
+                report.deferred = [FailedFile(url, f"its stream kept changing under concurrent runs for "
+                                                   f"{MAX_ROUNDS} rounds; not ingested") for url in sorted(wanted)]
+        except StoreUnavailableError:
+            _let_store_threads_leave()
+            raise
     report.elapsed_seconds = time.perf_counter() - t0
     return report
 
@@ -710,6 +714,10 @@ class _Run:
         bar = _progress_bar(self.progress, seconds)
         try:
             write(executor, units, forks, self.options, self.rows_per_task, limit, root, bar, self.placed)
+        except StoreUnavailableError as exc:
+            # A task's message names the array and row; the user needs the store, and what became of the run.
+            raise StoreUnavailableError(f"{st.url}: {exc}; the store stays at its last snapshot: run again once "
+                                        "it can be written") from exc
         finally:
             if bar is not None:
                 bar.close()
@@ -718,6 +726,22 @@ class _Run:
                        lambda us, rs: _metadata(report.run_id, us, rs))
         _count(report, landing)
         return {uf.file.url for u in landing.deferred for uf in u.new_files}
+
+
+# Long enough for a thread waiting on the GIL to be scheduled, even on a loaded machine.
+STORE_THREADS_SETTLE_SECONDS = 0.05
+
+
+def _let_store_threads_leave() -> None:
+    """Release the GIL for a moment after the store refused a write, before the failure ends the process.
+
+    Icechunk's threads hand each write's outcome to zarr's event loop by calling into Python,
+    and need the GIL once more to return. The last one may still wait for it when the failure
+    reaches the command line, which then exits at once; CPython before 3.14 ends a thread
+    that takes the GIL during finalization with pthread_exit, which aborts the process
+    (SIGABRT) from a Rust thread (tests/test_full_disk.py met it in a few runs in a hundred).
+    """
+    time.sleep(STORE_THREADS_SETTLE_SECONDS)
 
 
 def _message(run_id: str, units: list[Unit], rejected: list[RejectedFile]) -> str:

@@ -17,8 +17,9 @@ What the slow form found (icechunk 1.1, s3fs 2025.x):
 - a lost reply to the first branch write made the store unusable (fixed in
   store/repo.py; test_a_lost_reply_to_the_first_branch_write_leaves_a_usable_store);
 - a truncated body (or a reset mid-body) on a store read of ``ref.json`` or a
-  snapshot stops the run with ``IcechunkError: error streaming bytes from
-  object store``: Icechunk does not retry it; at 25% the re-runs stop too;
+  snapshot inside Icechunk's commit is not retried by Icechunk: the run stops
+  (now with ``StoreUnavailableError``, one line naming the store); at 25% the
+  re-runs stop too;
 - a store read failing inside a write task surfaced from zarr as "No array
   found ... audio" and the file was recorded ``failed`` for good; now the
   task reads the array again, and a store that still cannot be read or

@@ -39,7 +39,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Generic, Iterator, TypeVar
 
-from ..errors import ConcurrentWriteError, ConfigError, StoreNotFoundError
+from ..errors import ConcurrentWriteError, ConfigError, StoreNotFoundError, StoreUnavailableError, first_line
 
 if TYPE_CHECKING:
     import datetime
@@ -424,7 +424,8 @@ class Store:
                 with warnings.catch_warnings():
                     # Forks that failed are deliberately not merged: their writes are dropped.
                     warnings.filterwarnings("ignore", message="Committing a session after forking")
-                    with _local_lock(path):
+                    # The branch moves last: a commit the storage refuses leaves it where it was.
+                    with _local_lock(path), self.writing("the commit"):
                         result.snapshot_id = session.commit(
                             message() if callable(message) else message,
                             metadata=metadata() if callable(metadata) else metadata)
@@ -458,6 +459,20 @@ class Store:
             session = rebuild()
         raise ConcurrentWriteError(f"{self.url}: the branch kept moving; gave up after {attempt + 1} attempts "
                                    f"in {self.retry.timeout:g} s to commit: run again")
+
+    @contextlib.contextmanager
+    def writing(self, what: str) -> Iterator[None]:
+        """Storage that refuses the writes made inside (a full disk, a bucket that keeps failing)
+        raises ``StoreUnavailableError``, one line naming the store: the store's fault, not the
+        data's. Conflicts with other writers pass through."""
+        icechunk = _icechunk()
+        try:
+            yield
+        except icechunk.ConflictError:
+            raise
+        except icechunk.IcechunkError as exc:
+            raise StoreUnavailableError(f"{self.url}: the store refused {what} ({first_line(str(exc))}); it stays "
+                                        "at its last snapshot: run again once it can be written") from exc
 
     def update(self, apply: Callable[[zarr.Group], T], message: str | Callable[[T], str],
                metadata: dict | Callable[[T], dict] | None = None, *, branch: str = "main",

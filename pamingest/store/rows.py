@@ -40,11 +40,11 @@ import numpy as np
 
 from ..decode.base import Unit, UnitFile
 from ..sources.base import RejectedFile
-from ..errors import StoreUnavailableError
+from ..errors import StoreUnavailableError, first_line
 from ..timing import NAT
 from . import layout
 from .catalog import KnownFile, read_catalog
-from .repo import Commit, Store
+from .repo import Commit, Store, _icechunk
 
 if TYPE_CHECKING:  # zarr is only in type hints here: `import pamingest` stays light (benchmarks/startup.py)
     import zarr
@@ -296,9 +296,14 @@ def row_writer(session, array_path: str, audio: zarr.Array) -> Callable[[int, np
 
     codecs = audio.metadata.codecs
     if not (len(codecs) == 1 and isinstance(codecs[0], FlacCodec) and audio.metadata.fill_value == 0):
+        refused = _icechunk().IcechunkError  # what the store raises; an encoder's failure is not one
+
         def through_zarr(first: int, rows: np.ndarray) -> Future:
             done: Future = Future()
-            audio[first : first + len(rows)] = rows
+            try:
+                audio[first : first + len(rows)] = rows
+            except refused as exc:
+                raise StoreUnavailableError(_refused(array_path, first, exc)) from exc
             done.set_result(None)
             return done
 
@@ -314,17 +319,26 @@ def row_writer(session, array_path: str, audio: zarr.Array) -> Callable[[int, np
             else:
                 await store.set(key, prototype.buffer.from_bytes(encoded))
         except Exception as exc:  # noqa: BLE001 - the store's failure, not the recording's
-            raise StoreUnavailableError(f"{array_path} row {row}: the store refused the write "
-                                        f"({type(exc).__name__}: {exc})") from exc
+            raise StoreUnavailableError(_refused(array_path, row, exc)) from exc
 
     def write(first: int, rows: np.ndarray) -> Future:
         async def all_rows() -> None:
-            await asyncio.gather(*(one(first + i, rows[i]) for i in range(len(rows))))
+            # Done when every row's write is, failed or not: a write left running when a failure
+            # returned would outlive its task (and, at exit, the interpreter: Icechunk then aborts).
+            settled = await asyncio.gather(*(one(first + i, rows[i]) for i in range(len(rows))),
+                                           return_exceptions=True)
+            for outcome in settled:
+                if isinstance(outcome, BaseException):
+                    raise outcome
 
         # zarr's event loop (the one its own writes use), without waiting on it here
         return asyncio.run_coroutine_threadsafe(all_rows(), _get_loop())
 
     return write
+
+
+def _refused(array_path: str, row: int, exc: BaseException) -> str:
+    return f"{array_path} row {row}: the store refused the write ({type(exc).__name__}: {first_line(str(exc))})"
 
 
 def copy_rows(source, target, stream: str, pairs: list[tuple[int, int]], audio: zarr.Array) -> None:
@@ -353,7 +367,8 @@ def land(store: Store, session, base: str, units: list[Unit], rejected: list[Rej
     for unit in units:
         if unit.status == "ok" and unit.forks:
             session.merge(*unit.forks)
-    write_tables(Store.open_root(session), units, rejected, known)
+    with store.writing("the run's tables"):  # their larger chunks are written to storage at once
+        write_tables(Store.open_root(session), units, rejected, known)
     state = Landing(Commit(None), list(units), list(rejected))
     base_root = store.root(base)
     written = session  # the session holding every unit's encoded rows, where they are copied from
@@ -387,16 +402,17 @@ def land(store: Store, session, base: str, units: list[Unit], rejected: list[Rej
             if unit.status == "ok" and unit.forks:
                 fresh.merge(*unit.forks)
         root = Store.open_root(fresh)
-        for path, stream_units in sorted(moving.items()):
-            group = root[path]
-            old_rows = {id(u): list(u.rows) for u in stream_units}
-            _grow_audio(group, _assign(group, path, stream_units, known_tip))
-            for unit in stream_units:
-                if unit.status == "ok":
-                    copy_rows(written, fresh, path, list(zip(old_rows[id(unit)], unit.rows)), group["audio"])
-            state.units += stream_units
-            state.moved += len(stream_units)
-        write_tables(Store.open_root(fresh), state.units, state.rejected, known_tip)
+        with store.writing("the run's rows and tables"):
+            for path, stream_units in sorted(moving.items()):
+                group = root[path]
+                old_rows = {id(u): list(u.rows) for u in stream_units}
+                _grow_audio(group, _assign(group, path, stream_units, known_tip))
+                for unit in stream_units:
+                    if unit.status == "ok":
+                        copy_rows(written, fresh, path, list(zip(old_rows[id(unit)], unit.rows)), group["audio"])
+                state.units += stream_units
+                state.moved += len(stream_units)
+            write_tables(Store.open_root(fresh), state.units, state.rejected, known_tip)
         return fresh if fresh.has_uncommitted_changes else None
 
     state.commit = store.commit(
