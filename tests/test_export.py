@@ -177,18 +177,27 @@ def test_hf_loads_with_datasets_and_its_audio_is_the_store_bit_for_bit(exported,
     assert "| sanctsound | CC0-1.0" in card and f"--snapshot {report.snapshot}" in card
 
 
-def test_splits_never_share_a_group(store, tmp_path):
-    for split_by in ("day", "site", "stream", "deployment"):
-        out = tmp_path / split_by
-        export(store, str(out), "hf", seconds=SECONDS, split_by=split_by, seed=3)
-        ds = load(out)
-        seen: dict[str, str] = {}
-        for split in ds:
-            frame = ds[split].select_columns(["stream", "source", "site", "deployment", "utc_start"]).to_pandas()
-            frame["start"] = pd.to_datetime(frame.utc_start.str.rstrip("Z"))
-            for group in set(group_of(frame, split_by)):
-                assert seen.setdefault(group, split) == split, (split_by, group)
-        assert len(set(seen.values())) >= 2, (split_by, seen)  # more than one split was filled
+def groups_by_split(frame: pd.DataFrame, split_by: str) -> dict[str, set[str]]:
+    return {split: set(group_of(part, split_by)) for split, part in frame.groupby("split")}
+
+
+def test_splits_never_share_a_group(exported, tree):
+    """The exported rows (split by day), read back; and every grouping on the store's clip table."""
+    from pamingest.export.select import examples
+
+    ds = load(exported["hf"][0])
+    rows = pd.concat([ds[s].select_columns(["stream", "source", "site", "deployment", "utc_start"]).to_pandas()
+                      .assign(split=s) for s in ds])
+    rows["start"] = pd.to_datetime(rows.utc_start.str.rstrip("Z"))
+    for split_by, frame in [("day", rows)] + [
+            (by, pd.DataFrame([{**e.clip, "start": pd.Timestamp(e.start_ns), "split": e.split}
+                               for e in examples(pi.clips(tree, SECONDS), split_by=by, seed=3)]))
+            for by in ("site", "stream", "deployment")]:
+        groups = groups_by_split(frame, split_by)
+        assert len(groups) >= 2, (split_by, groups)  # more than one split was filled
+        for a in groups:
+            for b in groups:
+                assert a == b or not groups[a] & groups[b], (split_by, a, b, groups[a] & groups[b])
 
 
 def test_split_assignment_is_deterministic_disjoint_and_fills_every_split():

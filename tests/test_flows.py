@@ -21,8 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "flows"))
 
 
+@pytest.mark.slow
 def test_demo_runs_the_orcasound_deployment_through_a_prefect_server(tmp_path, fixtures):
-    """The README's first command: prefect server + served deployments + `prefect deployment run`."""
+    """The README's first command: prefect server + served deployments + `prefect deployment run`.
+
+    A long trial (~65 s, the longest test): run with ``-m slow``, and by hand as ``make demo``
+    from a clean clone before each stop. By default the same demo's ingest runs embedded
+    (``test_cli.py::test_demo_runs_the_embedded_default``) and the served deployments register
+    on a real Prefect server (``test_infra.py::test_worker_entrypoint_registers_...``)."""
     out = subprocess.run([sys.executable, str(ROOT / "flows" / "demo.py"), "--workdir", str(tmp_path),
                           "--fixtures", str(fixtures)], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
@@ -270,3 +276,37 @@ def test_export_flow_writes_the_snapshot_it_pinned_and_reports_it(prefect_harnes
 
     artifacts = [a for a in asyncio.run(read_artifact()) if a.key == "export-webdataset"]
     assert artifacts and snapshot in artifacts[0].data
+
+
+def test_a_prefect_task_that_fails_after_its_commit_and_retries_ingests_nothing_twice(prefect_harness, fixtures,
+                                                                                       tmp_path, monkeypatch):
+    """The ingest task's first attempt commits its run and then fails (as when the flow run's process
+    loses the Prefect API after the commit). This failure is injected (a wrapper that raises once
+    after the real call): nothing real makes a task fail between its commit and its return. Prefect
+    retries the task; the retry finds every file stored and ingests nothing; the store holds each
+    file once, as a single clean run does."""
+    import ingest as ingest_module
+
+    calls = []
+    real = ingest_module.orchestration.ingest_partition
+
+    def commits_then_fails(*args, **kwargs):
+        report = real(*args, **kwargs)
+        calls.append(report.as_dict())
+        if len(calls) == 1:
+            raise ConnectionError("lost the Prefect API after the commit (injected)")
+        return report
+
+    monkeypatch.setattr(ingest_module.orchestration, "ingest_partition", commits_then_fails)
+    monkeypatch.setattr(ingest_module, "ingest_piece", ingest_module.ingest_piece.with_options(retry_delay_seconds=0))
+    store = str(tmp_path / "store")
+    options = {"root": str(fixtures / "soundtrap"), "template": "soundtrap"}
+    result = ingest_module.ingest(source="files", options=options, store=store, scheduler_address="serial")
+    assert [c["ingested"] for c in calls] == [3, 0] and calls[1]["skipped"] == 3
+    assert result["ingested"] == 0  # what the retried (returned) attempt did
+    clean = str(tmp_path / "clean")
+    pi.ingest(pi.TimestampedFiles(str(fixtures / "soundtrap"), "soundtrap"), clean, client="serial")
+    path = "files/67416073/8000Hz_1ch_pcm16"
+    a, b = (pi.open_store(s)[path].to_dataset() for s in (store, clean))
+    assert a.sizes["chunk"] == b.sizes["chunk"] and a.sizes["file"] == b.sizes["file"] == 3
+    np.testing.assert_array_equal(a["audio"].values, b["audio"].values)
