@@ -95,7 +95,8 @@ def export(store: str, out: str, format: str = "hf", *, snapshot: str | None = N
     shots : int
         Shots per ``icl`` row.
     command : str, optional
-        What to write as the command in the card (default: this process's argv).
+        What to write as the command in the card (default: the ``pamingest export`` command line
+        that makes this export).
     """
     from ..fsutil import filesystem
     from ..query import open_store, streams as all_streams
@@ -105,6 +106,8 @@ def export(store: str, out: str, format: str = "hf", *, snapshot: str | None = N
     from .card import card
     from .tasks import StreamEvents
 
+    # Given once, read several times (clip table, selection, card).
+    labels, streams, tasks = (None if x is None else list(x) for x in (labels, streams, tasks))
     if split_by not in SPLIT_BY:
         raise ConfigError(f"split_by must be one of {', '.join(SPLIT_BY)}, not {split_by!r}")
     if shard_size < 1:
