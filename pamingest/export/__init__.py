@@ -40,8 +40,12 @@ class ExportReport:
 
     def summary(self) -> str:
         rows = ", ".join(f"{s} {n}" for s, n in self.rows.items()) or "none"
-        return (f"exported {self.exported} of {self.clips} clips as {self.format} to {self.out} "
+        text = (f"exported {self.exported} of {self.clips} clips as {self.format} to {self.out} "
                 f"(snapshot {self.snapshot}); rows: {rows}; {len(self.files)} files")
+        if self.clips and not self.exported:
+            text += ("\nno clip has a known label: attach annotations (pamingest annotate), answer a review "
+                     "batch, or take labellers' scores as weak labels with --min-score")
+        return text
 
     def as_dict(self) -> dict[str, Any]:
         return {"out": self.out, "format": self.format, "snapshot": self.snapshot, "clips": self.clips,
