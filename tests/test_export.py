@@ -443,3 +443,11 @@ def test_whole_row_clips_are_the_stored_flac_bytes(exported, store, tree):
                     assert tar.extractfile(name).read() == chunk.to_bytes(), name
                     copied += 1
     assert copied >= 10
+
+
+def test_an_export_with_no_labelled_clip_says_how_to_get_labels():
+    from pamingest.export import ExportReport
+
+    empty = ExportReport("out", "hf", "SNAP", clips=11, exported=0).summary()
+    assert "exported 0 of 11 clips" in empty and "--min-score" in empty and "pamingest annotate" in empty
+    assert "--min-score" not in ExportReport("out", "hf", "SNAP", clips=11, exported=3).summary()
