@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..timing import NS_PER_S
 
 
 @dataclass(frozen=True)
@@ -71,13 +70,6 @@ def clip_samples(ds, start_ns: int, end_ns: int, sample_rate: int | None = None)
     x = ds.pam.window(start_ns, end_ns, sample_rate=int(sample_rate)).values
     dtype = np.dtype(ds["audio"].dtype)
     return (x.astype(dtype) if dtype.kind == "f" else _quantise(x, dtype, bits)), int(sample_rate)
-
-
-def clip_audio(ds, start_ns: int, end_ns: int, sample_rate: int | None = None) -> ClipAudio:
-    """The stream Dataset ``ds``'s samples of ``[start_ns, end_ns)`` as a file."""
-    samples, rate = clip_samples(ds, start_ns, end_ns, sample_rate)
-    data, ext = encode(samples, rate, int(ds.attrs.get("bits_per_sample") or 16))
-    return ClipAudio(data, ext, rate, len(samples))
 
 
 class ClipReader:
@@ -153,7 +145,3 @@ class ClipReader:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown()
-
-
-def duration_s(start_ns: int, end_ns: int) -> float:
-    return (end_ns - start_ns) / NS_PER_S

@@ -18,7 +18,6 @@ import tarfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Protocol, runtime_checkable
 
-import numpy as np
 import pandas as pd
 
 from ..timing import NS_PER_S
@@ -64,9 +63,6 @@ class ExportContext:
                 batch = []
         if batch:
             yield from zip(batch, self.read_clips(batch))
-
-    def audio(self, example: Example) -> ClipAudio:
-        return self.read_clips([example])[0]
 
     def license_of(self, source: str) -> str:
         return self.licenses.get(source) or LICENSES.get(source) or UNKNOWN_LICENSE
@@ -244,7 +240,3 @@ def label_counts(examples: list[Example]) -> dict[str, dict[str, dict[str, int]]
                 slot = per.setdefault(lab, {"positive": 0, "negative": 0, "weak": 0})
                 slot[kind] += 1
     return {s: dict(sorted(v.items())) for s, v in sorted(out.items())}
-
-
-def finite(value: float) -> float | None:
-    return None if value is None or not np.isfinite(value) else float(value)
