@@ -67,7 +67,9 @@ def ns(values) -> np.ndarray:
 def load(folder: Path):
     import datasets
 
-    ds = datasets.load_dataset(str(folder))
+    # A cache of its own: datasets keys its cache by the folder's name and the files' mtimes, so another
+    # session's export of a folder named alike can come back from ~/.cache instead of this one.
+    ds = datasets.load_dataset(str(folder), cache_dir=str(folder.parent / f"{folder.name}.datasets-cache"))
     # Decoding Audio needs torchcodec; the tests read the bytes themselves, with soundfile.
     for split in ds:
         feature = ds[split].features["audio"]
