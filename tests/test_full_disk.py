@@ -251,3 +251,29 @@ def test_a_full_disk_at_any_point_of_a_run(disk, recordings, kind):
             filler.unlink()
     # The levels reach every stage: rows refused, the commit refused, and enough room (tables: a page or two).
     assert {"rows", "commit", "landed"} <= set(outcomes), outcomes
+
+
+def test_an_attach_on_a_full_disk_stops_with_one_line_and_main_stays(disk, recordings, fixtures):
+    """Annotate (``Store.update``: its changes, then its commit) on a disk with no room at all: one
+    error naming the store, main unchanged; with room again the same table attaches."""
+    from pamingest.annotations import Recording, attach
+
+    rec = recordings("flac")
+    store = disk / "store"
+    snapshot, first, _ = first_run(rec, store)
+    # Enough selections that the event arrays are written to storage as they are set (Icechunk inlines
+    # only small chunks): the full disk refuses the write's changes, before its commit.
+    table = disk.parent / "calls.selections.txt"
+    head = "Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tLow Freq (Hz)\tHigh Freq (Hz)\tAnnotation\n"
+    table.write_text(head + "".join(f"{k + 1}\tSpectrogram 1\t1\t{k * 0.1:.1f}\t{k * 0.1 + 0.05:.2f}\t100\t900\tcall\n"
+                                    for k in range(2000)))
+    filler = leave_free(disk, 0)
+    with pytest.raises(StoreUnavailableError) as raised:
+        attach(str(store), [table], "raven", recording=Recording(SOUNDTRAP[0]))
+    message = str(raised.value)
+    assert "\n" not in message and "No space left on device" in message and str(store) in message, message
+    assert Store.open(str(store)).tip() == snapshot and tree_digest(pi.open_store(str(store))) == first
+    filler.unlink()
+    report = attach(str(store), [table], "raven", recording=Recording(SOUNDTRAP[0]))
+    assert report.snapshot_id and not report.failed, report.summary()
+

@@ -489,7 +489,9 @@ class Store:
 
         def build() -> icechunk.Session | None:
             session = self.writable(branch)
-            state["value"] = apply(self.open_root(session))
+            # Chunks larger than Icechunk inlines go to storage as they are set: a full disk shows here.
+            with self.writing("the changes of this write"):
+                state["value"] = apply(self.open_root(session))
             return session if session.has_uncommitted_changes else None
 
         session = build()
