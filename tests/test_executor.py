@@ -31,6 +31,13 @@ def test_local_cluster_workers_start_without_dasks_malloc_trim(monkeypatch):
         assert set(c.nthreads().values()) == {1}
         assert os.getpid() not in c.run(os.getpid).values()  # processes, not threads
         assert cluster.dashboard_link.startswith("http://127.0.0.1:")
+        # The address `make demo` prints serves the dashboard itself (bokeh is in the test extra the
+        # demo installs), not distributed's "Dask needs bokeh>=3.1.0 for the dashboard".
+        import requests
+
+        page = requests.get(cluster.dashboard_link, timeout=30)
+        assert page.status_code == 200 and "needs bokeh" not in page.text, page.text[:300]
+        assert "bokeh" in page.text.lower() and "<html" in page.text.lower(), page.text[:300]
     with local_cluster(1, dask_malloc_trim=True) as cluster, Client(cluster, set_as_default=False) as c:
         assert _worker_env(c, "MALLOC_TRIM_THRESHOLD_") == {"65536"}
 

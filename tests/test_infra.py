@@ -1055,6 +1055,11 @@ def test_worker_entrypoint_registers_the_deployments_on_a_real_server(tmp_path):
             assert d["entrypoint"] == deployments()[name]["entrypoint"]
             assert d["pull_steps"] == prefect_yaml()["pull"]
         assert registered["files"]["parameters"]["options"]["root"] == "/data/recordings"
+        # The address the demo prints as the Prefect UI serves the UI (the server's own page, not an error).
+        import requests
+
+        ui = requests.get(f"http://127.0.0.1:{port}/", timeout=10)
+        assert ui.status_code == 200 and "<html" in ui.text.lower() and "prefect" in ui.text.lower(), ui.text[:500]
         (schedule,) = registered["orcasound"]["schedules"]
         assert schedule["schedule"]["interval"] == 600
         for name, strategy in (("orcasound", "CANCEL_NEW"), ("default", "ENQUEUE")):
