@@ -29,8 +29,37 @@ def test_demo_runs_the_orcasound_deployment_through_a_prefect_server(tmp_path, f
     from a clean clone before each stop. By default the same demo's ingest runs embedded
     (``test_cli.py::test_demo_runs_the_embedded_default``) and the served deployments register
     on a real Prefect server (``test_infra.py::test_worker_entrypoint_registers_...``)."""
-    out = subprocess.run([sys.executable, str(ROOT / "flows" / "demo.py"), "--workdir", str(tmp_path),
-                          "--fixtures", str(fixtures)], capture_output=True, text=True, timeout=600)
+    import re
+
+    import requests
+
+    # --keep: the demo stays up after its summary, as a user looks at it; its addresses are fetched
+    # then, and Ctrl-C (SIGINT) ends it.
+    proc = subprocess.Popen([sys.executable, str(ROOT / "flows" / "demo.py"), "--workdir", str(tmp_path),
+                             "--fixtures", str(fixtures), "--keep"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "(Ctrl-C stops)" in line:
+                ui, dashboard = re.search(r"Prefect UI (\S+)  Dask dashboard (\S+)", line).groups()
+                page = requests.get(dashboard, timeout=30)
+                assert page.status_code == 200 and "needs bokeh" not in page.text and "bokeh" in page.text.lower()
+                page = requests.get(ui, timeout=30)
+                assert page.status_code == 200 and "prefect" in page.text.lower() and "<html" in page.text.lower()
+                break
+        else:
+            pytest.fail("the demo did not come up within 600 s")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=120)
+    out = subprocess.CompletedProcess(proc.args, proc.returncode, "".join(lines) + rest, err)
+    assert any("(Ctrl-C stops)" in line for line in lines), out.stdout[-2000:] + out.stderr[-3000:]
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert "Flow run finished successfully" in out.stdout
     assert "Prefect UI     http://127.0.0.1:" in out.stdout and "Dask dashboard http://127.0.0.1:" in out.stdout
