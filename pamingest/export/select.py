@@ -155,14 +155,19 @@ def examples(clips: pd.DataFrame, *, split_by: str = "site", splits=None, seed: 
         record = dict(record)
         record["start"], record["end"] = int(starts[i]), int(ends[i])
         record["provenance"] = json.loads(record.get("provenance") or "{}")
-        key = f"{record['stream']}@{starts[i]}"
-        ex_id = hashlib.sha256(key.encode()).hexdigest()[:16]
+        ex_id = example_id(record["stream"], int(starts[i]), record["file"], int(record["file_offset"]))
         out.append(Example(ex_id, split_of[group[i]], str(record["stream"]), int(starts[i]), int(ends[i]), record,
                            pos, neg, weak))
     out.sort(key=lambda e: ([s for s, _ in splits].index(e.split), e.stream, e.start_ns))
     if max_per_label is not None:
         out = balance(out, max_per_label, seed)
     return out
+
+
+def example_id(stream: str, start_ns: int, file: str, file_offset: int) -> str:
+    """A clip's id in every export: the same clip, the same id. Two recordings that overlap can
+    each have a clip starting at the same instant: the recording and offset tell them apart."""
+    return hashlib.sha256(f"{stream}@{start_ns}@{file}@{file_offset}".encode()).hexdigest()[:16]
 
 
 def balance(items: list[Example], max_per_label: int, seed: int) -> list[Example]:
