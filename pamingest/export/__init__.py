@@ -25,7 +25,7 @@ from typing import Any, Iterable
 
 from ..errors import ConfigError
 from ..registry import registry
-from .select import SPLIT_BY, balance_report, examples, parse_splits, read_taxa
+from .select import SPLIT_BY, balance, balance_report, examples, parse_splits, read_taxa
 
 
 @dataclass
@@ -128,10 +128,8 @@ def export(store: str, out: str, format: str = "hf", *, snapshot: str | None = N
     from ..clips import clips as clip_table
 
     table = clip_table(tree, seconds, hop, labels, min_valid, streams=paths)
-    pool = examples(table, split_by=split_by, splits=splits, seed=seed, min_score=min_score,
-                    max_per_label=None, labels=labels)
-    chosen = examples(table, split_by=split_by, splits=splits, seed=seed, min_score=min_score,
-                      max_per_label=max_per_label, labels=labels) if max_per_label is not None else pool
+    pool = examples(table, split_by=split_by, splits=splits, seed=seed, min_score=min_score, labels=labels)
+    chosen = balance(pool, max_per_label, seed) if max_per_label is not None else pool  # the card reports both
     datasets = {p: tree[p].to_dataset() for p in paths}
     event_cache: dict[str, StreamEvents] = {}
 
