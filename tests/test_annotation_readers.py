@@ -194,7 +194,7 @@ def test_sanctsound_hourly_presence_with_bom_crlf_and_casing(tmp_path):
     h = 3600 * NS_PER_S
     t8 = to_ns("2018-11-01T08:00:00")
     assert ann.events[["start", "end", "label", "label_norm", "kind", "site"]].values.tolist() == \
-        [[t8 + h, t8 + 2 * h, "bocaccio", "bocaccio", "presence", "CI01"]]
+        [[t8 + h, t8 + 2 * h, "bocaccio", "bocaccio", "presence", "CI01_01"]]
     # Both reviewed hours are effort; the NA hour was not reviewed.
     assert ann.effort[["start", "end", "label_norm"]].values.tolist() == \
         [[t8, t8 + h, "bocaccio"], [t8 + h, t8 + 2 * h, "bocaccio"]]
@@ -224,7 +224,7 @@ def test_sanctsound_column_variants(tmp_path):
     e = c.events.iloc[0]
     # A _manual product shares its label with the automatic one and is a person's work.
     assert (e.label, e.label_norm, e.annotator, e.site) == \
-        ("northatlanticrightwhale_manual", "northatlanticrightwhale", "human", "SB01")
+        ("northatlanticrightwhale_manual", "northatlanticrightwhale", "human", "SB01_01")
     assert e.end - e.start == 86400 * NS_PER_S
     d = read_annotations(daily, "sanctsound")
     assert d.events.empty and d.effort[["start", "end"]].values.tolist() == \

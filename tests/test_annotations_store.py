@@ -296,7 +296,7 @@ def test_bad_files_fail_alone_and_name_file_and_line(tmp_path, clips_store):
     assert set(failed) == {str(folder / n) for n in ("SanctSound_CI01_01_finwhale_1h.csv",
                                                       "SanctSound_ZZ99_01_bocaccio_1h.csv", "missing.csv")}
     assert "finwhale_1h.csv, line 1: missing required column 'Presence'" in failed[str(folder / "SanctSound_CI01_01_finwhale_1h.csv")]
-    assert "ZZ99_01_bocaccio_1h.csv, line 2: unknown stream: the store has no site 'ZZ99'" in \
+    assert "ZZ99_01_bocaccio_1h.csv, line 2: unknown stream: the store has no site 'ZZ99_01'" in \
         failed[str(folder / "SanctSound_ZZ99_01_bocaccio_1h.csv")]
     assert "missing.csv" in failed[str(folder / "missing.csv")]
     # A bad row is rejected with its line; the file's other rows are attached.

@@ -37,6 +37,7 @@ class AudacityLabels(ReaderBase):
     """
 
     format = "audacity"
+    suffixes = (".txt",)
 
     def __init__(self, *, effort: str = "file", effort_labels=(), label_map: dict | None = None,
                  source: str | None = None) -> None:

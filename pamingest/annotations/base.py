@@ -246,6 +246,16 @@ class ReadContext:
                 f"({', '.join(sorted(f.url for f in found)[:5])}): give the stream or the full URL", file, line)
         return found[0] if found else None
 
+    def resolve_stem(self, stem: str, file: str, line: int | None) -> ResolvedRecording | None:
+        """The stored recording whose file name, without its extension, is ``stem`` (None: none)."""
+        finder = getattr(self.lookup, "find_stem", None)
+        found = finder(stem, self.stream) if finder is not None else []
+        if len(found) > 1:
+            raise AnnotationTargetError(
+                f"recording {stem!r} matches several files in the store "
+                f"({', '.join(sorted(f.url for f in found)[:5])}): give the stream or the recording", file, line)
+        return found[0] if found else None
+
     def resolve(self, name: str | None, file: str, line: int | None, required: bool = True) -> ResolvedRecording | None:
         """The recording ``name`` (a file name or URL from the annotation; None: the file does not say).
 
@@ -310,6 +320,7 @@ class ReaderBase:
     """Shared settings: label mapping and the ``source`` written into every record."""
 
     format = ""
+    suffixes: tuple[str, ...] = ()  # file name endings of the format, for listing a prefix (annotations.sync)
     default_source = ""
 
     def __init__(self, *, label_map: dict[str, str] | None = None, source: str | None = None) -> None:

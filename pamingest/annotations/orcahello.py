@@ -31,6 +31,7 @@ class OrcaHelloPredictions(ReaderBase):
     """
 
     format = "orcahello"
+    suffixes = (".tsv",)
 
     def __init__(self, *, label: str = "orca", threshold: float | None = None, label_map: dict | None = None,
                  source: str | None = None) -> None:

@@ -60,6 +60,7 @@ class PodcastJson(ReaderBase):
     """
 
     format = "podcast-json"
+    suffixes = (".json",)
     default_source = "podcast"
 
     def __init__(self, *, label: str = "orca", label_map: dict | None = None, source: str | None = None) -> None:

@@ -62,6 +62,7 @@ class PodcastTsv(ReaderBase):
     """
 
     format = "podcast-tsv"
+    suffixes = (".tsv",)
     default_source = "podcast"
 
     def __init__(self, *, label: str = "orca", marker_seconds: float = 0.01, file_seconds: float | None = None,

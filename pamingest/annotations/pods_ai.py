@@ -66,6 +66,7 @@ class PodsAiDetections(ReaderBase):
     """
 
     format = "pods-ai"
+    suffixes = (".csv",)
 
     def __init__(self, *, before_seconds: float = 30.0, after_seconds: float = 30.0,
                  fp_negative_labels=("resident", "transient", "humpback"), time_zone: str = PACIFIC,

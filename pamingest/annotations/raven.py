@@ -21,8 +21,9 @@ not tell which labels were looked for.
 from __future__ import annotations
 
 import math
+import re
 
-from ..errors import AnnotationError, ConfigError
+from ..errors import AnnotationError, AnnotationTargetError, ConfigError
 from .base import Annotations, ReadContext, ReaderBase, Table, cell, file_name, number, s_to_ns, seconds
 
 # Tried in this order when no label column is named.
@@ -61,6 +62,7 @@ class RavenTable(ReaderBase):
     """
 
     format = "raven"
+    suffixes = (".txt",)  # Raven names them <sound>.Table.1.selections.txt; BirdNET <sound>.BirdNET.selection.table.txt
 
     def __init__(self, label_column: str | None = None, *, effort: str = "file", effort_labels=(),
                  label_map: dict | None = None, source: str | None = None) -> None:
@@ -133,7 +135,7 @@ class RavenTable(ReaderBase):
                     t0 = rec.start_ns + s_to_ns(at)
                     t1 = t0 + s_to_ns(e - b)
                 else:
-                    rec = context.resolve(None, name, line)
+                    rec = table_recording(context, name, line)
                     t0, t1 = rec.start_ns + s_to_ns(b), rec.start_ns + s_to_ns(e)
                 if repeat:
                     self._repeated(out, selections[key], key, t0, t1, cells, view, low, high,
@@ -171,7 +173,7 @@ class RavenTable(ReaderBase):
             if not has_rows:
                 # Header-only: reviewed, nothing found, for the labels the caller says were looked for.
                 line = table.header_line
-                rec = context.resolve(None, name, line)
+                rec = table_recording(context, name, line)
                 out.recording(rec)
                 if not self.effort_labels:
                     out.notes.append(f"{rec.url}: the table has no selections and no effort_labels were given: "
@@ -198,3 +200,32 @@ class RavenTable(ReaderBase):
             lo = number(cell(cells, low), "Low Freq (Hz)", name, line, allow_empty=True)
             hi = number(cell(cells, high), "High Freq (Hz)", name, line, allow_empty=True)
             out.set_band(index, lo, hi)
+
+
+# Raven saves a table as ``<sound>.Table.<n>.selections.txt`` and BirdNET as
+# ``<sound>.BirdNET.selection.table.txt``: a table without ``Begin File`` names its
+# recording that way, which is how a folder of analysts' tables is attached.
+_TABLE_NAME = re.compile(r"^(?P<sound>.+?)(?:\.Table\.\d+\.selections|\.BirdNET\.selection\.table)\.txt$", re.I)
+
+
+def sound_of_table(name: str) -> str | None:
+    """The sound file name (without extension) a Raven/BirdNET table's default name gives, else None."""
+    m = _TABLE_NAME.match(file_name(name))
+    return m["sound"] if m else None
+
+
+def table_recording(context: ReadContext, name: str, line: int | None):
+    """The recording a table without ``Begin File`` annotates: the caller's, else the one its name gives."""
+    sound = None if context.recordings else sound_of_table(name)
+    if sound:
+        rec = context.resolve_stem(sound, name, line)
+        if rec is not None:
+            return rec
+    try:
+        return context.resolve(None, name, line)
+    except AnnotationTargetError as exc:
+        if sound:
+            raise AnnotationTargetError(f"the file does not name its recording, and {sound!r} (from its "
+                                        "name) is not in the store (yet): give the recording and its UTC start",
+                                        name, line) from exc
+        raise

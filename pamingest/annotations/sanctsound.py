@@ -59,6 +59,7 @@ class SanctSoundDetections(ReaderBase):
     """
 
     format = "sanctsound"
+    suffixes = (".csv",)
 
     def __init__(self, *, label: str | None = None, site: str | None = None, resolution=None,
                  label_map: dict | None = None, source: str | None = None) -> None:
@@ -75,7 +76,9 @@ class SanctSoundDetections(ReaderBase):
         context = context or ReadContext()
         m = NAME.match(file_name(name))
         category = self.label or (m and m["category"])
-        site = self.site or (m and m["site"].upper())
+        # A product is one deployment's: site_deployment is the SanctSound source's stream site
+        # (ci01_01); a stream of a whole site (the exemplar clips' CI01) takes it too (store._route).
+        site = self.site or (m and f"{m['site'].upper()}_{m['deployment']}")
         if not category or not site:
             raise AnnotationError("cannot tell the category and site: name the file "
                                   "SanctSound_<SITE>_<DEP>_<category>_<res>.csv or give label= and site=", name)

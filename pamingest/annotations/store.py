@@ -183,6 +183,7 @@ class StoreFiles:
     def __init__(self, root: zarr.Group) -> None:
         self.by_url: dict[str, list[ResolvedRecording]] = defaultdict(list)
         self.by_name: dict[str, list[ResolvedRecording]] = defaultdict(list)
+        self.by_stem: dict[str, list[ResolvedRecording]] = defaultdict(list)
         for path, g in layout.iter_streams(root):
             sr = int(g.attrs["sample_rate"])
             urls, starts, frames = g["file_url"][:], g["file_start"][:], g["file_frames"][:]
@@ -193,10 +194,15 @@ class StoreFiles:
                 rec = ResolvedRecording(str(url), start, start + int(offset_ns(n, sr)) if n > 0 else None, path)
                 self.by_url[rec.url].append(rec)
                 self.by_name[file_name(rec.url)].append(rec)
+                self.by_stem[file_name(rec.url).rsplit(".", 1)[0]].append(rec)
 
     def find(self, name: str, stream: str = "") -> list[ResolvedRecording]:
         found = self.by_url.get(name) or self.by_name.get(file_name(name), [])
         return [r for r in found if layout.under(r.stream, stream)]
+
+    def find_stem(self, stem: str, stream: str = "") -> list[ResolvedRecording]:
+        """Recordings whose file name without its extension is ``stem`` (Raven names tables so)."""
+        return [r for r in self.by_stem.get(stem, []) if layout.under(r.stream, stream)]
 
 
 # ---------------------------------------------------------------- attach
@@ -299,7 +305,10 @@ def _route(ann: Annotations, streams: dict[str, zarr.Group], skip_unknown: bool)
             if site and stream.strip("/") not in streams:
                 # A row placed through the files table names its stream exactly; a site narrows the rest.
                 wanted = {site.lower(), layout.safe_segment(site).lower()}
-                paths = [p for p in paths if site_of[p].lower() in wanted]
+                # A stream of a whole site takes rows named for a part of it (a SanctSound product of
+                # deployment CI01_01 goes to a stream of site CI01, and to the source's ci01_01).
+                paths = [p for p in paths if site_of[p].lower() in wanted
+                         or (site_of[p] and any(w.startswith(site_of[p].lower() + "_") for w in wanted))]
             if not paths and not (site and skip_unknown):
                 line = int(frame["line"].iat[int(index[0])]) or None
                 if not stream and not site:
