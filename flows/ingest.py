@@ -40,6 +40,15 @@ def ingest_piece(kind: str, options: dict[str, Any], store: str, scheduler_addre
     return report.as_dict()
 
 
+@task(retries=2, retry_delay_seconds=15, task_run_name="attach {kind} detection products")
+def attach_detections(kind: str, options: dict[str, Any], store: str) -> dict:
+    # Safe to retry: products are recognised by name and content.
+    report = orchestration.attach_detections(kind, options, store, s3_endpoint=settings.s3_endpoint(),
+                                             store_options=settings.store_options())
+    get_run_logger().info("%s", report.summary())
+    return report.as_dict()
+
+
 def start_pseudolabel_deployments(store: str) -> list[str]:
     """Start (without waiting) a run of each ``pseudolabel/<name>`` deployment on ``store``."""
     from prefect.client.orchestration import get_client
@@ -57,8 +66,9 @@ def start_pseudolabel_deployments(store: str) -> list[str]:
 
 @flow(name="ingest")
 def ingest(source: str = "orcasound", options: dict[str, Any] | None = None, store: str | None = None,
-           scheduler_address: str | None = None, row_seconds: float | None = None) -> dict:
-    """Ingest a source's new recordings into a pamingest store."""
+           scheduler_address: str | None = None, row_seconds: float | None = None, detections: bool = False) -> dict:
+    """Ingest a source's new recordings into a pamingest store (and, with ``detections``, attach the
+    source's detection products: SanctSound's)."""
     from distributed import Client
 
     from pamingest.executor import local_cluster
@@ -76,6 +86,10 @@ def ingest(source: str = "orcasound", options: dict[str, Any] | None = None, sto
                    for piece in orchestration.work_partitions(source, options or {})]
     create_markdown_artifact(orchestration.report_markdown(reports), key=f"ingest-{source}",
                              description=f"pamingest ingest of {source} into {store}")
+    attached = attach_detections(source, options or {}, store) if detections else None
+    if attached is not None:
+        create_markdown_artifact(orchestration.annotate_markdown(attached), key=f"annotate-{source}-detections",
+                                 description=f"pamingest: {source} detection products attached to {store}")
     rows = sum(r["rows"] for r in reports)
     labelling = start_pseudolabel_deployments(store) if rows else []
     if labelling:
@@ -87,5 +101,6 @@ def ingest(source: str = "orcasound", options: dict[str, Any] | None = None, sto
         "failed": sum(len(r["failed"]) for r in reports),
         "rows": rows,
         "pseudolabel_runs": labelling,
+        "detections_attached": len(attached["attached"]) if attached else 0,
         "snapshot_id": next((r["snapshot_id"] for r in reversed(reports) if r["snapshot_id"]), None),
     }

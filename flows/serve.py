@@ -23,11 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prefect import serve  # noqa: E402
 
 import settings  # noqa: E402
+from annotate import annotate  # noqa: E402
 from export import export  # noqa: E402
 from ingest import ingest  # noqa: E402
 from pseudolabel import pseudolabel  # noqa: E402
 
 ORCASOUND_EVERY_SECONDS = 600  # live segments arrive every 10 s; pick them up every 10 min
+ANNOTATE_EVERY_SECONDS = 3600  # analysts save tables by the hour, not by the second
 
 
 def deployments():
@@ -40,6 +42,12 @@ def deployments():
             description=f"Pseudo-label the store's unannotated chunks with {labeler}; "
                         "started by the ingest flow when it commits new rows.",
             tags=["pamingest", "pseudolabel"],
+        ),
+        annotate.to_deployment(
+            name="new-files", interval=ANNOTATE_EVERY_SECONDS, parameters={"format": "raven"},
+            description="Attach the annotation files added under $PAMINGEST_ANNOTATIONS since the last run "
+                        "(Raven tables by default; give format and where for others).",
+            tags=["pamingest", "annotate"],
         ),
         export.to_deployment(
             name="hf", parameters={"format": "hf"},
@@ -56,8 +64,10 @@ def deployments():
         ingest.to_deployment(
             name="sanctsound",
             parameters={"source": "sanctsound",
-                        "options": {"sites": settings.listed(settings.SANCTSOUND_SITES, "ci01")}},
-            description="NOAA SanctSound recordings (gs://noaa-passive-bioacoustic/sanctsound).",
+                        "options": {"sites": settings.listed(settings.SANCTSOUND_SITES, "ci01")},
+                        "detections": True},
+            description="NOAA SanctSound recordings (gs://noaa-passive-bioacoustic/sanctsound) and the "
+                        "deployments' detection products.",
             tags=["pamingest", "sanctsound"],
         ),
         ingest.to_deployment(

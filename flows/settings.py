@@ -15,6 +15,8 @@ parameters stay the same from a laptop to a cluster (infra/README.md,
                                 public buckets)
 ``PAMINGEST_LABELER``           labeller of ``pseudolabel`` runs given none (default
                                 energy:killer-whale)
+``PAMINGEST_ANNOTATIONS``       folders, prefixes or files (comma-separated) whose new annotation
+                                files ``annotate`` runs attach, when given none
 ``PAMINGEST_ORCASOUND_NODES``,  ``flows/serve.py`` only: parameters of its deployments
 ``PAMINGEST_SANCTSOUND_SITES``,
 ``PAMINGEST_FILES_ROOT``
@@ -34,6 +36,7 @@ LABELER = "PAMINGEST_LABELER"
 ORCASOUND_NODES = "PAMINGEST_ORCASOUND_NODES"
 SANCTSOUND_SITES = "PAMINGEST_SANCTSOUND_SITES"
 FILES_ROOT = "PAMINGEST_FILES_ROOT"
+ANNOTATIONS = "PAMINGEST_ANNOTATIONS"
 
 DEFAULT_LABELER = "energy:killer-whale"
 
@@ -57,6 +60,11 @@ def s3_endpoint() -> str | None:
 def store_options() -> dict[str, Any]:
     endpoint = os.environ.get(STORE_ENDPOINT) or os.environ.get(S3_ENDPOINT)
     return {"endpoint_url": endpoint} if endpoint else {}
+
+
+def annotations(given: str | list[str] | None = None) -> str | list[str]:
+    """Folders, prefixes or files to attach from; "" when none is configured."""
+    return given or os.environ.get(ANNOTATIONS) or ""
 
 
 def labeler(given: str | None = None) -> str:

@@ -110,7 +110,16 @@ def cmd_ingest(args) -> int:
                     store_options=_storage_options(args, "store_"), retry_failed=args.retry_failed,
                     progress=_progress(args))
     _print_dashboard(report)
-    print(json.dumps(report.as_dict(), indent=2) if args.json else report.summary())
+    products = None
+    if getattr(args, "detections", False):
+        from .orchestration import attach_source_detections
+
+        products = attach_source_detections(source, args.store, store_options=_storage_options(args, "store_"))
+    if args.json:
+        out = report.as_dict()
+        print(json.dumps({**out, "detections": products.as_dict()} if products else out, indent=2))
+    else:
+        print(report.summary() + (f"\ndetection products:\n{products.summary()}" if products else ""))
     if report.deferred:
         print(f"pamingest: {len(report.deferred)} files deferred: other writers kept changing their streams; "
               "run again to ingest them", file=sys.stderr)
@@ -151,6 +160,17 @@ def cmd_annotate(args) -> int:
         frac = d.min_fraction if args.min_overlap_fraction is None else (args.min_overlap_fraction or None)
         rule = OverlapRule(d.min_seconds if args.min_overlap_seconds is None else args.min_overlap_seconds, frac,
                            args.include_unreviewed)
+    if args.new:
+        from .annotations.sync import attach_new
+
+        if recording is not None or rule is not None:
+            raise PamIngestError("--new takes folders of tables that name their recordings: "
+                                 "--recording, --start and overlap settings go with a plain annotate")
+        synced = attach_new(args.store, args.files, args.format, pattern=args.pattern, options=options,
+                            stream=args.stream, skip_unknown_streams=True, store_options=_storage_options(args),
+                            storage_options=_storage_options(args))
+        print(json.dumps(synced.as_dict(), indent=2) if args.json else synced.summary())
+        return EXIT_INCOMPLETE if synced.failed or synced.rejected_rows or synced.plan.changed else EXIT_OK
     report = attach(args.store, args.files, args.format, options=options, recording=recording, stream=args.stream,
                     rule=rule, skip_unknown_streams=args.skip_unknown_streams,
                     store_options=_storage_options(args), storage_options=_storage_options(args),
@@ -294,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--site", action="append", help="site such as ci01 (repeat or comma-separate; default all)")
     s.add_argument("--deployment", action="append", help="deployment such as 02 or ci01_02 (repeat; default all)")
     s.add_argument("--source-name", default="sanctsound", help="first level of the store's groups")
+    s.add_argument("--detections", action="store_true",
+                   help="also attach the selected deployments' detection products (those not attached yet)")
     _ingest_options(s, time_range=True)
     s.set_defaults(source_options=_sanctsound_options)
 
@@ -345,6 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
     ann.add_argument("files", nargs="+", metavar="FILE", help="annotation files (paths or URLs)")
     ann.add_argument("--format", required=True,
                      help="raven | audacity | sanctsound | podcast-tsv | orcahello | pods-ai | podcast-json")
+    ann.add_argument("--new", action="store_true",
+                     help="FILE may be folders or prefixes: attach the files under them the store has not "
+                          "attached yet (for cron; a file changed since it was attached is reported, not re-attached)")
+    ann.add_argument("--pattern", help="with --new: glob on file names (default: the format's suffixes)")
     ann.add_argument("--recording", help="recording the (file-relative) annotations belong to: URL or file name")
     ann.add_argument("--start", help="its UTC start (default: looked up in the store's files table)")
     ann.add_argument("--stream", help="stream path or prefix the annotations belong to")

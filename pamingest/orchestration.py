@@ -228,3 +228,91 @@ def export_markdown(report: dict[str, Any]) -> str:
         f"| {len(report['files'])} | `{report['out']}` |",
     ])
 
+
+
+# ---------------------------------------------------------------- annotations
+
+
+def annotate_store(store: str, format: str, where: str | list[str], *, pattern: str | None = None,
+                   options: dict[str, Any] | None = None, stream: str | None = None,
+                   skip_unknown_streams: bool = True, s3_endpoint: str | None = None,
+                   store_options: dict[str, Any] | None = None):
+    """Attach the annotation files under ``where`` the store has not attached yet (``annotations.sync``).
+
+    Safe to run on a schedule and to retry: attached files are recognised by
+    name and content, and files that failed are tried again. ``s3_endpoint``
+    is the server of ``s3://`` annotation files. Returns the ``AnnotateReport``.
+    """
+    from .annotations.sync import attach_new
+
+    if not store:
+        raise ConfigError("no store given")
+    if not where:
+        raise ConfigError("no annotation folder, prefix or files given")
+    if isinstance(where, str):  # "a,b": an environment-templated deployment parameter
+        where = [w.strip() for w in where.split(",") if w.strip()]
+    access = {"endpoint_url": s3_endpoint} if s3_endpoint and any(str(w).startswith("s3://") for w in where) else {}
+    return attach_new(store, where, format, pattern=pattern, options=options, stream=stream,
+                      skip_unknown_streams=skip_unknown_streams, store_options=store_options or {},
+                      storage_options=access)
+
+
+def attach_detections(kind: str, options: dict[str, Any], store: str, *, categories: Any = None,
+                      resolutions: Any = None, s3_endpoint: str | None = None,
+                      store_options: dict[str, Any] | None = None):
+    """Attach a source's published detection products (SanctSound's) that the store has not attached yet.
+
+    Rows for sites or deployments the store has no audio of are skipped and
+    counted; products are recognised by name and content, so running it
+    after every ingest attaches each product once.
+    """
+    return attach_source_detections(build_source(kind, options, s3_endpoint), store, categories=categories,
+                                    resolutions=resolutions, store_options=store_options)
+
+
+def attach_source_detections(source, store: str, *, categories: Any = None, resolutions: Any = None,
+                             store_options: dict[str, Any] | None = None):
+    """``attach_detections`` for a source already built (the CLI's)."""
+    from .annotations.sync import attach_new_files
+
+    products = getattr(source, "detection_products", None)
+    if products is None:
+        raise ConfigError(f"source {type(source).__name__} publishes no detection products")
+    return attach_new_files(store, products(categories, resolutions), "sanctsound",
+                            storage_options=getattr(source, "storage_options", None),
+                            store_options=store_options or {})
+
+
+def annotate_markdown(report: dict[str, Any]) -> str:
+    """A Markdown summary of an ``AnnotateReport.as_dict()``, for a Prefect artifact."""
+    attached = report["attached"]
+    lines = [
+        "| format | listed | new | already attached | changed | attached | events | outside the audio "
+        "| rejected rows | failed | store snapshot |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"| {report['format']} | {report['listed']} | {report['new']} | {report['already']} "
+        f"| {len(report['changed'])} | {len(attached)} | {report['events']} | {report['outside_audio']} "
+        f"| {report['rejected_rows']} | {len(report['failed'])} | `{report['snapshot_id'] or '-'}` |",
+    ]
+    if attached:
+        lines += ["", "**Attached**", ""]
+        lines += [f"- `{f['name']}`: {f['events']} events, {f['effort']} effort spans -> "
+                  + ", ".join(f"`{s}`" for s in f["streams"])
+                  + (f"; {f['outside_audio']} events outside the ingested audio (kept)" if f["outside_audio"] else "")
+                  + (f"; {len(f['rejected'])} rows rejected" if f["rejected"] else "")
+                  for f in attached]
+    if report["no_stream"]:
+        lines += ["", "**Outside the store's streams** (no stream of their sites; read again by the next run)", ""]
+        lines += [f"- `{f['file']}`: " + ", ".join(f"{n} rows for {site}" for site, n in f["skipped_rows"].items())
+                  for f in report["no_stream"][:100]]
+    if report["failed"]:
+        lines += ["", "**Failed** (tried again by the next run)", ""]
+        lines += [f"- {f['reason']}" for f in report["failed"][:100]]
+    if report["changed"]:
+        lines += ["", "**Changed since attached** (not attached again)", ""]
+        lines += [f"- `{c['file']}`: {c['reason']}" for c in report["changed"][:100]]
+    rejected = [(f["name"], r) for f in attached for r in f["rejected"]]
+    if rejected:
+        lines += ["", "**Rejected rows**", ""]
+        lines += [f"- `{name}` line {r['line']}: {r['reason']}" for name, r in rejected[:100]]
+    return "\n".join(lines)

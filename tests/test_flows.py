@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -339,3 +340,92 @@ def test_a_prefect_task_that_fails_after_its_commit_and_retries_ingests_nothing_
     a, b = (pi.open_store(s)[path].to_dataset() for s in (store, clean))
     assert a.sizes["chunk"] == b.sizes["chunk"] and a.sizes["file"] == b.sizes["file"] == 3
     np.testing.assert_array_equal(a["audio"].values, b["audio"].values)
+
+
+def _artifact(key: str) -> str:
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_latest_artifacts()
+
+    found = [a for a in asyncio.run(read()) if a.key == key]
+    assert found, f"no artifact {key}"
+    return found[0].data
+
+
+def test_annotate_flow_attaches_the_new_tables_under_an_s3_prefix(prefect_harness, s3, fixtures, tmp_path,
+                                                                 monkeypatch):
+    """The annotate deployment's flow on a prefix that grows between runs: each table once, a table of
+    audio not ingested yet listed as failed with its reason (and tried again), all in the artifact."""
+    from annotate import annotate as annotate_flow
+
+    folder = tmp_path / "rec"
+    folder.mkdir()
+    shutil.copy(fixtures / "annotated" / "birds_10s.wav", folder / "MSD_20180427_000000.wav")
+    store = str(tmp_path / "store")
+    pi.ingest(pi.TimestampedFiles(str(folder), "{site}_%Y%m%d_%H%M%S.wav"), store, client="serial", row_seconds=2)
+    table = fixtures / "annotated" / "raven" / "MSD-0003_20180427_2minstart00.Table.1.selections.txt"
+    s3.bucket("tables")
+    ours = s3.put("tables", "2018/MSD_20180427_000000.Table.1.selections.txt", table)
+    early = s3.put("tables", "2018/MSD_20180501_000000.Table.1.selections.txt", table)
+    monkeypatch.setenv("PAMINGEST_S3_ENDPOINT", s3.endpoint)
+    monkeypatch.setenv("PAMINGEST_ANNOTATIONS", "s3://tables/2018/")
+
+    first = annotate_flow(format="raven", store=store)
+    assert [f["name"] for f in first["attached"]] == [ours] and first["events"] == 9
+    assert [f["file"] for f in first["failed"]] == [early]
+    text = _artifact("annotate-raven")
+    assert ours in text and "outside the ingested audio" in text
+    assert "MSD_20180501_000000" in text and "not in the store" in text and first["snapshot_id"] in text
+
+    second = annotate_flow(format="raven", store=store)
+    assert second["already"] == 1 and second["attached"] == [] and second["snapshot_id"] is None
+    assert len(pi.open_store(store)["files/MSD/32000Hz_1ch_pcm16"].to_dataset().pam.events()) == 9
+
+    monkeypatch.delenv("PAMINGEST_ANNOTATIONS")
+    idle = annotate_flow(format="raven", store=store)  # the hourly deployment where no folder was set
+    assert idle["configured"] is False and "PAMINGEST_ANNOTATIONS" in _artifact("annotate-raven")
+
+
+def test_sanctsound_ingest_flow_attaches_the_detection_products(prefect_harness, s3, fixtures, tmp_path, monkeypatch):
+    """ingest/sanctsound with detections: the deployment's products attached after its audio, once;
+    products of a site the store has no audio of are skipped and counted."""
+    import soundfile as sf
+
+    from ingest import ingest as ingest_flow
+
+    bucket = "noaa-passive-bioacoustic"
+    s3.bucket(bucket)
+    data, rate = sf.read(str(fixtures / "sanctsound" / "clips" / "SanctSound_CI01_01_bocaccio_20181101T100353Z.wav"),
+                         dtype="int16", always_2d=True)
+    flac = tmp_path / "clip.flac"
+    sf.write(str(flac), data, rate, format="FLAC", subtype="PCM_16")
+    s3.put(bucket, "sanctsound/audio/ci01/sanctsound_ci01_01/audio/SanctSound_CI01_01_671379494_20181101T100353Z.flac",
+           flac)
+    hourly = "products/detections/ci01/sanctsound_ci01_01_bocaccio_1h/data/SanctSound_CI01_01_bocaccio_1h.csv"
+    s3.put(bucket, f"sanctsound/{hourly}", b"\xef\xbb\xbfIsoStartTime,Presence\r\n2018-11-01T09:00:00Z,0\r\n"
+                                          b"2018-11-01T10:00:00Z,1\r\n")
+    # A deployment of the site whose audio the store does not have: its rows are skipped and counted.
+    elsewhere = "products/detections/ci01/sanctsound_ci01_03_dolphins/data/SanctSound_CI01_03_dolphins.csv"
+    s3.put(bucket, f"sanctsound/{elsewhere}", b"ISOStartTime,ISOEndTime,Presence\n"
+                                              b"2019-09-04T06:42:04Z,2019-09-04T06:42:06Z,1\n")
+    monkeypatch.setenv("PAMINGEST_S3_ENDPOINT", s3.endpoint)
+    store = str(tmp_path / "store")
+    options = {"root": f"s3://{bucket}/sanctsound", "sites": ["ci01"]}
+    result = ingest_flow(source="sanctsound", options=options, store=store, scheduler_address="serial",
+                         detections=True)
+    assert result["ingested"] == 1 and result["detections_attached"] == 1
+    ds = pi.open_store(store)["sanctsound/ci01_01/2000Hz_1ch_pcm16"].to_dataset()
+    events = ds.pam.events()
+    assert list(events["label"]) == ["bocaccio"] and events["in_audio"].all()
+    assert (ds.pam.labels().sel(label="bocaccio").values == 1).all()  # 10:03:53 on: inside the positive hour
+    text = _artifact("annotate-sanctsound-detections")
+    assert "SanctSound_CI01_01_bocaccio_1h.csv" in text and "sanctsound/ci01_01/2000Hz_1ch_pcm16" in text
+    assert "SanctSound_CI01_03_dolphins.csv`: 1 rows for CI01_03" in text  # deployment 03: no audio here
+    again = ingest_flow(source="sanctsound", options=options, store=store, scheduler_address="serial",
+                        detections=True)
+    assert again["ingested"] == 0 and again["detections_attached"] == 0
+    assert len(pi.open_store(store)["sanctsound/ci01_01/2000Hz_1ch_pcm16"].to_dataset().pam.events()) == 1
