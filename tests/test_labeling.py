@@ -247,7 +247,7 @@ def _edit_table(path: Path, answers: dict[int, str], extra: list[dict[str, str]]
     path.write_text("\n".join(out) + "\n")
 
 
-def batch_table(path) -> "pd.DataFrame":
+def batch_table(path):
     """A review table as text cells (Raven writes no quotes)."""
     import csv
 
