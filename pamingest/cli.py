@@ -22,7 +22,8 @@ EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
 EXIT_CODES = f"""exit codes:
   {EXIT_OK}    done (recordings that failed to decode are listed in the report and the store)
   {EXIT_INCOMPLETE}    done in part: annotate could not attach a file or rejected rows of one (each
-       listed with file, line and reason), pseudolabel left chunks queued
+       listed with file, line and reason) or read a review table with no answer,
+       pseudolabel left chunks queued
   {EXIT_ERROR}    error: bad options or input, no store, an unknown or broken plug-in, the Dask
        scheduler lost mid-run (nothing of the run committed: run it again)
   {EXIT_RETRY}    try again: other writers kept changing the same data; what could not land was not
@@ -176,7 +177,7 @@ def cmd_annotate(args) -> int:
                     store_options=_storage_options(args), storage_options=_storage_options(args),
                     progress=_progress(args))
     print(json.dumps(report.as_dict(), indent=2) if args.json else report.summary())
-    return EXIT_INCOMPLETE if report.failed or report.rejected_rows else EXIT_OK
+    return EXIT_INCOMPLETE if report.failed or report.rejected_rows or report.unanswered_tables else EXIT_OK
 
 
 def _params(items: list[str], flag: str = "--param") -> dict:

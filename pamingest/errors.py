@@ -89,6 +89,10 @@ class AnnotationTargetError(AnnotationError):
     """An annotation names a stream, site or recording that the store does not hold."""
 
 
+class UnansweredReviewWarning(UserWarning):
+    """A review table read back has no answered clip (every ``Annotation`` still ``?``): nothing attached."""
+
+
 class SourceNotFoundError(PamIngestError, FileNotFoundError):
     """A source's root, site or deployment does not exist where the source looks for it."""
 

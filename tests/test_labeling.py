@@ -231,7 +231,9 @@ def test_killed_run_resumes_exactly_once(tmp_path, fixtures, labeler_plugin):
 
 # ---------------------------------------------------------------- review round trip
 
-def _edit_table(path: Path, answers: dict[int, str], extra: list[list[str]] = ()) -> None:
+def _edit_table(path: Path, answers: dict[int, str], extra: list[dict[str, str]] = ()) -> None:
+    """Answer a review table as a reviewer in Raven would: ``Annotation`` of row i, and selections drawn
+    (``extra``: cells by column name, the others empty)."""
     lines = path.read_text().splitlines()
     header = lines[0].split("\t")
     col = header.index("Annotation")
@@ -241,8 +243,17 @@ def _edit_table(path: Path, answers: dict[int, str], extra: list[list[str]] = ()
         cells[col] = answers.get(i, cells[col])
         out.append("\t".join(cells))
     for cells in extra:
-        out.append("\t".join(cells))
+        out.append("\t".join(cells.get(h, "") for h in header))
     path.write_text("\n".join(out) + "\n")
+
+
+def batch_table(path):
+    """A review table as text cells (Raven writes no quotes)."""
+    import csv
+
+    import pandas as pd
+
+    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE)
 
 
 def test_review_batch_round_trip(tmp_path, fixtures):
@@ -272,24 +283,45 @@ def test_review_batch_round_trip(tmp_path, fixtures):
                           "High Freq (Hz)"] and "Annotation" in header
 
     # The reviewer answers five clips (one humpback, the others nothing) and leaves one unanswered;
-    # in the second clip they draw a humpback call of their own (Begin File = the clip).
+    # on the second clip they draw a humpback call of their own (Raven writes Begin File = the clip and
+    # File Offset = the time in it); and one more on the sixth clip, in a table without Begin File for
+    # it (placed by its Begin Time in the sequence); one more runs off the end of a clip (rejected).
     ordered = sorted(rows)
     clip2 = Path(batch["clips"][1]).name
-    drawn = ["99", "Spectrogram 1", "1", "11.0", "12.0", "200", "900", clip2, "1.0", "", "", "", "", "humpback"]
-    _edit_table(Path(table), {0: "humpback", 1: "none", 2: "none", 3: "?", 4: "", 5: "none"}, [drawn])
-    result = subprocess.run([*PAMINGEST, "annotate", store, table, "--format", "raven", "--json"],
+    clip6_begin = float(batch_table(table)["Begin Time (s)"][5])
+    drawn = {"Selection": "99", "View": "Spectrogram 1", "Channel": "1", "Begin Time (s)": "11.0",
+             "End Time (s)": "12.0", "Low Freq (Hz)": "200", "High Freq (Hz)": "900", "Begin File": clip2,
+             "File Offset (s)": "1.0", "Annotation": "humpback"}
+    by_time = {"Selection": "100", "View": "Spectrogram 1", "Channel": "1", "Begin Time (s)": f"{clip6_begin + 2.5}",
+               "End Time (s)": f"{clip6_begin + 3.0}", "Annotation": "humpback"}
+    across = {**drawn, "Selection": "101", "File Offset (s)": "9.5", "Begin Time (s)": "19.5", "End Time (s)": "21"}
+    # A second batch of the same store, sent back unanswered: the report says so and nothing of it lands.
+    idle = review(store, "energy:humpback", tmp_path / "idle", n=2, strategy="top")
+    _edit_table(Path(table), {0: "humpback", 1: "none", 2: "none", 3: "?", 4: "", 5: "none"},
+                [drawn, by_time, across])
+    result = subprocess.run([*PAMINGEST, "annotate", store, table, idle.tables[0], "--format", "raven", "--json"],
                             capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == 1, result.stdout + result.stderr  # 1: a table came back unanswered, a row rejected
     attached = json.loads(result.stdout)
-    assert attached["files"][0]["effort"] == 5 and attached["files"][0]["events"] == 2
+    answered, unanswered = attached["files"]
+    assert answered["effort"] == 5 and answered["events"] == 3
+    assert answered["review"] == {"answered": 5, "unanswered": 1, "unanswered_selections": ["4"]}
+    assert [r["line"] for r in answered["rejected"]] == [10] and "past the end of review clip" in str(answered)
+    assert unanswered["review"]["answered"] == 0 and not unanswered["streams"]
+    assert attached["unanswered_tables"] == [idle.tables[0]]
+    assert "UnansweredReviewWarning" in result.stderr and idle.tables[0] in result.stderr
 
     ds = dataset(store)
     labels = ds.pam.labels().sel(label="humpback").values
     assert labels[ordered[0]] == 1 and labels[ordered[1]] == 1  # answered / drawn by the reviewer
-    assert [labels[r] for r in ordered[2:]] == [0, -1, 0, 0]  # reviewed nothing; unanswered stays unknown
+    # Reviewed nothing; unanswered stays unknown; the last one answered "none" but a call was drawn on it.
+    assert [labels[r] for r in ordered[2:]] == [0, -1, 0, 1]
     ev = ds.pam.events()
     drawn_event = ev[ev.line == 8].iloc[0]
     assert drawn_event.start == ds["chunk_start"].values[ordered[1]] + np.timedelta64(1, "s")
+    assert drawn_event.end - drawn_event.start == np.timedelta64(1, "s")
+    by_time_event = ev[ev.line == 9].iloc[0]
+    assert by_time_event.start == ds["chunk_start"].values[ordered[5]] + np.timedelta64(2500, "ms")
     # Answered chunks leave every queue and the review pool; the unanswered one stays. Effort is
     # time: a row recorded during an answered clip (the next file starts before this one ends: the
     # tiny last row of a file) is covered too.

@@ -36,9 +36,9 @@ def test_pseudolabel_annotate_and_review_show_progress_when_asked(store, tmp_pat
     # The review tables, answered, are annotation files: two of them, one unreadable.
     (table,) = batch.tables
     answered = tmp_path / "answered.txt"
-    answered.write_text(open(table).read().replace("\t?\n", "\tnone\n"))
+    answered.write_text(open(table).read().replace("\t?\t", "\tnone\t"))  # the Annotation cells
     attached = attach(store, [str(answered), str(tmp_path / "missing.txt")], "raven", progress=True)
-    assert len(attached.failed) == 1
+    assert len(attached.failed) == 1 and attached.files[0].review.answered == 5
     assert "2/2" in _final(capsys.readouterr().err, "files attached")
 
 

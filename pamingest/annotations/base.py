@@ -115,6 +115,23 @@ class RejectedRow:
         return str(AnnotationError(self.reason, self.file, self.line))
 
 
+@dataclass(frozen=True)
+class ReviewCounts:
+    """The clip rows of a review table (``pamingest review``): answered, and still ``?``.
+
+    ``unanswered_selections`` are the selection numbers still ``?`` (or
+    ``line N`` for a row without one).
+    """
+
+    answered: int = 0
+    unanswered: int = 0
+    unanswered_selections: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"answered": self.answered, "unanswered": self.unanswered,
+                "unanswered_selections": list(self.unanswered_selections)}
+
+
 @dataclass
 class Annotations:
     """One annotation file, normalised.
@@ -136,6 +153,8 @@ class Annotations:
         recording's length is unknown, or none claimed for an empty table).
     rejected : list of RejectedRow
         Rows left out (file, line, reason), in line order.
+    review : ReviewCounts or None
+        For a review table: its clip rows answered and unanswered.
     """
 
     file: str
@@ -145,6 +164,7 @@ class Annotations:
     recordings: tuple[tuple[str, int], ...] = ()
     notes: list[str] = field(default_factory=list)
     rejected: list[RejectedRow] = field(default_factory=list)
+    review: ReviewCounts | None = None
 
 
 # ---------------------------------------------------------------- recordings
@@ -439,6 +459,7 @@ class Collector:
         self.rejected: list[RejectedRow] = []
         self._holes: list[tuple[int, int]] = []  # spans of rows rejected for what they say, not when
         self._untimed = 0  # rows rejected before their time was known
+        self.review: ReviewCounts | None = None
 
     # ------------------------------------------------------------ rejecting rows
     def reject(self, line: int | None, reason: str, span: tuple[int, int] | None = None) -> None:
@@ -533,7 +554,8 @@ class Collector:
     def build(self) -> Annotations:
         rejected = sorted(self.rejected, key=lambda r: r.line or 0)
         return Annotations(self.file, self.format, self.events.frame(), self.effort.frame(),
-                           tuple(sorted(self.recordings.items())), list(dict.fromkeys(self.notes)), rejected)
+                           tuple(sorted(self.recordings.items())), list(dict.fromkeys(self.notes)), rejected,
+                           self.review)
 
 
 class _Row:
@@ -817,6 +839,6 @@ def local_to_utc(naive: _dt.datetime, tz: str, file: str, line: int | None) -> i
 __all__ = [
     "EFFORT_COLUMNS", "EVENT_COLUMNS", "MAX_SECONDS", "NAT", "PACIFIC", "TIME_RANGE", "AnnotationReader",
     "Annotations", "Collector", "ReadContext", "ReaderBase", "Recording", "RecordingLookup", "RejectedRow",
-    "ResolvedRecording", "Table", "cell", "check_text", "decode_text", "empty_effort", "empty_events", "file_name",
+    "ResolvedRecording", "ReviewCounts", "Table", "cell", "check_text", "decode_text", "empty_effort", "empty_events", "file_name",
     "local_to_utc", "normalize_label", "number", "parse_utc", "s_to_ns", "same_file", "seconds", "text_lines",
 ]

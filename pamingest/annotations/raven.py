@@ -10,6 +10,17 @@ Raven writes no quotes: every line is one selection, read without quote
 processing (a label may begin with ``"``). A selection that cannot be read is
 rejected (file, line, reason) and the others are kept.
 
+Review tables (``pamingest review``, a ``Review Clip`` column): each clip row
+is a chunk a labeller picked, on a clip of a file sequence (``Begin File``
+is the clip, ``Begin Time`` runs on across the clips in list order); its
+answer in ``Annotation`` is placed through ``Source File`` + ``Source Offset
+(s)`` (the original recording; tables written before those columns named it
+in ``Begin File``). A selection the reviewer drew is placed through the clip
+it names (``Begin File`` + ``File Offset (s)``) or, naming none, through the
+clip its ``Begin Time`` falls in. Rows still ``?`` are counted
+(``Annotations.review``) and a table with no answer at all is noted and
+warned about (``UnansweredReviewWarning``), naming the table.
+
 Effort: a human table (no ``Confidence``, not a review batch) covers its
 recordings whole, for ``effort_labels`` or, when none are given, every label.
 A header-only table (no selections at all) means "reviewed, nothing found"
@@ -22,9 +33,11 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 
-from ..errors import AnnotationError, AnnotationTargetError, ConfigError
-from .base import Annotations, ReadContext, ReaderBase, Table, cell, file_name, number, s_to_ns, seconds
+from ..errors import AnnotationError, AnnotationTargetError, ConfigError, UnansweredReviewWarning
+from .base import (Annotations, ReadContext, ReaderBase, ReviewCounts, Table, cell, file_name, number, s_to_ns,
+                   seconds)
 
 # Tried in this order when no label column is named.
 LABEL_COLUMNS = ("Annotation", "Species", "Common Name", "Species Code", "Label", "Class", "Call Type", "Type")
@@ -83,6 +96,7 @@ class RavenTable(ReaderBase):
         bfile, bpath, offset = table.col("Begin File"), table.col("Begin Path"), table.col("File Offset (s)")
         conf = table.col("Confidence")
         clip_col, asked_col = table.col("Review Clip"), table.col("Reviewed For")
+        source_col, source_offset = table.col("Source File"), table.col("Source Offset (s)")
         has_rows = table.has_rows()
         if self.label_column:
             label = table.need(self.label_column)
@@ -92,18 +106,28 @@ class RavenTable(ReaderBase):
                 table.need(*LABEL_COLUMNS)  # raises, naming the columns tried
         out = self.collector(name)
 
-        # Review clips -> (the recording they were cut from, the clip's offset in it). Review
-        # tables are small; this first pass is made only for them.
-        clips: dict[str, tuple[str, float]] = {}
-        if clip_col is not None and offset is not None:
+        # Review clips -> (the recording they were cut from, the clip's offset in it, the clip's span
+        # in the file sequence). Review tables are small; this first pass is made only for them.
+        clips: dict[str, tuple[str, float, float, float]] = {}
+        if clip_col is not None:
             for line, cells in table.rows():
-                if cell(cells, clip_col) and cell(cells, offset):
-                    origin = file_name(cell(cells, bpath)) or cell(cells, bfile)
-                    try:
-                        clips[file_name(cell(cells, clip_col))] = (
-                            origin, seconds(cell(cells, offset), "File Offset (s)", name, line))
-                    except AnnotationError:
-                        pass  # rejected with its line in the pass below
+                clip = file_name(cell(cells, clip_col))
+                if not clip:
+                    continue
+                try:
+                    if source_col is not None:
+                        origin = cell(cells, source_col)
+                        at = seconds(cell(cells, source_offset), "Source Offset (s)", name, line)
+                    else:  # written before the clips were the Begin File: Begin File is the recording
+                        origin = file_name(cell(cells, bpath)) or cell(cells, bfile)
+                        at = seconds(cell(cells, offset), "File Offset (s)", name, line)
+                    b = seconds(cell(cells, begin), "Begin Time (s)", name, line)
+                    e = seconds(cell(cells, end), "End Time (s)", name, line)
+                except AnnotationError:
+                    continue  # rejected with its line in the pass below
+                clips[clip] = (origin, at, b, e)
+        answered: set = set()
+        unanswered: dict = {}
 
         # One event per selection: Raven writes each once per view. Selection -> its event index
         # (None: the selection was rejected, or made no event), and events whose band came from a
@@ -120,23 +144,17 @@ class RavenTable(ReaderBase):
                 b = seconds(cell(cells, begin), "Begin Time (s)", name, line)
                 e = seconds(cell(cells, end), "End Time (s)", name, line)
                 out.check_span(s_to_ns(b), s_to_ns(e), line)
-                named = file_name(cell(cells, bpath)) or cell(cells, bfile)
-                is_clip = clip_col is not None and bool(cell(cells, clip_col))
+                clip = file_name(cell(cells, clip_col)) if clip_col is not None else ""
                 written = cell(cells, label)
-                if is_clip and written == UNANSWERED:
-                    if key != "":
-                        selections.setdefault(key, None)
-                    continue  # nobody answered: neither effort nor event
-                if named and offset is not None and cell(cells, offset):
-                    at = seconds(cell(cells, offset), "File Offset (s)", name, line)
-                    if not is_clip and named in clips:  # drawn by the reviewer inside a review clip
-                        named, at = clips[named][0], clips[named][1] + at
-                    rec = context.resolve(named, name, line)
-                    t0 = rec.start_ns + s_to_ns(at)
-                    t1 = t0 + s_to_ns(e - b)
-                else:
-                    rec = table_recording(context, name, line)
-                    t0, t1 = rec.start_ns + s_to_ns(b), rec.start_ns + s_to_ns(e)
+                if clip:
+                    which = key if key != "" else f"line {line}"
+                    if written == UNANSWERED:
+                        unanswered.setdefault(which, None)
+                        if key != "":
+                            selections.setdefault(key, None)
+                        continue  # nobody answered: neither effort nor event
+                    answered.add(which)
+                rec, t0, t1 = self._place(context, cells, clip, clips, b, e, bfile, bpath, offset, name, line)
                 if repeat:
                     self._repeated(out, selections[key], key, t0, t1, cells, view, low, high,
                                    band_from_waveform, name, line)
@@ -145,7 +163,7 @@ class RavenTable(ReaderBase):
                     selections[key] = None
                 confidence = number(cell(cells, conf), "Confidence", name, line, allow_empty=True)
                 machine = not math.isnan(confidence)
-                if is_clip:
+                if clip:
                     resolved.setdefault(rec.url, (rec, line))
                     out.recording(rec)
                     asked = [self.norm(x) for x in cell(cells, asked_col).split(";") if x.strip()]
@@ -168,6 +186,8 @@ class RavenTable(ReaderBase):
                     selections[key] = len(out.events) - 1
                     if not cell(cells, view).lower().startswith("spectrogram"):
                         band_from_waveform.add(len(out.events) - 1)
+        if clip_col is not None:
+            self._count_answers(out, name, answered, [k for k in unanswered if k not in answered])
         # A table with confidences is a detector's output (BirdNET): nobody reviewed it.
         if self.effort == "file" and conf is None and clip_col is None:
             if not has_rows:
@@ -184,6 +204,68 @@ class RavenTable(ReaderBase):
             for rec, line in resolved.values():
                 out.whole_file_effort(rec, self.effort_labels, line)
         return out.build()
+
+    @staticmethod
+    def _place(context, cells, clip, clips, b, e, bfile, bpath, offset, name, line):
+        """(recording, UTC start ns, UTC end ns) of a selection.
+
+        A review clip row through its source recording; a selection drawn in
+        a review table through the clip it names (``Begin File`` + ``File
+        Offset (s)``) or, naming no file, through the clip its ``Begin Time``
+        falls in; any other row through the file it names, else the
+        caller's recording.
+        """
+        if clip:
+            if clip not in clips:
+                raise AnnotationError(f"review clip {clip}: no source recording and offset to place it "
+                                      "(Source File, Source Offset (s))", name, line)
+            origin, at = clips[clip][:2]
+        else:
+            named = file_name(cell(cells, bpath)) or cell(cells, bfile)
+            has_offset = offset is not None and cell(cells, offset) != ""
+            inside = None  # (clip, seconds into it) of a selection drawn in a review table
+            if clips and named in clips and has_offset:
+                inside = named, seconds(cell(cells, offset), "File Offset (s)", name, line)
+            elif clips and not named:
+                hit = [c for c, (_, _, cb, ce) in clips.items() if cb <= b < ce]
+                if hit:
+                    inside = hit[0], b - clips[hit[0]][2]
+            if inside is not None:
+                c, into = inside
+                origin, at0, cb, ce = clips[c]
+                if into + (e - b) > (ce - cb) + 1e-6:
+                    raise AnnotationError(f"the selection runs past the end of review clip {c} "
+                                          f"({ce - cb:g} s long): draw it within one clip", name, line)
+                at = at0 + into
+            elif named and has_offset:
+                origin, at = named, seconds(cell(cells, offset), "File Offset (s)", name, line)
+            elif clips:
+                raise AnnotationError(f"a selection drawn in a review table must lie on a clip: it names none "
+                                      f"(Begin File) and its Begin Time {b:g} s is in none", name, line)
+            else:
+                rec = table_recording(context, name, line)
+                return rec, rec.start_ns + s_to_ns(b), rec.start_ns + s_to_ns(e)
+        rec = context.resolve(origin, name, line)
+        t0 = rec.start_ns + s_to_ns(at)
+        return rec, t0, t0 + s_to_ns(e - b)
+
+    @staticmethod
+    def _count_answers(out, name, answered, unanswered) -> None:
+        """Count a review table's answered clips; say so when some, or all, are still ``?``."""
+        out.review = ReviewCounts(len(answered), len(unanswered), tuple(str(k) for k in unanswered))
+        total = len(answered) + len(unanswered)
+        if not unanswered:
+            return
+        listed = ", ".join(str(k) for k in unanswered[:20]) + (", ..." if len(unanswered) > 20 else "")
+        if not answered:
+            message = (f"{name}: review table with no answered clip: all {total} Annotation cells are still "
+                       f"{UNANSWERED!r}, so nothing was attached from it (answer them in Raven, save the table, "
+                       "and annotate it again)")
+            out.notes.append(message)
+            warnings.warn(message, UnansweredReviewWarning, stacklevel=3)
+        else:
+            out.notes.append(f"{name}: {len(answered)} of {total} review clips answered; {len(unanswered)} still "
+                             f"{UNANSWERED!r} (selections {listed}) are left out and stay queued")
 
     @staticmethod
     def _repeated(out, index, key, t0, t1, cells, view, low, high, band_from_waveform, name, line) -> None:

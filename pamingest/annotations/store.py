@@ -50,7 +50,8 @@ from ..store import layout
 from ..store.repo import Store, StoreLocation
 from ..store.tables import Column, Table
 from ..timing import NAT, offset_ns
-from .base import Annotations, AnnotationReader, ReadContext, Recording, RejectedRow, ResolvedRecording, file_name
+from .base import (Annotations, AnnotationReader, ReadContext, Recording, RejectedRow, ResolvedRecording, ReviewCounts,
+                   file_name)
 from .labels import OverlapRule, chunk_labels, events_in_audio, row_spans
 
 log = logging.getLogger(__name__)
@@ -221,9 +222,11 @@ class AttachedFile:
     skipped_rows: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     rejected: list[RejectedRow] = field(default_factory=list)
+    review: ReviewCounts | None = None  # a review table's clip rows, answered and still "?"
 
     def as_dict(self) -> dict[str, Any]:
-        return {**vars(self), "rejected": [{"line": r.line, "reason": r.reason} for r in self.rejected]}
+        return {**vars(self), "rejected": [{"line": r.line, "reason": r.reason} for r in self.rejected],
+                "review": self.review.as_dict() if self.review is not None else None}
 
 
 # Rejected rows listed per file by ``AttachReport.summary``; ``as_dict`` (``--json``) lists them all.
@@ -247,6 +250,11 @@ class AttachReport:
         return self.snapshot_id is not None
 
     @property
+    def unanswered_tables(self) -> list[str]:
+        """Review tables read back without a single answer: nothing of them was attached."""
+        return [f.name for f in self.files if f.review is not None and not f.review.answered]
+
+    @property
     def rejected_rows(self) -> int:
         """Rows left out of the files read (each listed with its file, line and reason)."""
         return sum(len(f.rejected) for f in self.files)
@@ -261,6 +269,12 @@ class AttachReport:
                 lines.append(f"unchanged  {f.name}: already attached to {', '.join(f.unchanged)}")
             if f.outside_audio:
                 lines.append(f"  {f.outside_audio} events fall outside the ingested audio (kept)")
+            if f.review is not None:
+                a, u = f.review.answered, f.review.unanswered
+                lines.append(f"review     {f.name}: " + (
+                    f"no clip answered (all {u} still '?'): nothing attached from it" if not a
+                    else f"{a} of {a + u} clips answered, {u} still '?' (left queued)" if u
+                    else f"all {a} clips answered"))
             for site, n in f.skipped_rows.items():
                 lines.append(f"  {n} lines for {site!r} skipped: no such stream in the store")
             lines += [f"  note: {n}" for n in f.notes]
@@ -279,6 +293,7 @@ class AttachReport:
         return {"store": self.store, "snapshot_id": self.snapshot_id, "committed": self.committed,
                 "rebases": self.rebases, "rebuilds": self.rebuilds,
                 "files": [f.as_dict() for f in self.files], "rejected_rows": self.rejected_rows,
+                "unanswered_tables": self.unanswered_tables,
                 "failed": [{"file": n, "reason": m} for n, m in self.failed], "labels": self.labels}
 
 
@@ -481,7 +496,7 @@ def _attach(root: zarr.Group, url: str, contents, reader: AnnotationReader, give
             report.failed.append((name, f"{name}: not a readable table: {exc}"))
             continue
         entry = AttachedFile(name, reader.format, skipped_rows=skipped, notes=list(ann.notes),
-                             rejected=list(ann.rejected))
+                             rejected=list(ann.rejected), review=ann.review)
         ctx = _context_key(ann)
         outside = np.ones(len(ann.events), dtype=bool)
         for path in sorted(targets):

@@ -16,12 +16,12 @@ non-commercial model licence), and any registered through the
 ``pamingest.labelers`` entry point group.
 """
 
-from .base import (ENTRY_POINT_GROUP, Detection, LabelOutput, Labeler, LabelerSpec, get_labeler, labeler_key,
-                   registered)
+from .base import (ENTRY_POINT_GROUP, ChunkContext, Detection, LabelOutput, Labeler, LabelerSpec, get_labeler,
+                   labeler_key, registered)
 from .queue import FAILED, QUEUED, SCORED, LabelerInfo, StreamQueue, queue
 from .review import STRATEGIES, ReviewBatch, review
 from .run import PseudolabelReport, pseudolabel
 
-__all__ = ["Detection", "ENTRY_POINT_GROUP", "FAILED", "LabelOutput", "Labeler", "LabelerInfo", "LabelerSpec",
+__all__ = ["ChunkContext", "Detection", "ENTRY_POINT_GROUP", "FAILED", "LabelOutput", "Labeler", "LabelerInfo", "LabelerSpec",
            "PseudolabelReport", "QUEUED", "ReviewBatch", "SCORED", "STRATEGIES", "StreamQueue", "get_labeler",
            "labeler_key", "pseudolabel", "queue", "registered", "review"]

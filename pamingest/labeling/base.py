@@ -73,6 +73,31 @@ class LabelOutput:
     detections: list[Detection] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class ChunkContext:
+    """Where and when a batch's chunks were recorded: given to labellers that ask for it.
+
+    A labeller with a true ``uses_context`` attribute is called as
+    ``labeler(audio, n_valid, sample_rate, context=ChunkContext(...))``
+    (BirdNET: its species filter wants the place and the week); others are
+    called without it.
+
+    Attributes
+    ----------
+    stream : str
+        The stream's path in the store.
+    starts : numpy.ndarray
+        int64 ns since the epoch (UTC) of each chunk's first sample.
+    attrs : dict
+        The stream's attributes: ``sample_rate``, ``site``, and ``latitude``
+        / ``longitude`` where deployment metadata gave them.
+    """
+
+    stream: str
+    starts: np.ndarray
+    attrs: dict = field(default_factory=dict)
+
+
 @runtime_checkable
 class Labeler(Protocol):
     """A model that scores chunks of audio per class.
@@ -86,6 +111,8 @@ class Labeler(Protocol):
         the store scores each chunk exactly once per name and version.
     classes : tuple of str
         Class names (normalised labels, like annotation ``label_norm``).
+    uses_context : bool, optional
+        True: ``__call__`` also takes ``context=ChunkContext`` (where and when).
     """
 
     name: str
@@ -225,5 +252,5 @@ def labeler_key(name: str, version: str) -> str:
     return f"{slug(name)}_v{slug(version)}"
 
 
-__all__ = ["Detection", "ENTRY_POINT_GROUP", "LabelOutput", "Labeler", "LabelerSpec", "full_scale", "get_labeler",
+__all__ = ["ChunkContext", "Detection", "ENTRY_POINT_GROUP", "LabelOutput", "Labeler", "LabelerSpec", "full_scale", "get_labeler",
            "labeler_key", "mono", "registered", "slug"]

@@ -41,7 +41,7 @@ from ..store import layout
 from ..store.repo import Commit, Store, StoreLocation, load_session
 from ..store.tables import gather, scatter
 from ..timing import NS_PER_S
-from .base import Detection, Labeler, LabelerSpec, full_scale
+from .base import ChunkContext, Detection, Labeler, LabelerSpec, full_scale
 from .queue import (DETECTIONS, FAILED, FAILURES, QUEUED, SCORED, LabelerInfo, ensure_labeler, score_name,
                     status_name, store_queue)
 
@@ -152,8 +152,15 @@ def label_batch(batch: Batch, session_bytes: bytes, spec: LabelerSpec) -> BatchR
             n_valid, rate = np.asarray(batch.n_valid, dtype=np.int64), batch.sample_rate
         else:
             audio, n_valid, rate = read_rows(session, batch.stream, rows)
-        t0 = time.perf_counter()
-        out = labeler(audio, n_valid, rate)
+        if getattr(labeler, "uses_context", False):
+            group = zarr.open_group(session.store, path=batch.stream, mode="r")
+            starts = np.asarray(gather(group["chunk_start"], rows), dtype=np.int64)
+            context = ChunkContext(batch.stream, starts, dict(group.attrs))
+            t0 = time.perf_counter()
+            out = labeler(audio, n_valid, rate, context=context)
+        else:
+            t0 = time.perf_counter()
+            out = labeler(audio, n_valid, rate)
         elapsed = time.perf_counter() - t0
         read = t0 - t_read
         scores = np.asarray(out.scores, dtype=np.float32)
