@@ -77,9 +77,9 @@ def ingest(source: str = "orcasound", options: dict[str, Any] | None = None, sto
     store = settings.store(store)
     address = settings.scheduler(scheduler_address)
     with contextlib.ExitStack() as stack:
-        if address != "serial":
-            if not address:
-                address = stack.enter_context(local_cluster()).scheduler_address
+        if not address and orchestration.wants_cluster(source, options or {}):
+            address = stack.enter_context(local_cluster()).scheduler_address
+        if address and address != "serial":
             client = stack.enter_context(Client(address, set_as_default=False))
             log.info("Dask dashboard: %s", client.dashboard_link)
         reports = [ingest_piece(source, piece, store, address, row_seconds)

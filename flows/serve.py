@@ -29,6 +29,7 @@ from ingest import ingest  # noqa: E402
 from pseudolabel import pseudolabel  # noqa: E402
 
 ORCASOUND_EVERY_SECONDS = 600  # live segments arrive every 10 s; pick them up every 10 min
+ORCASOUND_LIVE_EVERY_SECONDS = 60  # the live deployment: a segment in the store within two minutes
 ANNOTATE_EVERY_SECONDS = 3600  # analysts save tables by the hour, not by the second
 
 
@@ -60,6 +61,13 @@ def deployments():
             parameters={"source": "orcasound", "options": {"nodes": nodes}},
             description="Live Orcasound HLS sessions: picks up new segments of growing sessions.",
             tags=["pamingest", "orcasound"],
+        ),
+        ingest.to_deployment(
+            name="orcasound-live", interval=ORCASOUND_LIVE_EVERY_SECONDS,
+            parameters={"source": "orcasound", "options": {"nodes": nodes, "live": True}},
+            description="Live Orcasound HLS, polled every minute: the nodes' newest sessions only, "
+                        "ingested in the flow run's threads.",
+            tags=["pamingest", "orcasound", "live"],
         ),
         ingest.to_deployment(
             name="sanctsound",

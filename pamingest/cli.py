@@ -74,6 +74,7 @@ def _orcasound_options(args) -> dict:
     options = {"nodes": args.node, "start": args.start, "end": args.end, "bucket": args.bucket}
     if not args.flac:
         options["capture_delay_s"] = args.capture_delay
+        options["live"] = args.live or None
     return options
 
 
@@ -300,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--node", action="append", required=True, help="node folder, e.g. rpi_orcasound_lab (repeatable)")
     o.add_argument("--bucket", default="audio-orcasound-net")
     o.add_argument("--flac", action="store_true", help="the node's FLAC archive instead of HLS")
+    o.add_argument("--live", action="store_true",
+                   help="only the node's newest sessions, without listing every session (to poll every minute)")
     o.add_argument("--capture-delay", type=float, default=0.0,
                    help="seconds added to PTS-derived times for the node's capture start-up (default 0)")
     _ingest_options(o, time_range=True)

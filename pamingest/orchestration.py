@@ -123,6 +123,16 @@ def work_partitions(kind: str, options: dict[str, Any]) -> list[dict[str, Any]]:
     return [dict(options)]
 
 
+def wants_cluster(kind: str, options: dict[str, Any]) -> bool:
+    """Whether a flow given no scheduler should start a LocalCluster for this source.
+
+    A live poll (Orcasound ``live``) finds a few new segments a minute: a
+    cluster would take longer to start than the work, so the ingest runs in
+    threads of the flow run's process (``ingest``'s own choice for small jobs).
+    """
+    return not options.get("live")
+
+
 def ingest_partition(kind: str, options: dict[str, Any], store: str, scheduler: str | None = None,
                      row_seconds: float | None = None, *, s3_endpoint: str | None = None,
                      store_options: dict[str, Any] | None = None) -> IngestReport:

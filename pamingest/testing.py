@@ -73,3 +73,46 @@ def hls_segments(samples: np.ndarray, rate: int = 48_000, frames_per_segment: in
                 out.mux(packet)
         segments.append(buf.getvalue())
     return segments
+
+
+def restamped_segments(segments: list[bytes], count: int, first: int = 0) -> list[bytes]:
+    """Segments ``first .. first + count - 1`` of an endless session cut from real ones, timestamps restamped.
+
+    The AAC packets of ``segments`` (a real session's MPEG-TS segments) are
+    reused in turn, unchanged, and given the timestamps an unbroken session
+    would have: the first segment's first packet at 1.4 s, each packet one
+    AAC frame after the one before. Segment ``k`` is the same bytes whatever
+    ``first`` was, so a growing bucket can be filled one segment at a time.
+    """
+    import av
+
+    packets: list[list[tuple[bytes, int]]] = []  # per source segment: (payload, duration in its time base)
+    stream_info = None
+    for data in segments:
+        with av.open(io.BytesIO(data), "r", format="mpegts") as f:
+            audio = f.streams.audio[0]
+            stream_info = stream_info or (audio.codec_context.sample_rate, audio.codec_context.layout.name,
+                                          audio.time_base)
+            packets.append([(bytes(p), int(p.duration or 0)) for p in f.demux(audio) if p.size])
+    rate, layout, time_base = stream_info
+    frame = Fraction(1024, rate) / time_base  # an AAC frame in the stream's time base
+    per_segment = [len(p) for p in packets]
+    out = []
+    for k in range(first, first + count):
+        source = packets[k % len(packets)]
+        # Packets before segment k: whole cycles of the source segments, then the rest of one cycle.
+        before = (k // len(packets)) * sum(per_segment) + sum(per_segment[: k % len(packets)])
+        start = int(round(MPEGTS_START_PTS_S / time_base)) + int(before * frame)
+        buf = io.BytesIO()
+        with av.open(buf, "w", format="mpegts") as f:
+            stream = f.add_stream("aac", rate=rate, layout=layout)
+            stream.time_base = time_base
+            for i, (payload, _) in enumerate(source):
+                packet = av.Packet(payload)
+                packet.stream = stream
+                packet.time_base = time_base
+                packet.pts = packet.dts = start + int(i * frame)
+                packet.duration = int(frame)
+                f.mux(packet)
+        out.append(buf.getvalue())
+    return out

@@ -457,3 +457,52 @@ def test_capture_delay_shifts_every_time_and_nothing_else(orca_bucket, tmp_path)
     np.testing.assert_array_equal(delayed["audio"].values, plain["audio"].values)
     shift = (delayed["chunk_start"].values - plain["chunk_start"].values).astype(np.int64)
     assert set(shift.tolist()) == {int(2.5 * NS_PER_S)}
+
+
+def test_live_polls_follow_a_growing_session_a_missing_segment_and_a_restart(s3, fixture_segments, tmp_path):
+    """What the orcasound-live deployment does every minute, poll by poll, on a bucket that grows by
+    restamped real segments: only the newest sessions are listed; the store after the polls equals a
+    one-shot ingest of the same bucket, a missing segment is a gap, a restart a new run."""
+    import time
+
+    from pamingest.sources.orcasound import LIVE_LOOKBACK_S
+    from pamingest.testing import restamped_segments
+
+    s3.bucket(BUCKET)
+    now = int(time.time())
+    old, first, restart = now - LIVE_LOOKBACK_S - 3600, now - 600, now - 60
+    for epoch in (old - 86400, old):  # earlier sessions: never listed by a live poll
+        s3.put(BUCKET, f"{LAB}/hls/{epoch}/live000.ts", fixture_segments[0])
+    segments = restamped_segments(fixture_segments, 8)
+    put = lambda epoch, n: s3.put(BUCKET, f"{LAB}/hls/{epoch}/live{n:03d}.ts", segments[n])  # noqa: E731
+    live = OrcasoundHLS([LAB], live=True, storage_options=s3.storage_options)
+    store = str(tmp_path / "live")
+    polls = []
+    for batch in ([(first, 0), (first, 1), (first, 2)], [(first, 3), (first, 4)],
+                  [(first, 6)],  # live005.ts never arrives
+                  [(restart, 0), (restart, 1), (first, 7)]):  # the node restarted; the old session's tail lands late
+        for epoch, n in batch:
+            put(epoch, n)
+        polls.append(pi.ingest(live, store, client="serial"))
+    assert [p.ingested for p in polls] == [3, 2, 1, 3] and not any(p.failed for p in polls)
+    assert live.sessions(LAB) == [first, restart]
+    assert live.partitions() == [f"{LAB}/hls/{first}", f"{LAB}/hls/{restart}"]
+
+    ds = lab_stream(store)
+    assert not [u for u in ds["file_url"].values.tolist() if f"/{old}/" in u or f"/{old - 86400}/" in u]
+    # The one-shot ingest of the sessions the polls saw (the old ones are in the bucket too).
+    once = str(tmp_path / "once")
+    pi.ingest(OrcasoundHLS([LAB], start=np.datetime64(first, "s"), storage_options=s3.storage_options), once,
+              client="serial")
+    ref = lab_stream(once)
+    assert sorted(ds["file_url"].values.tolist()) == sorted(ref["file_url"].values.tolist())
+    order, ref_order = np.argsort(ds["chunk_start"].values), np.argsort(ref["chunk_start"].values)
+    for name in ("n_valid", "chunk_start"):
+        np.testing.assert_array_equal(ds[name].values[order], ref[name].values[ref_order], err_msg=name)
+    np.testing.assert_array_equal(ds["audio"].values[order], ref["audio"].values[ref_order])
+    # live005 missing: a gap of one segment inside the first session; the restart: a third span.
+    spans = ds.pam.coverage()
+    assert len(spans) == 3
+    gap = (spans["start"].iloc[1] - spans["end"].iloc[0]) / np.timedelta64(1, "s")
+    assert gap == pytest.approx(469 * 1024 / 48000, abs=1e-3)
+    assert spans["start"].iloc[2] == np.datetime64(restart * NS_PER_S, "ns")

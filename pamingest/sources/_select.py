@@ -123,6 +123,23 @@ def list_objects(fs, path: str, *, recursive: bool = False, prefix: str = "") ->
     return sorted((e for e in entries if e.get("type") != "directory"), key=lambda e: e["name"])
 
 
+def list_folders_with_prefix(fs, path: str, prefix: str) -> list[dict]:
+    """Folders (and objects) directly under ``path`` whose names start with ``prefix``: one S3
+    listing with that key prefix, not a listing of the whole folder; [] if none."""
+    if hasattr(fs, "_lsdir"):  # s3fs: a delimited listing with a key prefix
+        from fsspec.asyn import sync
+
+        try:
+            return sync(fs.loop, fs._lsdir, path.rstrip("/"), refresh=True, prefix=prefix)
+        except FileNotFoundError:
+            return []
+    try:
+        entries = fs.ls(path, detail=True)
+    except FileNotFoundError:
+        return []
+    return [e for e in entries if e["name"].rstrip("/").rsplit("/", 1)[-1].startswith(prefix)]
+
+
 def list_folders(fs, path: str) -> list[str]:
     """Names (last path segment) of the folders directly under ``path``, sorted; [] if missing."""
     try:

@@ -19,12 +19,15 @@ so it defaults to 0 and the stream records ``time_uncertainty_seconds``.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from ..decode.hls import DEFAULT_BLOCK_SEGMENTS, MPEGTS_START_PTS_S, SEGMENT_NAME
 from ..fsutil import filesystem, join_url
 from ..timing import NS_PER_S, to_ns
+from ..errors import ConfigError
+from ._select import list_folders_with_prefix
 from .base import RejectedFile, SourceFile
 from .files import TimestampedFiles
 
@@ -37,6 +40,17 @@ NOMINAL_SEGMENT_SECONDS = 10.0
 # Orcasound's own tools shift times by 1-3 s for the capture start-up.
 TIME_UNCERTAINTY_SECONDS = 3.0
 _EPOCH = re.compile(r"(\d{9,11})\Z")
+# Live polling: a session lasts at most a day (nodes restart every few hours), so its
+# folder epoch is within the last two days; after a restart, the previous session's
+# last segments may still be uploading, so the newest two sessions are listed.
+LIVE_LOOKBACK_S = 2 * 86400
+LIVE_SESSIONS = 2
+
+
+def epoch_prefixes(lo: int, hi: int, digits: int = 5) -> list[str]:
+    """Key prefixes (the leading ``digits`` digits) covering every epoch of [lo, hi] of the same length."""
+    step = 10 ** max(len(str(hi)) - digits, 0)
+    return sorted({str(e)[:digits] for e in range(lo - lo % step, hi + 1, step) if len(str(e)) == len(str(hi))})
 
 
 def _range(start: Any, end: Any) -> tuple[int | None, int | None]:
@@ -61,6 +75,10 @@ class OrcasoundHLS:
         Seconds between the streamer's PTS origin and the sound it carries.
     block_segments : int
         Segments per decode block (see ``pamingest.decode.hls``).
+    live : bool
+        Poll mode: only the node's newest sessions, found without listing
+        every session folder (see ``LIVE_SESSIONS``); for a deployment that
+        runs every minute. Not with ``start``/``end``.
     """
 
     nodes: Sequence[str]
@@ -71,11 +89,14 @@ class OrcasoundHLS:
     capture_delay_s: float = 0.0
     block_segments: int = DEFAULT_BLOCK_SEGMENTS
     name: str = "orcasound"
+    live: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.nodes, str):
             self.nodes = [self.nodes]
         self._t0, self._t1 = _range(self.start, self.end)
+        if self.live and (self.start is not None or self.end is not None):
+            raise ConfigError("live polls the newest sessions: give no start or end with it")
 
     @property
     def decoder(self) -> tuple[str, dict]:
@@ -86,18 +107,32 @@ class OrcasoundHLS:
         return filesystem(f"s3://{self.bucket}", self.storage_options)
 
     def sessions(self, node: str) -> list[int]:
-        """Session epochs of a node, oldest first (from the listing, never from live.m3u8)."""
+        """Session epochs of a node, oldest first (from the listing, never from live.m3u8).
+
+        In ``live`` mode only the newest ``LIVE_SESSIONS`` of those started in
+        the last ``LIVE_LOOKBACK_S``, listed by epoch prefix (``hls/17644``...:
+        two or three requests, however many sessions the node has had).
+        """
         fs, _ = self._fs()
-        try:
-            entries = fs.ls(f"{self.bucket}/{node}/hls/", detail=True)
-        except FileNotFoundError:
-            return []
+        folder = f"{self.bucket}/{node}/hls/"
+        if self.live:
+            now = int(time.time())
+            entries = [e for p in epoch_prefixes(now - LIVE_LOOKBACK_S, now + 60)
+                       for e in list_folders_with_prefix(fs, folder, p)]
+        else:
+            try:
+                entries = fs.ls(folder, detail=True)
+            except FileNotFoundError:
+                return []
         epochs = []
         for e in entries:
             m = _EPOCH.search(e["name"].rstrip("/"))
             if e["type"] == "directory" and m:
                 epochs.append(int(m.group(1)))
-        return sorted(epochs)
+        epochs = sorted(set(epochs))
+        if self.live:  # the prefixes cover more than the lookback: keep to it
+            epochs = [e for e in epochs if e >= now - LIVE_LOOKBACK_S][-LIVE_SESSIONS:]
+        return epochs
 
     def partitions(self) -> list[str]:
         """One partition per session that overlaps the range: ``<node>/hls/<epoch>``."""
