@@ -391,7 +391,8 @@ def pseudolabel(
     streams : iterable of str, optional
         Stream paths or prefixes (default: every stream).
     client : distributed.Client, str, "serial" or None
-        Where labelling runs (as for ``ingest``); None starts a LocalCluster.
+        Where labelling runs (as for ``ingest``); None starts a LocalCluster, unless the queued
+        audio is small (below ``executor.LOCAL_WORK_BYTES`` decoded): then threads of this process.
     batch_rows : int
         Chunks per task.
     max_chunks : int, optional
@@ -438,7 +439,11 @@ def pseudolabel(
         report.elapsed_seconds = time.perf_counter() - t0
         return report
     session_bytes = pickle.dumps(session)
-    with executor_for(client, n_workers) as executor, \
+    # The decoded audio to score: a few new rows (a live poll's) are scored in threads here, as
+    # ingest runs a small job, instead of waiting seconds for a LocalCluster to start.
+    work_bytes = sum(len(rows) * int(np.prod(root[path]["audio"].shape[1:])) * root[path]["audio"].dtype.itemsize
+                     for path, rows in queued.items())
+    with executor_for(client, n_workers, work_bytes=work_bytes) as executor, \
             progress_bar(progress, report.queued, "chunks scored", "chunk") as bar:
         report.dashboard_link = executor.dashboard_link
         limit = 2 * executor.n_threads + 1
