@@ -148,8 +148,56 @@ def ingest_partition(kind: str, options: dict[str, Any], store: str, scheduler: 
                   store_options=store_options or {}, row_seconds=row_seconds)
 
 
-def report_markdown(reports: list[dict[str, Any]]) -> str:
-    """A Markdown summary of a run's reports (``IngestReport.as_dict()``), for a Prefect artifact."""
+# The ingest flow's report is lighter than `pamingest report`'s: it is rewritten after every run that changed the
+# store (every 10 minutes for Orcasound), so LTSA images of the last 2 days, from at most 288 rows each (the cost
+# grows with those rows, not with the store: ~5 s for a day of 48 kHz stereo).
+FLOW_REPORT_OPTIONS = {"ltsa_days": 2, "ltsa_rows_per_day": 288}
+
+
+def report_target(store: str, given: str | None = None) -> str | None:
+    """Where the ingest flow writes the store's report, or None for no report.
+
+    ``given``: a path or URL, or ``""``/``"off"`` for none. By default
+    ``<store>-report.html`` beside a local store, and none for an object
+    store: there every run would read rows over the network and write an
+    object into the bucket that nobody asked for, and the artifact's link
+    to it would not open from the Prefect UI (give a path to have one).
+    """
+    if given is not None:
+        return None if given.strip().lower() in ("", "off", "none", "false", "no") else given
+    if "://" in store and not store.startswith("file://"):
+        return None
+    return f"{store.rstrip('/')}-report.html"
+
+
+def store_report(store: str, out: str, reports: list[dict[str, Any]] | None = None, *,
+                 store_options: dict[str, Any] | None = None, **options: Any):
+    """Write the store's report page after an ingest (``pamingest.report.report``); returns its summary.
+
+    With ``reports`` (the run's ``IngestReport.as_dict()``), only when the
+    run changed the store (rows, failed or partial files) or no page is at
+    ``out`` yet; None when skipped. ``options`` go to ``report`` (default
+    ``FLOW_REPORT_OPTIONS``).
+    """
+    from .fsutil import filesystem
+    from .report import report
+
+    same_place = out.split("://")[0] == store.split("://")[0] if "://" in out else "://" not in store
+    out_options = store_options if same_place else None
+    if reports is not None and not any(r["rows"] or r["failed"] or r.get("partial") for r in reports):
+        fs, path = filesystem(out, out_options)
+        if fs.exists(path):
+            return None
+    return report(store, out, storage_options=store_options, out_storage_options=out_options,
+                  **{**FLOW_REPORT_OPTIONS, **options})
+
+
+def report_markdown(reports: list[dict[str, Any]], page: dict[str, Any] | BaseException | None = None) -> str:
+    """A Markdown summary of a run's reports (``IngestReport.as_dict()``), for a Prefect artifact.
+
+    ``page``: the store report written after the run (``ReportSummary.as_dict()``), linked; or the
+    error that stopped it, named.
+    """
     ingested = sum(r["ingested"] for r in reports)
     hours = sum(r["audio_hours"] for r in reports)
     size = sum(r["bytes_read"] for r in reports)
@@ -169,7 +217,21 @@ def report_markdown(reports: list[dict[str, Any]]) -> str:
     streams = sorted({s for r in reports for s in r["streams"]})
     if streams:
         lines += ["", "**Streams written**: " + ", ".join(f"`{s}`" for s in streams)]
+    if isinstance(page, BaseException):
+        lines += ["", f"**Store report** not written: {type(page).__name__}: {page}"]
+    elif page:
+        out = page["out"]
+        link = out if "://" in out else "file://" + _abspath(out)
+        lines += ["", f"**Store report**: [{out}]({link}) (snapshot `{page['snapshot_id']}`; open it in a "
+                      "browser: coverage, LTSA per day, failures, labels, queue, history)"]
     return "\n".join(lines)
+
+
+def _abspath(path: str) -> str:
+    import os
+    from urllib.parse import quote
+
+    return quote(os.path.abspath(path))
 
 
 # ---------------------------------------------------------------- pseudo-labelling
