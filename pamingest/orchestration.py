@@ -148,10 +148,11 @@ def ingest_partition(kind: str, options: dict[str, Any], store: str, scheduler: 
                   store_options=store_options or {}, row_seconds=row_seconds)
 
 
-# The ingest flow's report is lighter than `pamingest report`'s: it is rewritten after every run that changed the
-# store (every 10 minutes for Orcasound), so LTSA images of the last 2 days, from at most 288 rows each (the cost
-# grows with those rows, not with the store: ~5 s for a day of 48 kHz stereo).
-FLOW_REPORT_OPTIONS = {"ltsa_days": 2, "ltsa_rows_per_day": 288}
+# The ingest flow's report is lighter than `pamingest report`'s: it is rewritten after each run that changed the
+# store (every 10 minutes for Orcasound), and its cost is the LTSA rows it reads (~0.1-0.2 s per 10 s row of 48 kHz
+# stereo on 2 cores), so the last day from at most 144 rows (one per 10 min): 15-30 s at most, whatever the
+# store's size (and ~1 s for the small stores of a demo).
+FLOW_REPORT_OPTIONS = {"ltsa_days": 1, "ltsa_rows_per_day": 144}
 
 
 def report_target(store: str, given: str | None = None) -> str | None:
@@ -171,19 +172,22 @@ def report_target(store: str, given: str | None = None) -> str | None:
 
 
 def store_report(store: str, out: str, reports: list[dict[str, Any]] | None = None, *,
-                 store_options: dict[str, Any] | None = None, **options: Any):
+                 store_options: dict[str, Any] | None = None, out_options: dict[str, Any] | None = None,
+                 **options: Any):
     """Write the store's report page after an ingest (``pamingest.report.report``); returns its summary.
 
     With ``reports`` (the run's ``IngestReport.as_dict()``), only when the
     run changed the store (rows, failed or partial files) or no page is at
     ``out`` yet; None when skipped. ``options`` go to ``report`` (default
-    ``FLOW_REPORT_OPTIONS``).
+    ``FLOW_REPORT_OPTIONS``). ``out_options``: access to ``out``; by default the store's
+    when both are on the same kind of storage.
     """
     from .fsutil import filesystem
     from .report import report
 
-    same_place = out.split("://")[0] == store.split("://")[0] if "://" in out else "://" not in store
-    out_options = store_options if same_place else None
+    if out_options is None:
+        same_kind = out.split("://")[0] == store.split("://")[0] if "://" in out else "://" not in store
+        out_options = store_options if same_kind else None
     if reports is not None and not any(r["rows"] or r["failed"] or r.get("partial") for r in reports):
         fs, path = filesystem(out, out_options)
         if fs.exists(path):
@@ -221,17 +225,16 @@ def report_markdown(reports: list[dict[str, Any]], page: dict[str, Any] | BaseEx
         lines += ["", f"**Store report** not written: {type(page).__name__}: {page}"]
     elif page:
         out = page["out"]
-        link = out if "://" in out else "file://" + _abspath(out)
+        link = out if "://" in out else _file_uri(out)
         lines += ["", f"**Store report**: [{out}]({link}) (snapshot `{page['snapshot_id']}`; open it in a "
                       "browser: coverage, LTSA per day, failures, labels, queue, history)"]
     return "\n".join(lines)
 
 
-def _abspath(path: str) -> str:
-    import os
-    from urllib.parse import quote
+def _file_uri(path: str) -> str:
+    from pathlib import Path
 
-    return quote(os.path.abspath(path))
+    return Path(path).absolute().as_uri()
 
 
 # ---------------------------------------------------------------- pseudo-labelling

@@ -70,7 +70,7 @@ class ReportSummary:
 
 def report(store: Any, out: str, *, snapshot: str | None = None, storage_options: dict | None = None,
            out_storage_options: dict | None = None, ltsa_days: int = 7, ltsa_images: int = 60,
-           ltsa_rows_per_day: int = 576, ltsa_columns: int = 288, max_spans: int = 2000, max_list: int = 200,
+           ltsa_rows_per_day: int = 288, ltsa_columns: int = 288, max_spans: int = 2000, max_list: int = 200,
            history: int = 50) -> ReportSummary:
     """Write a store's report: one self-contained static HTML file.
 
@@ -90,12 +90,14 @@ def report(store: Any, out: str, *, snapshot: str | None = None, storage_options
     ltsa_images : int
         At most this many LTSA images in the whole page.
     ltsa_rows_per_day : int
-        Rows read for one day's LTSA at most, picked evenly in time (a day
-        of 10 s rows has 8640; each column of the image is a bin's mean
-        over the rows read in it).
+        Rows read for one day's LTSA at most: the first rows of each bin (a
+        day of 10 s rows has 8640; a column of the image is the mean over
+        the rows read in its bin). Reading is what a report costs: ~0.1 s
+        per 10 s row of 48 kHz stereo on 2 cores.
     ltsa_columns : int
-        Time bins of a day's image at most (bins are at least a row long,
-        and a duty cycle's period long on a duty-cycled stream).
+        Time bins of a day's image at most, and no more than
+        ``ltsa_rows_per_day`` (bins are at least a row long, and a duty
+        cycle's period long on a duty-cycled stream).
     max_spans : int
         Timelines with more spans than this are drawn as pixel columns
         shaded by the fraction of time they hold audio.
@@ -389,16 +391,17 @@ def _ltsa_section(ds, starts, ends, s, limits: _Limits) -> tuple[str, list[str]]
         k = np.searchsorted(starts, hi, side="left") - 1
         last = int(min(hi, ends[k]))
         row_ns = int(s.row_seconds * NS_PER_S)
-        width = max(-(-(last - first) // limits.columns), row_ns, period, NS_PER_S)
-        width = -(-width // NS_PER_S) * NS_PER_S  # whole seconds
-        a, b = np.searchsorted(row_start, lo), np.searchsorted(row_start, hi)
-        picked = row_ids[a:b]
-        if len(picked) > limits.rows_per_day:
-            picked = picked[np.linspace(0, len(picked) - 1, limits.rows_per_day).round().astype(int)]
-            read = f", {len(picked)} of {b - a} rows read"
-        else:
-            read = ""
+        # No more bins than rows read: each bin of a continuous day gets a row, none is left grey for want of one.
+        bins = min(limits.columns, limits.rows_per_day)
+        width = max(-(-(last - first) // bins), row_ns, period, NS_PER_S)
+        # A round length (1 min, 15 min, 1 h...), or whole seconds past the list.
+        width = next((t * NS_PER_S for t in TICK_STEPS_S if t * NS_PER_S >= width), -(-width // NS_PER_S) * NS_PER_S)
         lo_bin, hi_bin = first // width * width, -(-last // width) * width
+        a, b = np.searchsorted(row_start, lo), np.searchsorted(row_start, hi)
+        per_bin = max(1, limits.rows_per_day // ((hi_bin - lo_bin) // width))
+        picked = _rows_per_bin(row_start[a:b], lo_bin, width, per_bin)
+        read = f", {len(picked)} of {b - a} rows read (the first of each bin)" if len(picked) < b - a else ""
+        picked = row_ids[a:b][picked]
         sub = ds.isel(chunk=np.sort(picked))
         L = spectra.ltsa(sub, pd.Timedelta(width, unit="ns"), start=lo_bin, end=hi_bin)
         png = _ltsa_png(L, lo_bin, hi_bin, day)
@@ -411,6 +414,13 @@ def _ltsa_section(ds, starts, ends, s, limits: _Limits) -> tuple[str, list[str]]
                        f"<figcaption>{_e(caption)}</figcaption></figure>")
     head = "".join(f'<p class="note">{_e(n)}.</p>' for n in notes)
     return head + "\n".join(figures), cut
+
+
+def _rows_per_bin(starts: np.ndarray, lo: int, width: int, per_bin: int) -> np.ndarray:
+    """Positions of the first ``per_bin`` rows (sorted ``starts``) starting in each bin of ``width`` from ``lo``."""
+    bin_of = (starts - lo) // width
+    first = np.searchsorted(bin_of, bin_of, side="left")  # each row's bin's first row
+    return np.flatnonzero(np.arange(len(starts)) - first < per_bin)
 
 
 def _period_ns(starts: np.ndarray, ends: np.ndarray) -> int:

@@ -99,6 +99,9 @@ def test_a_large_report_is_cut_and_says_where(report_store, tmp_path):
     assert 48 <= len(x) <= 96 and int((np.diff(x) > 1).sum()) + 1 == 48
     assert "limit of 1 LTSA images (ltsa_images) is reached" in songmeter  # the second stream in path order
     assert "This page is bounded" in page
+    # A day's LTSA from the first row of each bin: 12 rows asked, 12 bins of 1 h, the first of each read.
+    report(report_store, str(tmp_path / "few.html"), ltsa_rows_per_day=12)
+    assert "12 bins of 1 h, 12 of 48 rows read (the first of each bin)" in (tmp_path / "few.html").read_text()
     none = report(report_store, str(tmp_path / "none.html"), ltsa_days=0)
     assert none.ltsa_images == 0 and "LTSA images not drawn (ltsa_days=0)" in (tmp_path / "none.html").read_text()
     with pytest.raises(pi.ConfigError, match="max_spans"):
@@ -153,3 +156,21 @@ def test_the_report_in_a_browser_loads_clean_and_shows_the_timeline(chromium, wr
     marked = coloured(rgb).any(axis=0)
     runs = int(np.count_nonzero(marked[1:] & ~marked[:-1]) + marked[0])
     assert runs == 48, runs
+
+
+def test_the_ingest_flow_writes_its_report_beside_local_stores_only(report_store, s3, tmp_path):
+    from pamingest.orchestration import report_markdown, report_target
+
+    assert report_target("/data/store") == "/data/store-report.html"
+    assert report_target("s3://bucket/store") is None  # each run would read rows over the network
+    assert report_target("s3://bucket/store", "/srv/www/store.html") == "/srv/www/store.html"
+    assert report_target("/data/store", "off") is None and report_target("/data/store", "") is None
+    # A report asked for in a bucket is written there.
+    s3.bucket("reports")
+    options = {"endpoint_url": s3.endpoint, "key": "testing", "secret": "testing"}
+    summary = report(report_store, "s3://reports/store.html", out_storage_options=options, ltsa_days=0)
+    body = s3.client.get_object(Bucket="reports", Key="store.html")["Body"].read()
+    assert len(body) == summary.bytes and body.startswith(b"<!DOCTYPE html>")
+    assert "not written: RuntimeError: disk full" in report_markdown(
+        [{"ingested": 0, "audio_hours": 0, "bytes_read": 0, "failed": [], "snapshot_id": "X", "streams": []}],
+        RuntimeError("disk full"))
