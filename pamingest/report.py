@@ -379,9 +379,9 @@ def _ltsa_section(ds, starts, ends, s, limits: _Limits) -> tuple[str, list[str]]
     except ImportError:
         limits.matplotlib_missing = "LTSA images need matplotlib: pip install 'pamingest[report]'"
         return f'<p class="note">{_e(limits.matplotlib_missing)}.</p>', []
-    rows = ds.pam.rows
-    row_ids = rows["row"].to_numpy()
-    row_start = rows["start"].to_numpy().astype("datetime64[ns]").astype(np.int64)
+    # The live rows by start, as coverage() just indexed them (cached on the accessor); ds.pam.rows would
+    # also make a file URL per row, hundreds of MB for a year of 10 s rows.
+    row_ids, row_start, _ = ds.pam._rows()
     period = _period_ns(starts, ends)
     figures = []
     for day in chosen:
@@ -398,8 +398,11 @@ def _ltsa_section(ds, starts, ends, s, limits: _Limits) -> tuple[str, list[str]]
         width = next((t * NS_PER_S for t in TICK_STEPS_S if t * NS_PER_S >= width), -(-width // NS_PER_S) * NS_PER_S)
         lo_bin, hi_bin = first // width * width, -(-last // width) * width
         a, b = np.searchsorted(row_start, lo), np.searchsorted(row_start, hi)
-        per_bin = max(1, limits.rows_per_day // ((hi_bin - lo_bin) // width))
-        picked = _rows_per_bin(row_start[a:b], lo_bin, width, per_bin)
+        if b - a <= limits.rows_per_day:
+            picked = np.arange(b - a)
+        else:
+            per_bin = max(1, limits.rows_per_day // ((hi_bin - lo_bin) // width))
+            picked = _rows_per_bin(row_start[a:b], lo_bin, width, per_bin)
         read = f", {len(picked)} of {b - a} rows read (the first of each bin)" if len(picked) < b - a else ""
         picked = row_ids[a:b][picked]
         sub = ds.isel(chunk=np.sort(picked))

@@ -125,6 +125,13 @@ def test_the_command_writes_the_page_and_names_a_missing_store(report_store, tmp
     out = tmp_path / "cli.html"
     assert main(["report", report_store, "-o", str(out), "--ltsa-days", "0"]) == 0
     assert "<svg" in out.read_text() and str(out) in capsys.readouterr().out
+    # A pinned snapshot: the store as the deployment's ingest left it, before the birds and the labeller.
+    first = next(sid for sid, _, message in pi.info.store_info(report_store, history=20).history
+                 if message.startswith("pamingest run") and "48 files" in message)
+    assert main(["report", report_store, "-o", str(out), "--ltsa-days", "0", "--snapshot", first, "--json"]) == 0
+    assert f'"snapshot_id": "{first}"' in capsys.readouterr().out
+    page = out.read_text()
+    assert f"<h2>{SONGMETER}</h2>" in page and BIRDS not in page and "no labeller has run" in page
     assert main(["report", str(tmp_path / "nothing"), "-o", str(tmp_path / "n.html")]) == 2
     assert "no pamingest store" in capsys.readouterr().err
 
