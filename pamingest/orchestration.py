@@ -153,6 +153,8 @@ def ingest_partition(kind: str, options: dict[str, Any], store: str, scheduler: 
 # stereo on 2 cores), so the last day from at most 144 rows (one per 10 min): 15-30 s at most, whatever the
 # store's size (and ~1 s for the small stores of a demo).
 FLOW_REPORT_OPTIONS = {"ltsa_days": 1, "ltsa_rows_per_day": 144}
+# ... and at most every 10 minutes: orcasound-live ingests every minute; its page may lag by that much.
+FLOW_REPORT_MIN_SECONDS = 600.0
 
 
 def report_target(store: str, given: str | None = None) -> str | None:
@@ -173,12 +175,13 @@ def report_target(store: str, given: str | None = None) -> str | None:
 
 def store_report(store: str, out: str, reports: list[dict[str, Any]] | None = None, *,
                  store_options: dict[str, Any] | None = None, out_options: dict[str, Any] | None = None,
-                 **options: Any):
+                 min_seconds: float = FLOW_REPORT_MIN_SECONDS, **options: Any):
     """Write the store's report page after an ingest (``pamingest.report.report``); returns its summary.
 
-    With ``reports`` (the run's ``IngestReport.as_dict()``), only when the
-    run changed the store (rows, failed or partial files) or no page is at
-    ``out`` yet; None when skipped. ``options`` go to ``report`` (default
+    With ``reports`` (the run's ``IngestReport.as_dict()``), only when no
+    page is at ``out`` yet, or the run changed the store (rows, failed or
+    partial files) and the page is at least ``min_seconds`` old; None when
+    skipped. Without: always. ``options`` go to ``report`` (default
     ``FLOW_REPORT_OPTIONS``). ``out_options``: access to ``out``; by default the store's
     when both are on the same kind of storage.
     """
@@ -188,10 +191,13 @@ def store_report(store: str, out: str, reports: list[dict[str, Any]] | None = No
     if out_options is None:
         same_kind = out.split("://")[0] == store.split("://")[0] if "://" in out else "://" not in store
         out_options = store_options if same_kind else None
-    if reports is not None and not any(r["rows"] or r["failed"] or r.get("partial") for r in reports):
+    if reports is not None:
         fs, path = filesystem(out, out_options)
         if fs.exists(path):
-            return None
+            changed = any(r["rows"] or r["failed"] or r.get("partial") for r in reports)
+            age = _dt.datetime.now(_dt.timezone.utc) - _aware(fs.modified(path))
+            if not changed or age.total_seconds() < min_seconds:
+                return None
     return report(store, out, storage_options=store_options, out_storage_options=out_options,
                   **{**FLOW_REPORT_OPTIONS, **options})
 
@@ -229,6 +235,11 @@ def report_markdown(reports: list[dict[str, Any]], page: dict[str, Any] | BaseEx
         lines += ["", f"**Store report**: [{out}]({link}) (snapshot `{page['snapshot_id']}`; open it in a "
                       "browser: coverage, LTSA per day, failures, labels, queue, history)"]
     return "\n".join(lines)
+
+
+def _aware(when: _dt.datetime) -> _dt.datetime:
+    # fsspec's local filesystem gives naive UTC times, s3fs and gcsfs aware ones.
+    return when if when.tzinfo else when.replace(tzinfo=_dt.timezone.utc)
 
 
 def _file_uri(path: str) -> str:

@@ -166,12 +166,18 @@ def test_the_report_in_a_browser_loads_clean_and_shows_the_timeline(chromium, wr
 
 
 def test_the_ingest_flow_writes_its_report_beside_local_stores_only(report_store, s3, tmp_path):
-    from pamingest.orchestration import report_markdown, report_target
+    from pamingest.orchestration import report_markdown, report_target, store_report
 
     assert report_target("/data/store") == "/data/store-report.html"
     assert report_target("s3://bucket/store") is None  # each run would read rows over the network
     assert report_target("s3://bucket/store", "/srv/www/store.html") == "/srv/www/store.html"
     assert report_target("/data/store", "off") is None and report_target("/data/store", "") is None
+    # After a run: written when there is no page, or the run changed the store and the page is 10 min old.
+    page, changed, same = str(tmp_path / "p.html"), [{"rows": 1, "failed": []}], [{"rows": 0, "failed": []}]
+    assert store_report(report_store, page, same, ltsa_days=0).out == page
+    assert store_report(report_store, page, changed, ltsa_days=0) is None  # orcasound-live: every minute
+    assert store_report(report_store, page, changed, ltsa_days=0, min_seconds=0).out == page
+    assert store_report(report_store, page, same, ltsa_days=0, min_seconds=0) is None
     # A report asked for in a bucket is written there.
     s3.bucket("reports")
     options = {"endpoint_url": s3.endpoint, "key": "testing", "secret": "testing"}
