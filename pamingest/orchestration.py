@@ -148,10 +148,10 @@ def ingest_partition(kind: str, options: dict[str, Any], store: str, scheduler: 
                   store_options=store_options or {}, row_seconds=row_seconds)
 
 
-# The ingest flow's report is lighter than `pamingest report`'s: it is rewritten after each run that changed the
-# store (every 10 minutes for Orcasound), and its cost is the LTSA rows it reads (~0.1-0.2 s per 10 s row of 48 kHz
-# stereo on 2 cores), so the last day from at most 144 rows (one per 10 min): 15-30 s at most, whatever the
-# store's size (and ~1 s for the small stores of a demo).
+# The ingest flow's report is lighter than `pamingest report`'s: it is rewritten after runs that changed the store,
+# and its cost is the LTSA rows it reads (measured: 0.05 s per 10 s row of 48 kHz stereo noise on 2 cores, 0.2 s
+# when they are busy), so the last day from at most 144 rows (one per 10 min): 7-30 s at most, whatever the
+# store's size (~1 s for the small stores of the demo and tests).
 FLOW_REPORT_OPTIONS = {"ltsa_days": 1, "ltsa_rows_per_day": 144}
 # ... and at most every 10 minutes: orcasound-live ingests every minute; its page may lag by that much.
 FLOW_REPORT_MIN_SECONDS = 600.0
