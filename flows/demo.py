@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import settings  # flows/settings.py: this script's folder is on sys.path
+    from pamingest import orchestration
     from pamingest.demo import (ORCASOUND_NODES, fill_orcasound_bucket, find_fixtures, start_s3_server,
                                 stop_processes)
     from pamingest.executor import local_cluster
@@ -147,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         for q in queue(store, settings.labeler()):  # the labeller of pseudolabel/default
             print(f"labelled       {q.stream}: {q.scored} chunks scored, {q.queued} queued")
         print(f"\nopen it in a notebook: pamingest.open_store({store!r})")
+        page = Path(orchestration.report_target(store))  # written by the ingest flow beside the store
+        if page.is_file():
+            print(f"store report   {page.as_uri()}")
         if args.keep:
             print(f"\nPrefect UI http://127.0.0.1:{port}  Dask dashboard {cluster.dashboard_link}  (Ctrl-C stops)")
             while True:

@@ -12,7 +12,9 @@ work redone). Store, scheduler and endpoints come from ``settings``
 (``PAMINGEST_*``) unless given. When the run committed new rows, every
 deployment of the ``pseudolabel`` flow is started on the store
 (``run_deployment(..., timeout=0)``: not waited for), so new chunks are
-labelled without anyone asking.
+labelled without anyone asking. After the pieces, the store's report page is
+written (``report``: beside a local store by default, ``orchestration.report_target``)
+and linked from the run's artifact.
 """
 
 from __future__ import annotations
@@ -49,6 +51,12 @@ def attach_detections(kind: str, options: dict[str, Any], store: str) -> dict:
     return report.as_dict()
 
 
+@task(task_run_name="report {out}")
+def write_report(store: str, out: str, reports: list[dict] | None) -> dict | None:
+    page = orchestration.store_report(store, out, reports, store_options=settings.store_options())
+    return page.as_dict() if page else None
+
+
 def start_pseudolabel_deployments(store: str) -> list[str]:
     """Start (without waiting) a run of each ``pseudolabel/<name>`` deployment on ``store``."""
     from prefect.client.orchestration import get_client
@@ -66,9 +74,10 @@ def start_pseudolabel_deployments(store: str) -> list[str]:
 
 @flow(name="ingest")
 def ingest(source: str = "orcasound", options: dict[str, Any] | None = None, store: str | None = None,
-           scheduler_address: str | None = None, row_seconds: float | None = None, detections: bool = False) -> dict:
+           scheduler_address: str | None = None, row_seconds: float | None = None, detections: bool = False,
+           report: str | None = None) -> dict:
     """Ingest a source's new recordings into a pamingest store (and, with ``detections``, attach the
-    source's detection products: SanctSound's)."""
+    source's detection products: SanctSound's); ``report``: where the store's report page goes ("" none)."""
     from distributed import Client
 
     from pamingest.executor import local_cluster
@@ -84,9 +93,15 @@ def ingest(source: str = "orcasound", options: dict[str, Any] | None = None, sto
             log.info("Dask dashboard: %s", client.dashboard_link)
         reports = [ingest_piece(source, piece, store, address, row_seconds)
                    for piece in orchestration.work_partitions(source, options or {})]
-    create_markdown_artifact(orchestration.report_markdown(reports), key=f"ingest-{source}",
-                             description=f"pamingest ingest of {source} into {store}")
     attached = attach_detections(source, options or {}, store) if detections else None
+    target = orchestration.report_target(store, report)
+    # The run's commits stand whatever happens to the page: a failed report is named in the artifact.
+    changed = None if attached and attached["attached"] else reports  # None: labels changed, write it anyway
+    page = write_report(store, target, changed, return_state=True).result(raise_on_failure=False) if target else None
+    if isinstance(page, BaseException):
+        log.error("store report not written: %s", page)
+    create_markdown_artifact(orchestration.report_markdown(reports, page), key=f"ingest-{source}",
+                             description=f"pamingest ingest of {source} into {store}")
     if attached is not None:
         create_markdown_artifact(orchestration.annotate_markdown(attached), key=f"annotate-{source}-detections",
                                  description=f"pamingest: {source} detection products attached to {store}")
@@ -102,5 +117,6 @@ def ingest(source: str = "orcasound", options: dict[str, Any] | None = None, sto
         "rows": rows,
         "pseudolabel_runs": labelling,
         "detections_attached": len(attached["attached"]) if attached else 0,
+        "report": page["out"] if isinstance(page, dict) else None,
         "snapshot_id": next((r["snapshot_id"] for r in reversed(reports) if r["snapshot_id"]), None),
     }

@@ -1,4 +1,4 @@
-"""The ``pamingest`` command line: ingest, info, annotate, pseudolabel, queue, review, export, gc, demo."""
+"""The ``pamingest`` command line: ingest, info, report, annotate, pseudolabel, queue, review, export, gc, demo."""
 
 from __future__ import annotations
 
@@ -134,6 +134,15 @@ def cmd_info(args) -> int:
 
     info = store_info(args.store, _storage_options(args), snapshot=args.snapshot)
     print(info.format())
+    return EXIT_OK
+
+
+def cmd_report(args) -> int:
+    from .report import report
+
+    summary = report(args.store, args.out, snapshot=args.snapshot, storage_options=_storage_options(args),
+                     ltsa_days=args.ltsa_days)
+    print(json.dumps(summary.as_dict(), indent=2) if args.json else summary.summary())
     return EXIT_OK
 
 
@@ -352,6 +361,16 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--endpoint-url")
     info.add_argument("--anon", action="store_true")
     info.set_defaults(func=cmd_info)
+
+    rep = sub.add_parser("report", help="a static HTML page: coverage, LTSA per day, failures, labels, queue, history")
+    rep.add_argument("store")
+    rep.add_argument("-o", "--out", required=True, help="the page to write (path or URL), e.g. report.html")
+    rep.add_argument("--snapshot", help="report on this snapshot (default: the tip of main)")
+    rep.add_argument("--ltsa-days", type=int, default=7, help="LTSA images of each stream's last N days (default 7)")
+    rep.add_argument("--endpoint-url")
+    rep.add_argument("--anon", action="store_true")
+    rep.add_argument("--json", action="store_true")
+    rep.set_defaults(func=cmd_report)
 
     gc = sub.add_parser("gc", help="delete the data no snapshot needs (rows of runs that never landed; "
                                    "old history on request)")

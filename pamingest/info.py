@@ -27,6 +27,7 @@ class StreamInfo:
     hours: float
     first: str
     last: str
+    failures: list[tuple[str, str, str]] = field(default_factory=list)  # (url, file_status, reason), not ok
 
 
 @dataclass
@@ -92,6 +93,8 @@ def _store_info(url: str | StoreLocation, storage_options: dict | None, snapshot
             ns_to_iso(int(starts[live].max())) if live.any() else "-",
         ))
         for url, error, file_status in zip(g["file_url"][:], g["file_error"][:], status):
+            if file_status != "ok":
+                info.streams[-1].failures.append((str(url), str(file_status), str(error)))
             if file_status == "partial":
                 info.partial.append((str(url), str(error)))
             elif file_status != "ok":

@@ -148,8 +148,66 @@ def ingest_partition(kind: str, options: dict[str, Any], store: str, scheduler: 
                   store_options=store_options or {}, row_seconds=row_seconds)
 
 
-def report_markdown(reports: list[dict[str, Any]]) -> str:
-    """A Markdown summary of a run's reports (``IngestReport.as_dict()``), for a Prefect artifact."""
+# The ingest flow's report is lighter than `pamingest report`'s: it is rewritten after runs that changed the store,
+# and its cost is the LTSA rows it reads (measured: 0.05 s per 10 s row of 48 kHz stereo noise on 2 cores, 0.2 s
+# when they are busy), so the last day from at most 144 rows (one per 10 min): 7-30 s at most, whatever the
+# store's size (~1 s for the small stores of the demo and tests).
+FLOW_REPORT_OPTIONS = {"ltsa_days": 1, "ltsa_rows_per_day": 144}
+# ... and at most every 10 minutes: orcasound-live ingests every minute; its page may lag by that much.
+FLOW_REPORT_MIN_SECONDS = 600.0
+
+
+def report_target(store: str, given: str | None = None) -> str | None:
+    """Where the ingest flow writes the store's report, or None for no report.
+
+    ``given``: a path or URL, or ``""``/``"off"`` for none. By default
+    ``<store>-report.html`` beside a local store, and none for an object
+    store: there every run would read rows over the network and write an
+    object into the bucket that nobody asked for, and the artifact's link
+    to it would not open from the Prefect UI (give a path to have one).
+    """
+    if given is not None:
+        return None if given.strip().lower() in ("", "off", "none", "false", "no") else given
+    if "://" in store and not store.startswith("file://"):
+        return None
+    return f"{store.rstrip('/')}-report.html"
+
+
+def store_report(store: str, out: str, reports: list[dict[str, Any]] | None = None, *,
+                 store_options: dict[str, Any] | None = None, out_options: dict[str, Any] | None = None,
+                 min_seconds: float = FLOW_REPORT_MIN_SECONDS, **options: Any):
+    """Write the store's report page after an ingest (``pamingest.report.report``); returns its summary.
+
+    With ``reports`` (the run's ``IngestReport.as_dict()``), only when no
+    page is at ``out`` yet, or the run changed the store (rows, failed or
+    partial files) and the page is at least ``min_seconds`` old; None when
+    skipped. Without: always. ``options`` go to ``report`` (default
+    ``FLOW_REPORT_OPTIONS``). ``out_options``: access to ``out``; by default the store's
+    when both are on the same kind of storage.
+    """
+    from .fsutil import filesystem
+    from .report import report
+
+    if out_options is None:
+        same_kind = out.split("://")[0] == store.split("://")[0] if "://" in out else "://" not in store
+        out_options = store_options if same_kind else None
+    if reports is not None:
+        fs, path = filesystem(out, out_options)
+        if fs.exists(path):
+            changed = any(r["rows"] or r["failed"] or r.get("partial") for r in reports)
+            age = _dt.datetime.now(_dt.timezone.utc) - _aware(fs.modified(path))
+            if not changed or age.total_seconds() < min_seconds:
+                return None
+    return report(store, out, storage_options=store_options, out_storage_options=out_options,
+                  **{**FLOW_REPORT_OPTIONS, **options})
+
+
+def report_markdown(reports: list[dict[str, Any]], page: dict[str, Any] | BaseException | None = None) -> str:
+    """A Markdown summary of a run's reports (``IngestReport.as_dict()``), for a Prefect artifact.
+
+    ``page``: the store report written after the run (``ReportSummary.as_dict()``), linked; or the
+    error that stopped it, named.
+    """
     ingested = sum(r["ingested"] for r in reports)
     hours = sum(r["audio_hours"] for r in reports)
     size = sum(r["bytes_read"] for r in reports)
@@ -169,7 +227,25 @@ def report_markdown(reports: list[dict[str, Any]]) -> str:
     streams = sorted({s for r in reports for s in r["streams"]})
     if streams:
         lines += ["", "**Streams written**: " + ", ".join(f"`{s}`" for s in streams)]
+    if isinstance(page, BaseException):
+        lines += ["", f"**Store report** not written: {type(page).__name__}: {page}"]
+    elif page:
+        out = page["out"]
+        link = out if "://" in out else _file_uri(out)
+        lines += ["", f"**Store report**: [{out}]({link}) (snapshot `{page['snapshot_id']}`; open it in a "
+                      "browser: coverage, LTSA per day, failures, labels, queue, history)"]
     return "\n".join(lines)
+
+
+def _aware(when: _dt.datetime) -> _dt.datetime:
+    # fsspec's local filesystem gives naive UTC times, s3fs and gcsfs aware ones.
+    return when if when.tzinfo else when.replace(tzinfo=_dt.timezone.utc)
+
+
+def _file_uri(path: str) -> str:
+    from pathlib import Path
+
+    return Path(path).absolute().as_uri()
 
 
 # ---------------------------------------------------------------- pseudo-labelling

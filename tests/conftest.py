@@ -166,3 +166,25 @@ def labeler_plugin(tmp_path, monkeypatch):
     loads = tmp_path / "loads.txt"
     monkeypatch.setenv("PAMINGEST_TEST_LOADS", str(loads))
     return loads
+
+
+@pytest.fixture(scope="session")
+def chromium_or_none():
+    """One headless Chromium for the session (``tests/browser.py``), or None without Debian's chromium."""
+    from browser import CHROMIUM, Chromium
+
+    if not CHROMIUM.exists():
+        yield None
+        return
+    browser = Chromium()
+    yield browser
+    browser.close()
+
+
+@pytest.fixture
+def chromium(chromium_or_none):
+    """The session's headless Chromium; the test is skipped when /usr/bin/chromium is absent."""
+    if chromium_or_none is None:
+        pytest.skip("no /usr/bin/chromium: install Debian's chromium (apt-get install chromium chromium-driver; "
+                    ".ci/run does) to run the browser tests")
+    return chromium_or_none

@@ -136,3 +136,44 @@ def test_a_small_job_without_a_client_runs_in_threads_and_stores_what_serial_sto
     b = pi.open_store(str(tmp_path / "serial"))[stream].to_dataset()
     for name in ("audio", "chunk_start", "n_valid", "file_offset"):
         np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
+
+
+def test_the_dashboard_address_shows_an_ingest_in_its_task_stream(chromium, fixtures, tmp_path):
+    """The Dask dashboard pamingest prints, opened in Chromium before an ingest on a LocalCluster: during
+    the run its status page's task stream (a bokeh plot) receives the run's tasks and draws them."""
+    import pamingest as pi
+    from browser import coloured, pixels, visit
+
+    ready = ("() => window.Bokeh && Bokeh.documents.length > 0"
+             " && Bokeh.documents[0].get_model_by_name('task_stream') !== null")
+    # The task stream's data as the browser holds it (sent over bokeh's websocket), and where it is drawn.
+    names = ("() => [...new Set(Bokeh.documents[0].get_model_by_name('task_stream')"
+             ".renderers[0].data_source.data.name)]")
+    box = ("() => { const r = Bokeh.index.find_one(Bokeh.documents[0].get_model_by_name('task_stream'))"
+           ".el.getBoundingClientRect(); return {x: r.x, y: r.y, width: r.width, height: r.height} }")
+
+    def open_status(browser, url):
+        seen = visit(browser, url, width=1400, height=1000)
+        seen.page.wait_for_function(ready, timeout=60_000)
+        return seen
+
+    def task_stream(browser, seen):
+        page = seen.page
+        # The stream is sent in batches every 100 ms: wait for the writes, the run's last tasks.
+        page.wait_for_function(f"() => ({names})().some(n => n.startsWith('write'))", timeout=60_000)
+        return list(seen.problems), page.evaluate(names), page.screenshot(clip=page.evaluate(box))
+
+    with local_cluster(1) as cluster:
+        seen = chromium.run(open_status, cluster.dashboard_link)
+        try:
+            report = pi.ingest(pi.TimestampedFiles(str(fixtures / "soundtrap"), "soundtrap"), str(tmp_path / "store"),
+                               client=cluster.scheduler_address)
+            assert report.ingested == 3 and report.dashboard_link == cluster.dashboard_link  # what the CLI prints
+            problems, tasks, shot = chromium.run(task_stream, seen)
+        finally:
+            chromium.run(lambda browser: seen.page.context.close())
+    assert not problems, problems
+    assert {"probe", "write"} <= {n.split("_")[0] for n in tasks}, tasks
+    # Drawn, not only received: the plot's area holds the tasks' coloured bars.
+    share = coloured(pixels(shot)).mean()
+    assert share > 0.01, share

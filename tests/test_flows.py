@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "flows"))
 
 
 @pytest.mark.slow
-def test_demo_runs_the_orcasound_deployment_through_a_prefect_server(tmp_path, fixtures):
+def test_demo_runs_the_orcasound_deployment_through_a_prefect_server(tmp_path, fixtures, chromium_or_none):
     """The README's first command: prefect server + served deployments + `prefect deployment run`.
 
     A long trial (~65 s, the longest test): run with ``-m slow``, and by hand as ``make demo``
@@ -40,6 +40,7 @@ def test_demo_runs_the_orcasound_deployment_through_a_prefect_server(tmp_path, f
                              "--fixtures", str(fixtures), "--keep"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     lines = []
+    status = None  # the Dask dashboard's status page, open in the browser from when it is printed
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
@@ -47,12 +48,16 @@ def test_demo_runs_the_orcasound_deployment_through_a_prefect_server(tmp_path, f
             if not line:
                 break
             lines.append(line)
+            if line.startswith("Dask dashboard ") and chromium_or_none is not None:
+                status = chromium_or_none.run(_open_status, line.split()[-1])
             if "(Ctrl-C stops)" in line:
                 ui, dashboard = re.search(r"Prefect UI (\S+)  Dask dashboard (\S+)", line).groups()
                 page = requests.get(dashboard, timeout=30)
                 assert page.status_code == 200 and "needs bokeh" not in page.text and "bokeh" in page.text.lower()
                 page = requests.get(ui, timeout=30)
                 assert page.status_code == 200 and "prefect" in page.text.lower() and "<html" in page.text.lower()
+                if chromium_or_none is not None:
+                    _look_at_the_demo(chromium_or_none, status, ui, lines, tmp_path)
                 break
         else:
             pytest.fail("the demo did not come up within 600 s")
@@ -74,6 +79,55 @@ def test_demo_runs_the_orcasound_deployment_through_a_prefect_server(tmp_path, f
     assert int(lab["n_valid"].sum()) == 3 * 469 * 1024
     bush = tree["orcasound/rpi_bush_point/48000Hz_1ch_pcm16"].to_dataset()
     assert len(bush.pam.coverage()) == 2  # two sessions, a gap between them
+
+
+TASK_STREAM = "Bokeh.documents[0].get_model_by_name('task_stream')"
+
+
+def _open_status(browser, url: str):
+    from browser import visit
+
+    seen = visit(browser, url, width=1400, height=1000)
+    seen.page.wait_for_function(f"() => window.Bokeh && Bokeh.documents.length > 0 && {TASK_STREAM} !== null")
+    return seen
+
+
+def _look_at_the_demo(chromium, status, ui: str, lines: list[str], tmp_path: Path) -> None:
+    """The demo's printed addresses in a real browser: the Dask dashboard's status page, open since its
+    address was printed, has drawn the flow runs' tasks in its task stream; the Prefect UI lists the
+    ingest run; the store report the ingest flow wrote loads clean."""
+    from browser import coloured, pixels, visit
+
+    report = next(line.split()[-1] for line in lines if line.startswith("store report"))
+
+    def look(browser):
+        found = {}
+        page = status.page
+        page.wait_for_function(f"() => {TASK_STREAM}.renderers[0].data_source.data.name.some(n => n !== 'start')")
+        names = page.evaluate(f"() => [...new Set({TASK_STREAM}.renderers[0].data_source.data.name)]")
+        box = page.evaluate(f"() => {{ const r = Bokeh.index.find_one({TASK_STREAM}).el.getBoundingClientRect(); "
+                            "return {x: r.x, y: r.y, width: r.width, height: r.height} }")
+        found["task stream"] = (names, coloured(pixels(page.screenshot(clip=box))).mean(), list(status.problems))
+        page.context.close()
+        seen = visit(browser, ui, block_outside=True)
+        page = seen.page
+        page.get_by_role("link", name="Runs").first.click()
+        page.get_by_text("orcasound", exact=False).first.wait_for(timeout=60_000)
+        page.screenshot(path=str(tmp_path / "prefect-runs.png"))
+        found["prefect ui"] = (page.inner_text("body"), list(seen.page_errors) + list(seen.failed_requests))
+        page.context.close()
+        seen = visit(browser, report)
+        found["report"] = (seen.page.locator("svg.timeline rect.span").count(), list(seen.problems))
+        seen.page.context.close()
+        return found
+
+    found = chromium.run(look)
+    names, share, problems = found["task stream"]
+    assert share > 0.01 and not problems, found["task stream"]
+    text, problems = found["prefect ui"]
+    assert "orcasound" in text and not problems, (text[:2000], problems)
+    spans, problems = found["report"]
+    assert spans >= 3 and not problems, found["report"]  # three sessions: one on one node, two on the other
 
 
 def _free_port() -> int:
@@ -143,8 +197,9 @@ def test_flow_on_a_real_scheduler_survives_a_killed_worker(prefect_harness, long
 
     address, pids, workers = dask_processes
     options = {"nodes": ["rpi_sunset_bay"], "block_segments": 4}
+    # No report pages: they are not what this test is about, and each reads the 60 rows for its LTSA.
     clean = ingest_flow(source="orcasound", options=options, store=str(tmp_path / "clean"),
-                        scheduler_address=address)
+                        scheduler_address=address, report="")
     assert clean["ingested"] == 60 and clean["failed"] == 0
 
     from distributed import Client
@@ -166,7 +221,7 @@ def test_flow_on_a_real_scheduler_survives_a_killed_worker(prefect_harness, long
     killer = threading.Thread(target=kill_a_worker_when_busy)
     killer.start()
     result = ingest_flow(source="orcasound", options=options, store=str(tmp_path / "killed"),
-                         scheduler_address=address)
+                         scheduler_address=address, report="")
     killer.join()
     assert killed.is_set(), "no worker was killed: the test did not test anything"
     assert result["ingested"] == 60 and result["failed"] == 0
@@ -178,7 +233,7 @@ def test_flow_on_a_real_scheduler_survives_a_killed_worker(prefect_harness, long
     np.testing.assert_array_equal(a["audio"].values[order_a], b["audio"].values[order_b])
     # A retried run changes nothing.
     again = ingest_flow(source="orcasound", options=options, store=str(tmp_path / "killed"),
-                        scheduler_address=address)
+                        scheduler_address=address, report="")
     assert again["ingested"] == 0
 
 
@@ -207,6 +262,23 @@ def test_flow_reports_an_artifact(prefect_harness, s3, fixtures, tmp_path):
 
     artifacts = [a for a in asyncio.run(read_artifact()) if a.key == "ingest-orcasound"]
     assert artifacts and "live003.ts" in artifacts[0].data and result["snapshot_id"] in artifacts[0].data
+    # The store's report page, written beside the (local) store and linked from the artifact.
+    page = tmp_path / "s-report.html"
+    assert result["report"] == str(page) and page.is_file()
+    assert f"[{page}]({page.as_uri()})" in artifacts[0].data
+    assert "orcasound/rpi_north_sjc/48000Hz_2ch_pcm16" in page.read_text()
+    # A run that changes nothing leaves the page as it is; one asked for no report writes none.
+    os.environ["PAMINGEST_S3_ENDPOINT"] = s3.endpoint
+    try:
+        before = page.stat().st_mtime_ns
+        again = ingest_flow(source="orcasound", options={"nodes": ["rpi_north_sjc"]}, store=str(tmp_path / "s"),
+                            scheduler_address="serial")
+        assert again["ingested"] == 0 and again["report"] is None and page.stat().st_mtime_ns == before
+        off = ingest_flow(source="orcasound", options={"nodes": ["rpi_north_sjc"]}, store=str(tmp_path / "t"),
+                          scheduler_address="serial", report="")
+        assert off["ingested"] == 3 and off["report"] is None and not (tmp_path / "t-report.html").exists()
+    finally:
+        os.environ.pop("PAMINGEST_S3_ENDPOINT", None)
 
 
 def test_ingest_flow_starts_the_pseudolabel_deployments_on_new_rows(prefect_harness, tmp_path, fixtures):

@@ -11,6 +11,7 @@ with the package, its flows and the CLIs of the installed Prefect and Dask.
 from __future__ import annotations
 
 import ast
+import contextlib
 import datetime as dt
 import fnmatch
 import importlib.metadata as md
@@ -1024,26 +1025,56 @@ def _wait(check, what: str, procs, timeout: float = 180.0):
     raise TimeoutError(what)
 
 
-def test_worker_entrypoint_registers_the_deployments_on_a_real_server(tmp_path):
-    """infra/prefect-worker.sh against a local Prefect server: pool, deployments, worker, health."""
-    bin_dir = Path(sys.executable).parent
-    port, health = _free_port(), _free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-           "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": api,
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_WORKER_WEBSERVER_PORT": str(health),
-           "PAMINGEST_FILES_ROOT": "/data/recordings"}
-    procs = []
-    try:
-        procs.append(subprocess.Popen([str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1",
-                                       "--port", str(port)], env=env, cwd=tmp_path,
-                                      stdout=open(tmp_path / "server.log", "w"), stderr=subprocess.STDOUT))
-        _wait(lambda: _api(f"{api}/health") is True, "Prefect server", procs)
-        # The image runs the script from its WORKDIR, which holds prefect.yaml and flows/ as the repository does.
-        procs.append(subprocess.Popen(["sh", str(WORKER_SCRIPT)], env=env, cwd=ROOT,
-                                      stdout=open(tmp_path / "worker.log", "w"), stderr=subprocess.STDOUT))
-        _wait(lambda: _api(f"http://127.0.0.1:{health}/health") is not None, "worker health", procs)
+class _Served:
+    """A real `prefect server start` with infra/prefect-worker.sh run against it."""
 
+    def __init__(self, tmp: Path) -> None:
+        self.tmp, self.port, self.health = tmp, _free_port(), _free_port()
+        self.api = f"http://127.0.0.1:{self.port}/api"
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self) -> None:
+        bin_dir = Path(sys.executable).parent
+        env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+               "PREFECT_HOME": str(self.tmp / "prefect"), "PREFECT_API_URL": self.api,
+               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_WORKER_WEBSERVER_PORT": str(self.health),
+               "PAMINGEST_FILES_ROOT": "/data/recordings"}
+        self.procs.append(subprocess.Popen([str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1",
+                                            "--port", str(self.port)], env=env, cwd=self.tmp,
+                                           stdout=open(self.tmp / "server.log", "w"), stderr=subprocess.STDOUT))
+        _wait(lambda: _api(f"{self.api}/health") is True, "Prefect server", self.procs)
+        # The image runs the script from its WORKDIR, which holds prefect.yaml and flows/ as the repository does.
+        self.procs.append(subprocess.Popen(["sh", str(WORKER_SCRIPT)], env=env, cwd=ROOT,
+                                           stdout=open(self.tmp / "worker.log", "w"), stderr=subprocess.STDOUT))
+        _wait(lambda: _api(f"http://127.0.0.1:{self.health}/health") is not None, "worker health", self.procs)
+
+    @contextlib.contextmanager
+    def logs_on_failure(self):
+        try:
+            yield
+        except BaseException:
+            for log in ("server.log", "worker.log"):
+                if (self.tmp / log).exists():
+                    print(f"--- {log}\n" + (self.tmp / log).read_text()[-4000:])
+            raise
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """One Prefect server and worker entrypoint for the tests below (each takes ~20 s to come up)."""
+    served = _Served(tmp_path_factory.mktemp("served"))
+    try:
+        with served.logs_on_failure():
+            served.start()
+        yield served
+    finally:
+        stop_processes(served.procs, timeout=30)
+
+
+def test_worker_entrypoint_registers_the_deployments_on_a_real_server(served):
+    """infra/prefect-worker.sh against a local Prefect server: pool, deployments, worker, health."""
+    api, port, procs = served.api, served.port, served.procs
+    with served.logs_on_failure():
         pool = _api(f"{api}/work_pools/pamingest")
         # No pool-wide limit: concurrent writers to one store all land (Store.commit rebases or re-applies).
         assert (pool["type"], pool["concurrency_limit"]) == ("process", None)
@@ -1072,10 +1103,27 @@ def test_worker_entrypoint_registers_the_deployments_on_a_real_server(tmp_path):
         _wait(lambda: _api(f"{api}/work_pools/pamingest/workers/filter", {}), "worker heartbeat", procs, 60)
         workers = _api(f"{api}/work_pools/pamingest/workers/filter", {})
         assert [w["status"] for w in workers] == ["ONLINE"]
-    except BaseException:
-        for log in ("server.log", "worker.log"):
-            if (tmp_path / log).exists():
-                print(f"--- {log}\n" + (tmp_path / log).read_text()[-4000:])
-        raise
-    finally:
-        stop_processes(procs, timeout=30)
+
+
+def test_the_prefect_ui_renders_the_registered_deployments_in_a_browser(served, chromium, tmp_path):
+    """The Prefect UI address (what `make demo` prints) opened in Chromium: the web app starts, and its
+    Deployments page lists what the worker entrypoint registered, read from the server's API."""
+    from browser import visit
+
+    def look(browser):
+        # The UI asks an analytics host on the internet for its settings: blocked (no internet here).
+        seen = visit(browser, f"http://127.0.0.1:{served.port}/", block_outside=True)
+        try:
+            page = seen.page
+            page.get_by_role("link", name="Deployments").first.click()  # the app's own navigation
+            for name in sorted(deployments()):
+                page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
+            page.screenshot(path=str(tmp_path / "prefect-ui.png"))
+            return list(seen.page_errors), list(seen.failed_requests), page.url, page.inner_text("body")
+        finally:
+            seen.page.context.close()
+
+    with served.logs_on_failure():
+        errors, failed, url, text = chromium.run(look)
+    assert not errors and not failed, (errors, failed)
+    assert "/deployments" in url and "orcasound" in text and "pseudolabel" in text, text[:2000]
