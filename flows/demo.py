@@ -1,27 +1,33 @@
-"""The one-command demo: the Orcasound deployment run for real, on this machine only.
+"""The one-command demo: the deployments run for real through a Prefect server, on this machine only.
 
     python flows/demo.py [--workdir .demo] [--keep]
 
-1. a moto S3 server on 127.0.0.1 holding an Orcasound-layout bucket
-   (the fixture HLS segments, or segments synthesised with PyAV's AAC encoder);
+1. a moto S3 server on 127.0.0.1 holding the demo's buckets (``pamingest.demo``:
+   three recorder deployments and an Orcasound HLS bucket, from the fixtures);
 2. a Dask LocalCluster (its dashboard address is printed);
 3. a local Prefect server (SQLite under the workdir);
-4. the deployments served (flows/serve.py), then
-   ``prefect deployment run ingest/orcasound --watch`` run as a user would;
-   the ingest flow starts ``pseudolabel/default`` for the new rows, which the
-   demo waits for;
+4. the deployments served (flows/serve.py), then for each of the demo's
+   ingests ``prefect deployment run ingest/<deployment> --params ... --watch``
+   run as a user would; each ingest flow run that commits new rows starts
+   ``pseudolabel/default``, and the demo waits for those runs;
 5. a summary of the store, with the Prefect UI and Dask dashboard addresses.
+
+The store is the one ``pamingest demo`` builds without Prefect: both take
+their buckets, ingests and labeller from ``pamingest.demo``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+import warnings
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -53,25 +59,53 @@ def http_ok(url: str) -> bool:
         return r.status == 200
 
 
-def wait_for_flow_run(api: str, flow_name: str, timeout: float = 300.0) -> str:
-    """Final state of the (first) run of ``flow_name``, through the server's REST API."""
-    import json
-    import urllib.request
+TERMINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
-    body = json.dumps({"flows": {"name": {"any_": [flow_name]}}, "limit": 1}).encode()
+
+def wait_for_flow_runs(api: str, flow_name: str, timeout: float = 300.0) -> list[str]:
+    """Final states of every run of ``flow_name`` (through the server's REST API) once none is left
+    to finish (none at all: nothing to wait for); the states so far, and "not finished after N s",
+    when ``timeout`` passes first."""
+    body = json.dumps({"flows": {"name": {"any_": [flow_name]}}}).encode()
     deadline = time.monotonic() + timeout
-    state = "not started"
+    states: list[str] = []
     while time.monotonic() < deadline:
         req = urllib.request.Request(f"{api}/flow_runs/filter", data=body, method="POST",
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=10) as resp:
-            runs = json.loads(resp.read())
-        if runs:
-            state = runs[0]["state_type"]
-            if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-                return state
+            states = [run["state_type"] for run in json.loads(resp.read())]
+        if all(state in TERMINAL for state in states):
+            return states
         time.sleep(1)
-    return f"{state} after {timeout:.0f} s"
+    return [*states, f"not finished after {timeout:.0f} s"]
+
+
+def deployment_runs(fixtures: Path | None) -> list[list[str]]:
+    """The ``prefect deployment run`` arguments of the demo's ingests (``pamingest.demo.demo_ingests``)."""
+    from pamingest.demo import demo_ingests
+
+    return [["deployment", "run", f"ingest/{job.deployment}", "--params", json.dumps(job.params()), "--watch"]
+            for job in demo_ingests(fixtures)]
+
+
+def served_environment(workdir: Path, api: str, store: str, scheduler: str, endpoint: str) -> dict[str, str]:
+    """The environment of the Prefect server, the served deployments and the ``prefect`` commands."""
+    import settings  # flows/settings.py: this script's folder is on sys.path
+
+    from pamingest.demo import DEMO_LABELER, ORCASOUND_NODES
+
+    return {
+        **os.environ,
+        "PREFECT_HOME": str(workdir / "prefect"),
+        "PREFECT_API_URL": api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "true",
+        settings.STORE: store,
+        settings.SCHEDULER: scheduler,
+        settings.S3_ENDPOINT: endpoint,
+        settings.LABELER: DEMO_LABELER,  # pseudolabel/default: the labeller pamingest demo runs
+        settings.ORCASOUND_NODES: ",".join(ORCASOUND_NODES),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,10 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the servers running until Ctrl-C")
     args = parser.parse_args(argv)
 
-    import settings  # flows/settings.py: this script's folder is on sys.path
     from pamingest import orchestration
-    from pamingest.demo import (ORCASOUND_NODES, fill_orcasound_bucket, find_fixtures, start_s3_server,
-                                stop_processes)
+    from pamingest.cli import QUIET_WARNINGS
+    from pamingest.demo import demo_queue_line, fill_demo_buckets, find_fixtures, start_s3_server, stop_processes
     from pamingest.executor import local_cluster
     from pamingest.info import store_info
 
@@ -94,27 +127,24 @@ def main(argv: list[str] | None = None) -> int:
     fixtures = find_fixtures(args.fixtures or os.environ.get("PAMINGEST_FIXTURES"), required=False)
     procs: list[subprocess.Popen] = []
     s3, endpoint = start_s3_server()
+    # zarr warns on every open of a PCodec stream (SanctSound's 32-bit clip) that numcodecs is outside
+    # the Zarr v3 spec: not in this output, nor in that of the cluster's workers (they start with this
+    # environment), as the CLI does.
+    for text in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=re.escape(text))
+    os.environ["PYTHONWARNINGS"] = ",".join(
+        [w for w in [os.environ.get("PYTHONWARNINGS", "")] if w] + [f"ignore:{text}" for text in QUIET_WARNINGS])
     # The cluster the served flow runs submit to (PAMINGEST_SCHEDULER below), built as pamingest builds its own.
     cluster = local_cluster(2)
     try:
-        counts = fill_orcasound_bucket(endpoint, fixtures)
-        print(f"S3 server      {endpoint}  (s3://audio-orcasound-net: "
-              + ", ".join(f"{n} {k} segments" for n, k in counts.items())
-              + ("" if fixtures else "; synthesised, no fixtures found") + ")")
+        counts = fill_demo_buckets(endpoint, fixtures)
+        print(f"S3 server      {endpoint}  ("
+              + ", ".join(f"s3://{b}: {n} objects" for b, n in counts.items())
+              + ("" if fixtures else "; no fixtures found: Orcasound segments synthesised") + ")")
         print(f"Dask dashboard {cluster.dashboard_link}")
         port = free_port()
         api = f"http://127.0.0.1:{port}/api"
-        env = {
-            **os.environ,
-            "PREFECT_HOME": str(workdir / "prefect"),
-            "PREFECT_API_URL": api,
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_UI_ENABLED": "true",
-            settings.STORE: store,
-            settings.SCHEDULER: cluster.scheduler_address,
-            settings.S3_ENDPOINT: endpoint,
-            settings.ORCASOUND_NODES: ",".join(ORCASOUND_NODES),
-        }
+        env = served_environment(workdir, api, store, cluster.scheduler_address, endpoint)
         log = open(workdir / "prefect-server.log", "w")
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
@@ -125,28 +155,28 @@ def main(argv: list[str] | None = None) -> int:
         procs.append(subprocess.Popen([sys.executable, str(HERE / "serve.py")], env=env,
                                       stdout=serve_log, stderr=subprocess.STDOUT))
         prefect = [sys.executable, "-m", "prefect"]
-        wait_until(lambda: subprocess.run([*prefect, "deployment", "inspect", "ingest/orcasound"], env=env,
-                                          capture_output=True).returncode == 0,
-                   "served deployments", proc=procs[-1])
-        print("running        prefect deployment run ingest/orcasound --watch")
-        run = subprocess.run([*prefect, "deployment", "run", "ingest/orcasound", "--watch"], env=env,
-                             capture_output=True, text=True)
-        tail = "\n".join(run.stdout.strip().splitlines()[-3:])
-        print(tail)
-        if run.returncode != 0:
-            print(run.stderr[-3000:], file=sys.stderr)
-            print(f"the flow run failed; logs: {workdir / 'serve.log'}", file=sys.stderr)
-            return 1
-        # The ingest flow committed new rows, so it started pseudolabel/default: wait for that run.
-        print("waiting        pseudolabel/default, started by the ingest flow for the new rows")
-        state = wait_for_flow_run(api, "pseudolabel")
-        print(f"pseudolabel    {state}")
+        runs = deployment_runs(fixtures)
+        for name in sorted({"pseudolabel/default", *(command[2] for command in runs)}):
+            wait_until(lambda name=name: subprocess.run([*prefect, "deployment", "inspect", name], env=env,
+                                              capture_output=True).returncode == 0,
+                       f"served deployment {name}", proc=procs[-1])
+        # One after the other, as each ingest's pieces already spread over the whole cluster.
+        for command in runs:
+            print(f"running        prefect {' '.join(command[:3])} --params '{command[4]}' --watch")
+            run = subprocess.run([*prefect, *command], env=env, capture_output=True, text=True)
+            print("\n".join(run.stdout.strip().splitlines()[-1:]))
+            if run.returncode != 0:
+                print(run.stderr[-3000:], file=sys.stderr)
+                print(f"the flow run failed; logs: {workdir / 'serve.log'}", file=sys.stderr)
+                return 1
+        # Each ingest flow run that committed new rows has started pseudolabel/default (before it
+        # finished): wait for those runs.
+        print("waiting        pseudolabel/default, started by the ingest flow runs for their new rows")
+        states = wait_for_flow_runs(api, "pseudolabel")
+        print(f"pseudolabel    {', '.join(states) or 'no run (no new rows)'}")
         print()
         print(store_info(store).format())
-        from pamingest.labeling import queue
-
-        for q in queue(store, settings.labeler()):  # the labeller of pseudolabel/default
-            print(f"labelled       {q.stream}: {q.scored} chunks scored, {q.queued} queued")
+        print(demo_queue_line(store))
         print(f"\nopen it in a notebook: pamingest.open_store({store!r})")
         page = Path(orchestration.report_target(store))  # written by the ingest flow beside the store
         if page.is_file():

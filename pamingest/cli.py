@@ -487,7 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--json", action="store_true")
     ex.set_defaults(func=cmd_export)
 
-    demo = sub.add_parser("demo", help="ingest the fixture recordings from a local S3 server (no network)")
+    demo = sub.add_parser("demo", help="build the demo store (make demo's, without Prefect): the fixture recordings "
+                                        "from a local S3 server, ingested and labelled (no network)")
     demo.add_argument("--workdir", default=".demo", help="where the demo store is written (default .demo)")
     demo.add_argument("--fixtures", help="fixture folder (default: $PAMINGEST_FIXTURES or ../shared/fixtures)")
     demo.add_argument("--workers", type=int, default=2)

@@ -1,8 +1,17 @@
-"""The embedded default: fixture recordings in a local S3 server, ingested on a LocalCluster.
+"""The demo store, built one way by ``pamingest demo`` and ``make demo`` (``flows/demo.py``).
 
-Nothing leaves the machine: a moto S3 server on 127.0.0.1 holds the
-fixture recordings laid out as recorder deployments are in real buckets,
-and pamingest ingests them into a local store that notebooks can open.
+Nothing leaves the machine: a moto S3 server on 127.0.0.1 holds the fixture
+recordings laid out as they are in real buckets (three recorder deployments
+and an Orcasound HLS bucket), and pamingest ingests them into a local store
+that the notebooks open, then scores its chunks with the demo's labeller.
+
+``demo_ingests`` is the one list of what the demo ingests. ``make demo``
+runs each item as ``prefect deployment run ingest/<deployment> --params ...``
+against served deployments (whose ingest flow starts ``pseudolabel/default``,
+the labeller ``DEMO_LABELER``); ``pamingest demo`` and the tests make the
+calls that flow makes (``build_demo_store``), without Prefect. Both fill the
+buckets with ``fill_demo_buckets``, so the two stores hold the same streams,
+rows and scores.
 """
 
 from __future__ import annotations
@@ -10,9 +19,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import SourceNotFoundError
+
+# The labeller of the demo's ``pseudolabel/default`` deployment (flows/demo.py serves it with this one).
+DEMO_LABELER = "energy:killer-whale"
 
 DEMO_LAYOUT = {
     # bucket: (fixture folder, key prefix, glob, template, source name)
@@ -117,37 +131,111 @@ def fill_orcasound_bucket(endpoint: str, fixtures: Path | None) -> dict[str, int
     return counts
 
 
+@dataclass(frozen=True)
+class DemoIngest:
+    """One ingest of the demo: a source kind and its options.
+
+    ``make demo`` runs it as ``prefect deployment run ingest/<deployment> --params <params()>``;
+    ``build_demo_store`` makes the calls the ingest flow makes for those parameters.
+    """
+
+    deployment: str  # the served ingest deployment (flows/serve.py) that runs it
+    source: str  # a ``pamingest.sources`` entry point name
+    options: dict[str, Any] = field(default_factory=dict)  # the source's options, JSON-friendly
+
+    def params(self) -> dict[str, Any]:
+        """The ingest flow's parameters."""
+        return {"source": self.source, "options": self.options}
+
+
+def demo_ingests(fixtures: Path | None) -> list[DemoIngest]:
+    """What the demo ingests, in order, from the buckets ``fill_demo_buckets`` fills: the three
+    recorder deployments (with fixtures), then the Orcasound nodes."""
+    jobs = []
+    if fixtures is not None:
+        for bucket, (_, _, _, template, name) in DEMO_LAYOUT.items():
+            jobs.append(DemoIngest("files", "files", {"root": f"s3://{bucket}", "template": template, "name": name}))
+    jobs.append(DemoIngest("orcasound", "orcasound", {"nodes": list(ORCASOUND_NODES)}))
+    return jobs
+
+
+def fill_demo_buckets(endpoint: str, fixtures: Path | None) -> dict[str, int]:
+    """Every bucket of the demo, on the S3 server at ``endpoint``: objects per bucket. Without
+    fixtures, only the Orcasound bucket, its segments synthesised."""
+    counts = fill_buckets(endpoint, fixtures) if fixtures is not None else {}
+    counts[ORCASOUND_BUCKET] = sum(fill_orcasound_bucket(endpoint, fixtures).values())
+    return counts
+
+
+@dataclass
+class DemoBuild:
+    """What ``build_demo_store`` did: one ingest report per piece, and the labelling report."""
+
+    ingests: list = field(default_factory=list)  # (DemoIngest, piece options, IngestReport)
+    labeling: Any = None  # PseudolabelReport
+
+
+def build_demo_store(store: str, endpoint: str, fixtures: Path | None, scheduler: str | None = None, *,
+                     progress: bool = False) -> DemoBuild:
+    """The demo store from buckets filled by ``fill_demo_buckets`` on ``endpoint``: the calls the
+    ingest flow makes for each of ``demo_ingests`` (one per piece of its source), then the labelling
+    that flow starts (``DEMO_LABELER`` over every queued chunk).
+
+    ``scheduler`` is a Dask scheduler address, ``"serial"`` or ``"threads"`` (None: a LocalCluster
+    per call, as a flow run without ``PAMINGEST_SCHEDULER``).
+    """
+    from .orchestration import ingest_partition, pseudolabel_store, work_partitions
+
+    built = DemoBuild()
+    for job in demo_ingests(fixtures):
+        for piece in work_partitions(job.source, job.options):
+            report = ingest_partition(job.source, piece, store, scheduler, s3_endpoint=endpoint, progress=progress)
+            built.ingests.append((job, piece, report))
+    built.labeling = pseudolabel_store(store, DEMO_LABELER, scheduler=scheduler)
+    return built
+
+
+def demo_queue_line(store: str) -> str:
+    """One line on the demo labeller's queue: what it scored, what is left."""
+    from .labeling import queue
+
+    queues = queue(store, DEMO_LABELER)
+    return (f"labelled   {DEMO_LABELER}: {sum(q.scored for q in queues)} chunks scored in {len(queues)} streams, "
+            f"{sum(q.queued for q in queues)} queued")
+
+
 def run_demo(workdir: str = ".demo", fixtures: str | None = None, n_workers: int = 2) -> int:
+    """``pamingest demo``: the demo store at ``<workdir>/store``, without Prefect."""
+    import pandas as pd
     from distributed import Client
 
     from .executor import local_cluster
     from .info import store_info
-    from .ingest import ingest
     from .query import open_store, streams
-    from .sources.files import TimestampedFiles
 
-    fixture_dir = find_fixtures(fixtures)
+    fixture_dir = find_fixtures(fixtures, required=False)
     store = str(Path(workdir).resolve() / "store")
     server, endpoint = start_s3_server()
     try:
-        counts = fill_buckets(endpoint, fixture_dir)
-        print(f"local S3 server {endpoint}: " + ", ".join(f"s3://{b} ({n} objects)" for b, n in counts.items()))
-        options = {"endpoint_url": endpoint, "key": os.environ["AWS_ACCESS_KEY_ID"],
-                   "secret": os.environ["AWS_SECRET_ACCESS_KEY"]}
+        counts = fill_demo_buckets(endpoint, fixture_dir)
+        print(f"local S3 server {endpoint}: " + ", ".join(f"s3://{b} ({n} objects)" for b, n in counts.items())
+              + ("" if fixture_dir else "; no fixtures found: Orcasound segments synthesised"))
         with local_cluster(n_workers) as cluster, Client(cluster) as client:
             print(f"dask dashboard: {client.dashboard_link}")
-            for bucket, (_, _, _, template, name) in DEMO_LAYOUT.items():
-                source = TimestampedFiles(f"s3://{bucket}", template, name=name, storage_options=options)
-                report = ingest(source, store, client=client, progress=sys.stderr.isatty())
-                print(f"\n== s3://{bucket} -> {store}\n{report.summary()}")
+            built = build_demo_store(store, endpoint, fixture_dir, cluster.scheduler_address,
+                                     progress=sys.stderr.isatty())
+        for job, piece, report in built.ingests:
+            print(f"\n== {job.source} {piece} -> {store}\n{report.summary()}")
+        print(f"\n{built.labeling.summary()}")
     finally:
         server.stop()
     print("\n" + store_info(store).format())
+    print(demo_queue_line(store))
     tree = open_store(store)
     first = streams(tree)[0]
     ds = tree[first].to_dataset()
     start = ds.pam.rows["start"].iloc[0]
-    w = ds.pam.window(start, start + __import__("pandas").Timedelta(seconds=2))
+    w = ds.pam.window(start, start + pd.Timedelta(seconds=2))
     print(f"\nopen it:  pamingest.open_store({store!r})[{first!r}].to_dataset().pam.window(...)")
     print(f"example:  2 s from {start} -> {w.sizes['time']} samples, dtype {w.dtype}")
     return 0

@@ -109,34 +109,24 @@ def copy_tree(src: Path, dst: Path, pattern: str = "*") -> list[Path]:
     return out
 
 
-# (folder under the fixtures, template, source name) of the recordings the demo serves.
-DEMO_RECORDINGS = [
-    ("songmeter/S4A03895", "songmeter", "songmeter"),  # duty-cycled: 10 s every 15 min, 22 kHz
-    ("soundtrap", "soundtrap", "soundtrap"),  # three consecutive 5 min FLAC files, 8 kHz
-    ("sanctsound/clips", "sanctsound-clips", "sanctsound"),  # labelled clips, many sites and rates
-]
-
-
 @pytest.fixture(scope="session")
 def demo_store(tmp_path_factory, moto_endpoint) -> str:
-    """A store like the demos': the fixture recordings ingested in-process from their folders (read in
-    place), and the Orcasound bucket of ``make demo`` (fixture HLS session on rpi_orcasound_lab, two
-    synthesised sessions an hour apart on rpi_bush_point) from the moto server."""
+    """The demo store, built as ``pamingest demo`` builds it (``pamingest.demo.build_demo_store``: the
+    calls ``make demo``'s flow runs make) from the demo's buckets on the moto server: the SongMeter,
+    SoundTrap and SanctSound fixture recordings, the Orcasound bucket (fixture HLS session on
+    rpi_orcasound_lab, two synthesised sessions an hour apart on rpi_bush_point), every chunk scored
+    by the demo's labeller."""
     import requests
 
-    import pamingest as pi
-    from pamingest.demo import ORCASOUND_NODES, fill_orcasound_bucket
-    from pamingest.sources.orcasound import OrcasoundHLS
+    from pamingest.demo import build_demo_store, fill_demo_buckets
 
     store = str(tmp_path_factory.mktemp("demo") / "store")
-    for folder, template, name in DEMO_RECORDINGS:
-        report = pi.ingest(pi.TimestampedFiles(str(FIXTURES / folder), template, name=name), store, client="serial")
-        assert report.ingested and not report.failed, report.summary()
     requests.post(f"{moto_endpoint}/moto-api/reset", timeout=10).raise_for_status()
-    fill_orcasound_bucket(moto_endpoint, FIXTURES)
-    options = {"endpoint_url": moto_endpoint, "key": "testing", "secret": "testing"}
-    report = pi.ingest(OrcasoundHLS(list(ORCASOUND_NODES), storage_options=options), store, client="serial")
-    assert report.ingested == 11 and not report.failed, report.summary()
+    fill_demo_buckets(moto_endpoint, FIXTURES)
+    built = build_demo_store(store, moto_endpoint, FIXTURES, "serial")
+    for _, _, report in built.ingests:
+        assert report.ingested and not report.failed, report.summary()
+    assert built.labeling.scored and not built.labeling.failed, built.labeling.summary()
     return store
 
 

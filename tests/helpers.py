@@ -126,7 +126,7 @@ class HeldRun:
 
 
 __all__ = ["HeldRun", "SANCTSOUND_FIXTURE_STREAMS", "assert_stream_matches", "by_name", "ffmpeg_samples", "source_samples",
-           "to_ns", "tree_digest", "window_ns"]
+           "store_digest", "to_ns", "tree_digest", "window_ns"]
 
 
 def ffmpeg_samples(path) -> np.ndarray:
@@ -172,4 +172,29 @@ def tree_digest(tree) -> dict:
                                      for r in values]
             else:
                 out[(path, name)] = values.tolist()
+    return out
+
+
+# Tables whose rows are appended as labelling batches land: their order depends on which batch
+# committed first, not on what they hold.
+UNORDERED_TABLES = ("detection", "labeling_failure")
+
+
+def store_digest(tree) -> dict:
+    """``tree_digest`` up to what may differ between two builds of the same store: NaN equals NaN,
+    and the rows of the labelling tables (``UNORDERED_TABLES``) are compared as sorted sets."""
+
+    def plain(values) -> list:
+        return [None if isinstance(v, float) and np.isnan(v) else plain(v) if isinstance(v, list) else v
+                for v in values]
+
+    out = {}
+    for key, value in tree_digest(tree).items():
+        out[key] = plain(value) if isinstance(value, list) else value
+    for node in tree.subtree:
+        for dim in UNORDERED_TABLES:
+            names = sorted(n for n, v in node.ds.data_vars.items() if v.dims[:1] == (dim,))
+            if names:
+                rows = zip(*(out.pop((node.path, n)) for n in names))
+                out[(node.path, dim)] = (names, sorted(rows, key=repr))
     return out

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 import pamingest as pi
+from helpers import store_digest
+from pamingest.demo import build_demo_store, fill_demo_buckets
 
 PAMINGEST = [sys.executable, "-m", "pamingest.cli"]
 
@@ -50,14 +52,52 @@ def test_errors_are_reported_without_a_traceback(tmp_path, fixtures):
     assert out.returncode == 2 and "no pamingest store" in out.stderr
 
 
-def test_demo_runs_the_embedded_default(tmp_path, fixtures):
-    """The README's first command: local S3 server + LocalCluster + fixture recordings."""
-    out = subprocess.run([*PAMINGEST, "demo", "--workdir", tmp_path, "--fixtures", fixtures],
-                         capture_output=True, text=True, check=True, timeout=300)
-    assert "dask dashboard: http://127.0.0.1:" in out.stdout
-    assert "33 streams" in out.stdout and "0 objects rejected" in out.stdout
-    tree = pi.open_store(str(tmp_path / "store"))
-    assert "songmeter/S4A03895/22000Hz_1ch_pcm16" in pi.streams(tree)
+# A few recordings of each of the demo's buckets (the whole demo: the slow test below).
+DEMO_SAMPLE = {
+    "songmeter/S4A03895": ["S4A03895_20190522_000000.wav", "S4A03895_20190522_001500.wav"],
+    "soundtrap": ["67416073.210610033655.flac"],
+    "sanctsound/clips": ["SanctSound_CI02_05_humpbackwhale_20201014T134715Z.wav",
+                         "SanctSound_MB01_05_bocaccio_20200508T042435Z.wav"],
+    "orcasound/hls": ["live000.ts", "live001.ts", "live002.ts"],
+}
+
+
+def demo(workdir: Path, fixtures: Path, *args: str) -> subprocess.CompletedProcess:
+    out = subprocess.run([*PAMINGEST, "demo", "--workdir", workdir, "--fixtures", fixtures, *args],
+                         capture_output=True, text=True, check=True, timeout=600)
+    assert "dask dashboard: http://127.0.0.1:" in out.stdout and "0 objects rejected" in out.stdout
+    assert "Numcodecs" not in out.stdout + out.stderr and "Traceback" not in out.stderr, out.stderr
+    return out
+
+
+def test_demo_builds_what_the_flows_build(tmp_path, fixtures, s3):
+    """`pamingest demo` (local S3 server, LocalCluster) on a sample of the demo's recordings: the
+    store that `pamingest.demo.build_demo_store`, the calls of `make demo`'s flow runs, makes of the
+    same buckets in this process, serially, value for value."""
+    sample = tmp_path / "fixtures"
+    for folder, names in DEMO_SAMPLE.items():
+        (sample / folder).mkdir(parents=True)
+        for name in names:
+            (sample / folder / name).symlink_to(fixtures / folder / name)
+    out = demo(tmp_path / "demo", sample, "--workers", "1")  # a LocalCluster all the same, started sooner
+    assert "6 streams" in out.stdout and " 0 queued" in out.stdout
+    fill_demo_buckets(s3.endpoint, sample)
+    reference = str(tmp_path / "reference")
+    build_demo_store(reference, s3.endpoint, sample, "serial")
+    tree = pi.open_store(str(tmp_path / "demo" / "store"))
+    assert {"songmeter/S4A03895/22000Hz_1ch_pcm16", "orcasound/rpi_orcasound_lab/48000Hz_2ch_pcm16",
+            "sanctsound/MB01/4000Hz_1ch_pcm32"} <= set(pi.streams(tree))
+    assert store_digest(tree) == store_digest(pi.open_store(reference))
+
+
+@pytest.mark.slow
+def test_demo_builds_the_demo_store(tmp_path, fixtures, demo_store):
+    """The whole demo: the session's demo store (built as above, in this process), which the
+    notebooks run against; `make demo`'s is compared with it in tests/test_flows.py."""
+    out = demo(tmp_path, fixtures)
+    assert "35 streams" in out.stdout
+    assert "labelled   energy:killer-whale: 236 chunks scored in 35 streams, 0 queued" in out.stdout
+    assert store_digest(pi.open_store(str(tmp_path / "store"))) == store_digest(pi.open_store(demo_store))
 
 
 def test_quiet_on_a_local_cluster(tmp_path, fixtures):

@@ -1,8 +1,10 @@
-"""The notebooks in notebooks/, executed for real against a demo-like store built from the fixtures."""
+"""The notebooks in notebooks/, executed for real against the demo store (the one `make demo` and `pamingest demo` build)."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import warnings
 from pathlib import Path
 
@@ -16,10 +18,12 @@ from pamingest.info import store_info
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 EXPLORE = NOTEBOOKS / "01_explore_store.ipynb"
 ORCASOUND = NOTEBOOKS / "02_orcasound_session.ipynb"
+LABELS = NOTEBOOKS / "03_labels_to_training_data.ipynb"
 BUSH_POINT = "orcasound/rpi_bush_point/48000Hz_1ch_pcm16"  # two synthesised sessions an hour apart
 LAB = "orcasound/rpi_orcasound_lab/48000Hz_2ch_pcm16"  # the fixture segments: one real session
 SONGMETER = "songmeter/S4A03895/22000Hz_1ch_pcm16"
 SOUNDTRAP = "soundtrap/67416073/8000Hz_1ch_pcm16"
+SB03 = "sanctsound/SB03/48000Hz_1ch_pcm16"
 
 
 def execute(path: Path, workdir: Path, monkeypatch, **env: str) -> nbformat.NotebookNode:
@@ -57,13 +61,27 @@ def assert_quiet(nb) -> None:
 
 def test_notebooks_are_stored_without_outputs():
     paths = sorted(NOTEBOOKS.glob("*.ipynb"))
-    assert EXPLORE in paths and ORCASOUND in paths
+    assert EXPLORE in paths and ORCASOUND in paths and LABELS in paths
     for path in paths:
         nb = nbformat.read(path, as_version=4)
         nbformat.validate(nb)
         for c in nb.cells:
             if c.cell_type == "code":
                 assert not c.outputs and c.execution_count is None, f"{path.name} has outputs"
+
+
+def test_every_notebook_is_executed_by_a_test():
+    """A notebook put in notebooks/ without a test here that executes it fails this one."""
+    import ast
+
+    executed = set()
+    for test in ast.walk(ast.parse(Path(__file__).read_text())):
+        if isinstance(test, ast.FunctionDef) and test.name.startswith("test_"):
+            executed |= {globals()[call.args[0].id] for call in ast.walk(test)
+                         if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "execute"
+                         and call.args and isinstance(call.args[0], ast.Name)}
+    assert executed == set(NOTEBOOKS.glob("*.ipynb")), "notebooks without a test: " + \
+        ", ".join(sorted(p.name for p in set(NOTEBOOKS.glob("*.ipynb")) - executed))
 
 
 def test_explore_store_on_the_demo_store(demo_store, tmp_path, monkeypatch):
@@ -137,3 +155,69 @@ def test_store_info_is_quiet_about_pcodec_streams(demo_store):
         warnings.simplefilter("always")
         store_info(demo_store)
     assert not [w for w in caught if "Numcodecs" in str(w.message)]
+
+
+def test_labels_to_training_data_on_a_copy_of_the_demo_store(demo_store, fixtures, tmp_path, monkeypatch):
+    """The labelling loop: annotations, labels, queue, pseudo-labels, a review answered and read
+    back, an export loaded with datasets. It writes to its store: a copy of the session's."""
+    from pamingest.store.repo import Store
+
+    demo_tip = Store.open(demo_store).tip()
+    store = str(tmp_path / "store")
+    shutil.copytree(demo_store, store)
+    work = tmp_path / "work"
+    nb = execute(LABELS, tmp_path, monkeypatch, PAMINGEST_STORE=store, PAMINGEST_WORKDIR=str(work),
+                 PAMINGEST_FIXTURES=str(fixtures))
+    assert_quiet(nb)
+    tree = pi.open_store(store)
+
+    # Annotations: the Raven table's events (one row rejected with its line, those past the 10 s
+    # recording kept), effort over both recordings, and labels only there.
+    text = stdout(cell(nb, "attach"))
+    assert f"MSD-0003_20180427_2minstart00.Table.1.selections.txt: 9 events, 1 effort spans -> {SONGMETER}" in text
+    assert "4 events fall outside the ingested audio (kept)" in text and "line 11: empty label" in text
+    assert "EmptyExample.Table.1.selections.txt: 0 events, 3 effort spans" in text
+    song = tree[SONGMETER].to_dataset()
+    labels = song.pam.labels().to_pandas()
+    labels.index = song["chunk_start"].values
+    assert labels.loc["2019-05-22 00:00:00"].to_dict() == {"eato": 1, "lowa": 0, "woth": 1}
+    assert labels.loc["2019-05-22 00:15:00"].to_dict() == {"eato": 0, "lowa": 0, "woth": 0}
+    assert (labels.iloc[2:] == -1).all().all() and len(labels) == 48
+    assert "-1       46    46    46" in stdout(cell(nb, "labels"))
+
+    # The queue: everything but the annotated chunks, scored by pseudolabel.
+    assert "energy:humpback: chunks 236, annotated 2, scored 0, queued 234" in stdout(cell(nb, "queue-before"))
+    assert "energy:humpback: 234 chunks were queued; scored 234, failed 0" in stdout(cell(nb, "pseudolabel"))
+    scores = tree[SONGMETER].to_dataset().pam.scores("energy:humpback")
+    assert (scores["status"].values[2:] == 1).all() and (scores["status"].values[:2] == 0).all()  # annotated: not
+
+    # The review batch, answered with NOAA's labels, came back as effort and events on its chunks.
+    batch = json.loads((work / "review" / "review.json").read_text())
+    assert batch["labeler"] == "energy:humpback" and len(batch["chunks"]) == 5 and batch["pool"] == 8
+    sb03 = tree[SB03].to_dataset()
+    answers = sb03.pam.labels()
+    noaa = [url.rsplit("/", 1)[-1].split("_")[3] for url in sb03["file_url"].values[sb03["file_index"].values]]
+    answered = {row for stream, row in batch["chunks"] if stream == SB03}
+    assert len(answered) == 5
+    for row, heard in enumerate(noaa):
+        humpback = int(answers.sel(label="humpback").values[row])
+        if row not in answered:
+            assert humpback == -1, row  # nobody was asked: unknown, whatever the score
+        elif heard == "humpbackwhale":
+            assert humpback == 1, row
+        else:
+            assert humpback == 0 and int(answers.sel(label=heard).values[row]) == 1, (row, heard)
+    effort = sb03.pam.effort()
+    assert len(effort) == 5 and set(effort["source"]) == {"pamingest-review"}
+    # Answered chunks left every labeller's queue and the review pool.
+    text = stdout(cell(nb, "queue-after"))
+    assert "review pool of sanctsound/SB03/48000Hz_1ch_pcm16: 8 chunks before the answers, 3 after" in text
+    assert text.count(f"{SB03}       8          5       8       0") == 2, text  # both labellers
+
+    # The export: the people's labels only (the songmeter's 2 recordings and the 5 answered chunks in
+    # 5 s clips), one stream per split, loaded by datasets with the store's samples.
+    assert "exported 11 of 391 clips as hf" in stdout(cell(nb, "export")) and (work / "hf" / "README.md").is_file()
+    text = stdout(cell(nb, "datasets"))
+    assert re.search(r"train: Dataset\(\{.*?num_rows: 4", text, re.S) and re.search(r"test: Dataset\(\{.*?num_rows: 7", text, re.S)
+    assert "labels ['eato', 'woth'], negatives ['lowa']" in text and "the store's samples: True" in text
+    assert Store.open(demo_store).tip() == demo_tip  # the session's demo store is left as it was

@@ -50,6 +50,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# zarr warns each time it reads the metadata of an array kept with a numcodecs codec that such codecs
+# are outside the Zarr v3 spec. pamingest keeps what FLAC cannot hold (32-bit, float) with PCodec on
+# purpose (layout.py), so every reader of such a stream (queue, review, annotate, export...) would
+# warn: ignored, for that message only, in every process that opens a store. Once, for the process:
+# warnings.catch_warnings around each read is not thread-safe, and labelling and exports read in threads.
+warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3 specification")
+
 _MEMORY: dict[str, icechunk.Storage] = {}
 LOCK_NAME = "pamingest.commit.lock"
 
