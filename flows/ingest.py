@@ -94,6 +94,11 @@ def ingest(source: str = "orcasound", options: dict[str, Any] | None = None, sto
         reports = [ingest_piece(source, piece, store, address, row_seconds)
                    for piece in orchestration.work_partitions(source, options or {})]
     attached = attach_detections(source, options or {}, store) if detections else None
+    rows = sum(r["rows"] for r in reports)
+    # Labelling first: a live poll's new rows are scored while the report page is written.
+    labelling = start_pseudolabel_deployments(store) if rows else []
+    if labelling:
+        log.info("new rows: started %d pseudolabel run(s)", len(labelling))
     target = orchestration.report_target(store, report)
     # The run's commits stand whatever happens to the page: a failed report is named in the artifact.
     changed = None if attached and attached["attached"] else reports  # None: labels changed, write it anyway
@@ -105,10 +110,6 @@ def ingest(source: str = "orcasound", options: dict[str, Any] | None = None, sto
     if attached is not None:
         create_markdown_artifact(orchestration.annotate_markdown(attached), key=f"annotate-{source}-detections",
                                  description=f"pamingest: {source} detection products attached to {store}")
-    rows = sum(r["rows"] for r in reports)
-    labelling = start_pseudolabel_deployments(store) if rows else []
-    if labelling:
-        log.info("new rows: started %d pseudolabel run(s)", len(labelling))
     return {
         "store": store,
         "pieces": len(reports),
