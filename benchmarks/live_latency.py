@@ -140,7 +140,9 @@ def main() -> None:
     args = c.parse_args(__doc__.splitlines()[0], extra=lambda p: (
         p.add_argument("--minutes", type=float, default=12.0, help="how long the node uploads (default 12)"),
     ))
-    minutes = 4.0 if args.quick else args.minutes
+    # --quick: two polls' worth (about 3 min in all: the deployment polls once a minute).
+    minutes = 1.5 if args.quick else args.minutes
+    settle = 90 if args.quick else 150
     import boto3
 
     from pamingest.demo import start_s3_server, stop_processes
@@ -190,7 +192,7 @@ def main() -> None:
         uploader.start()
         uploader.join()
         # Let the last segments land and be scored: two polls and a labelling run.
-        time.sleep(150)
+        time.sleep(settle)
         elapsed = time.time() - t0
     finally:
         stop.set()
@@ -216,8 +218,9 @@ def main() -> None:
         "to_scored_s": {"median": median_scored, "p95": percentile(to_scored, 0.95),
                         "max": max(to_scored, default=None), "n": len(to_scored)},
         "requests_per_poll": requests,
+        # Listing calls of the polls plus one GET per segment (8640 a day at 10 s).
         "requests_per_node_per_day": {
-            "seen_here": round(per_poll * polls_per_day),
+            "seen_here": round(per_poll * polls_per_day) + 8640,
             # Listing calls grow with the sessions' segments (1000 keys a page): 3 prefix listings +
             # two sessions' pages, plus one GET per new segment (8640 a day).
             "sessions_of_6h": round((3 + 2 * 3) * polls_per_day + 8640),
