@@ -70,6 +70,16 @@ def _files_options(args) -> dict:
     return {"root": args.root, "template": args.template, "name": args.source_name, "site": args.site}
 
 
+def _manifest_options(args) -> dict:
+    if bool(args.manifest) == bool(args.file):
+        raise PamIngestError("give a manifest, or --file with --start, one of the two")
+    if args.file and not args.start:
+        raise PamIngestError("--file needs --start (its UTC start, or seconds with --relative)")
+    return {"manifest": args.manifest, "files": [(args.file, args.start)] if args.file else None,
+            "root": args.root, "time_base": "relative" if args.relative else None, "name": args.source_name,
+            "site": args.site}
+
+
 def _orcasound_options(args) -> dict:
     options = {"nodes": args.node, "start": args.start, "end": args.end, "bucket": args.bucket}
     if not args.flac:
@@ -305,6 +315,19 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--site", help="site name when the template has no {site} field")
     _ingest_options(f)
     f.set_defaults(source_options=_files_options)
+
+    m = ing_sub.add_parser("manifest", help="recordings without a time in their name: starts from a CSV "
+                                            "manifest (file,start[,site]) or one --file with --start")
+    m.add_argument("manifest", nargs="?", help="CSV manifest: path or URL")
+    m.add_argument("--file", help="one recording instead of a manifest")
+    m.add_argument("--start", help="with --file: its UTC start (seconds from the collection's zero with --relative)")
+    m.add_argument("--root", help="folder of relative file names (default: the manifest's folder)")
+    m.add_argument("--relative", action="store_true",
+                   help="no absolute time: starts are seconds from the collection's zero (relative time base)")
+    m.add_argument("--source-name", default="files", help="first level of the store's groups (default: files)")
+    m.add_argument("--site", help="site of lines that name none (default: the file's folder name)")
+    _ingest_options(m)
+    m.set_defaults(source_options=_manifest_options)
 
     o = ing_sub.add_parser("orcasound", help="Orcasound live HLS sessions (or --flac archives)")
     o.add_argument("--node", action="append", required=True, help="node folder, e.g. rpi_orcasound_lab (repeatable)")

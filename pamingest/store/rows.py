@@ -40,7 +40,7 @@ import numpy as np
 
 from ..decode.base import Unit, UnitFile
 from ..sources.base import RejectedFile
-from ..errors import StoreUnavailableError, first_line
+from ..errors import ConfigError, StoreUnavailableError, first_line
 from ..timing import NAT
 from . import layout
 from .catalog import KnownFile, read_catalog
@@ -76,6 +76,12 @@ def prepare_streams(store: Store, specs: dict[str, tuple[layout.StreamSpec, Any]
                 group = root[path]
                 if check_rows:
                     layout.check_stream(group, spec)
+                given = (attributes.get(path) or {}).get("time_base")
+                have = group.attrs.get("time_base", "utc")
+                if given is not None and given != have:
+                    # Relative offsets beside UTC times in one stream would read as dates they are not.
+                    raise ConfigError(f"stream {path} holds {have} times and this source gives {given} times: "
+                                      "give the source another name (its streams are then apart)")
             else:
                 group = layout.create_stream(root, spec, info)
                 changed.append(path)
