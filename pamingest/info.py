@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import zarr
 
+from .coverage import duty_cycle, max_gap_ns, spans
 from .store import layout
 from .store.repo import Store, StoreLocation
-from .timing import ns_to_iso
+from .timing import ns_to_iso, offset_ns
 
 
 @dataclass
@@ -28,6 +29,8 @@ class StreamInfo:
     first: str
     last: str
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (url, file_status, reason), not ok
+    coverage: str = ""  # duty cycle in words (coverage.duty_cycle)
+    gaps: int = 0  # gaps between continuous spans (over 1.5 samples)
 
 
 @dataclass
@@ -46,6 +49,7 @@ class StoreInfo:
         for s in self.streams:
             out.append(f"{s.path:<48} {s.sample_rate:>8} {s.channels:>3} {s.bits:>4} {s.rows:>8} {s.files_ok:>6} "
                        f"{s.files_failed:>6} {s.hours:>9.3f}  {s.first} .. {s.last}")
+            out.append(f"  {s.gaps} gaps; {s.coverage}")
         total = sum(s.hours for s in self.streams)
         out.append(f"{len(self.streams)} streams, {total:.3f} h of audio; {len(self.rejected)} objects rejected")
         for url, reason in self.rejected[:20]:
@@ -92,6 +96,11 @@ def _store_info(url: str | StoreLocation, storage_options: dict | None, snapshot
             ns_to_iso(int(starts[live].min())) if live.any() else "-",
             ns_to_iso(int(starts[live].max())) if live.any() else "-",
         ))
+        order = np.argsort(starts[live], kind="stable")
+        row_start = starts[live][order].astype(np.int64)
+        span_start, span_end = spans(row_start, row_start + offset_ns(n_valid[live][order], sr), max_gap_ns(sr))
+        info.streams[-1].coverage = duty_cycle(span_start, span_end)
+        info.streams[-1].gaps = max(len(span_start) - 1, 0)
         for url, error, file_status in zip(g["file_url"][:], g["file_error"][:], status):
             if file_status != "ok":
                 info.streams[-1].failures.append((str(url), str(file_status), str(error)))

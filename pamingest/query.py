@@ -232,18 +232,13 @@ class PamAccessor:
         order, start, valid = self._rows()
         if not len(order):
             return pd.DataFrame(columns=["start", "end", "seconds"])
+        from .coverage import max_gap_ns, spans
+
         end = start + offset_ns(valid, self.sample_rate)
-        tol = int((max_gap if max_gap is not None else 1.5 / self.sample_rate) * NS_PER_S)
-        spans, s0, e0 = [], start[0], end[0]
-        for s, e in zip(start[1:], end[1:]):
-            if s - e0 > tol:
-                spans.append((s0, e0))
-                s0 = s
-            e0 = max(e0, e)
-        spans.append((s0, e0))
-        arr = np.array(spans, dtype=np.int64)
-        return pd.DataFrame({"start": arr[:, 0].astype("datetime64[ns]"), "end": arr[:, 1].astype("datetime64[ns]"),
-                             "seconds": (arr[:, 1] - arr[:, 0]) / NS_PER_S})
+        tol = int(max_gap * NS_PER_S) if max_gap is not None else max_gap_ns(self.sample_rate)
+        s0, e0 = spans(start, end, tol)
+        return pd.DataFrame({"start": s0.astype("datetime64[ns]"), "end": e0.astype("datetime64[ns]"),
+                             "seconds": (e0 - s0) / NS_PER_S})
 
     def window(self, start: Any, end: Any, sample_rate: int | None = None, dtype=None) -> xr.DataArray:
         """Samples recorded in ``[start, end)`` UTC, stitched across rows.

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .coverage import duration_words, duty_cycle
 from .errors import ConfigError
 from .timing import NS_PER_S
 
@@ -222,53 +223,6 @@ def _stream_section(s, ds, group, limits: _Limits) -> tuple[str, list[str], set[
 # ---------------------------------------------------------------- coverage
 
 
-def _duration(seconds: float) -> str:
-    """``10 s``, ``15 min``, ``1 h 30 min``, ``3 d 4 h``: two units at most, the second dropped when 0."""
-    s = float(seconds)
-    if s < 60:
-        return f"{s:.3g} s" if s != int(s) else f"{int(s)} s"
-    units = (("d", 86_400), ("h", 3600), ("min", 60), ("s", 1))
-    total = int(round(s))
-    for i, (name, size) in enumerate(units):
-        if total >= size:
-            big, rest = divmod(total, size)
-            if i + 1 < len(units):
-                small_name, small_size = units[i + 1]
-                small = rest // small_size
-                if small:
-                    return f"{big} {name} {small} {small_name}"
-            return f"{big} {name}"
-    return f"{total} s"
-
-
-def duty_cycle(starts: np.ndarray, ends: np.ndarray) -> str:
-    """A stream's coverage in words: ``10 s every 15 min (48 spans); 8 min of audio over 11 h 45 min (1.13%)``.
-
-    ``starts``/``ends``: the continuous spans (int ns, sorted, disjoint), as ``ds.pam.coverage()`` gives them.
-    """
-    n = len(starts)
-    if not n:
-        return "no audio"
-    lengths = (ends - starts) / NS_PER_S
-    whole = (ends[-1] - starts[0]) / NS_PER_S
-    audio = float(lengths.sum())
-    share = f"{_duration(audio)} of audio over {_duration(whole)} ({100 * audio / whole:.3g}%)" if whole else ""
-    if n == 1:
-        return f"continuous: one span of {_duration(audio)}"
-    periods = np.diff(starts) / NS_PER_S
-    p, d = float(np.median(periods)), float(np.median(lengths))
-
-    def regular(x: np.ndarray, m: float) -> bool:
-        # Recorders start on the clock, but file lengths and starts wander by a few samples or ms.
-        return bool(np.mean(np.abs(x - m) <= max(1.0, 0.01 * m)) >= 0.9)
-
-    if n >= 3 and regular(periods, p) and regular(lengths, d):
-        return f"{_duration(d)} every {_duration(p)} ({n} spans); {share}"
-    gaps = (starts[1:] - ends[:-1]) / NS_PER_S
-    return (f"{n} spans, median {_duration(d)} long, median gap {_duration(float(np.median(gaps)))}, "
-            f"longest gap {_duration(float(gaps.max()))}; {share}")
-
-
 def _ticks(t0: int, t1: int) -> list[tuple[int, str]]:
     span_s = max((t1 - t0) / NS_PER_S, 1e-9)
     step = next((s for s in TICK_STEPS_S if span_s / s <= MAX_TICKS), TICK_STEPS_S[-1])
@@ -309,7 +263,7 @@ def timeline_svg(starts: np.ndarray, ends: np.ndarray, stream: str, max_spans: i
         for s, e in zip(starts, ends):
             width = max((e - s) * scale, 1.0)
             x = min((s - t0) * scale, w - width)  # a last short span widened to 1 px stays inside
-            tip = f"{_iso(s)} to {_iso(e)} ({_duration((e - s) / NS_PER_S)})"
+            tip = f"{_iso(s)} to {_iso(e)} ({duration_words((e - s) / NS_PER_S)})"
             parts.append(f'<rect class="span" x="{x:.2f}" y="{top}" width="{width:.2f}" height="{h}">'
                          f"<title>{tip}</title></rect>")
     else:
@@ -340,7 +294,7 @@ def _gaps(starts: np.ndarray, ends: np.ndarray, n: int = 3) -> str:
         return ""
     gaps = starts[1:] - ends[:-1]
     biggest = np.argsort(gaps)[::-1][:n]
-    items = [f"<li>{_duration(gaps[i] / NS_PER_S)}: {_iso(ends[i])} to {_iso(starts[i + 1])}</li>"
+    items = [f"<li>{duration_words(gaps[i] / NS_PER_S)}: {_iso(ends[i])} to {_iso(starts[i + 1])}</li>"
              for i in sorted(biggest)]
     return f'<details class="gaps"><summary>largest gaps</summary><ul>{"".join(items)}</ul></details>'
 
@@ -410,7 +364,7 @@ def _ltsa_section(ds, starts, ends, s, limits: _Limits) -> tuple[str, list[str]]
         png = _ltsa_png(L, lo_bin, hi_bin, day)
         limits.images_made += 1
         caption = (f"{pd.Timestamp(day, unit='ns'):%Y-%m-%d} UTC, {_iso(lo_bin)} to {_iso(hi_bin)}: "
-                   f"{L.sizes['time']} bins of {_duration(width / NS_PER_S)}{read}; Welch, "
+                   f"{L.sizes['time']} bins of {duration_words(width / NS_PER_S)}{read}; Welch, "
                    f"{L.attrs['nperseg']}-sample Hann segments, channel {L.attrs['channel']}; grey: no audio")
         figures.append(f'<figure class="ltsa"><img alt="LTSA {pd.Timestamp(day, unit="ns"):%Y-%m-%d}" '
                        f'src="data:image/png;base64,{base64.b64encode(png).decode()}">'
@@ -582,7 +536,7 @@ def _anchor(path: str) -> str:
 def _facts(s) -> str:
     return (f'<table class="facts"><tr><th>sample rate</th><td>{s.sample_rate} Hz</td><th>channels</th>'
             f"<td>{s.channels}</td><th>samples</th><td>{_e(s.dtype)}, {s.bits} bits</td><th>row</th>"
-            f"<td>{_duration(s.row_seconds)}</td></tr><tr><th>rows</th><td>{s.rows:,}</td><th>files</th>"
+            f"<td>{duration_words(s.row_seconds)}</td></tr><tr><th>rows</th><td>{s.rows:,}</td><th>files</th>"
             f"<td>{s.files_ok:,} stored, {s.files_failed:,} failed</td><th>audio</th><td>{s.hours:.3f} h</td>"
             f"<th>from</th><td>{_e(s.first)} to {_e(s.last)} (row starts)</td></tr></table>")
 

@@ -221,3 +221,12 @@ def test_labels_to_training_data_on_a_copy_of_the_demo_store(demo_store, fixture
     assert re.search(r"train: Dataset\(\{.*?num_rows: 4", text, re.S) and re.search(r"test: Dataset\(\{.*?num_rows: 7", text, re.S)
     assert "labels ['eato', 'woth'], negatives ['lowa']" in text and "the store's samples: True" in text
     assert Store.open(demo_store).tip() == demo_tip  # the session's demo store is left as it was
+
+
+def test_store_info_tells_duty_cycles_and_gaps(demo_store):
+    text = store_info(demo_store).format()
+    lines = text.splitlines()
+    songmeter = lines[[i for i, line in enumerate(lines) if line.startswith(SONGMETER)][0] + 1]
+    assert songmeter.startswith("  47 gaps; 10 s every 15 min (48 spans); 8 min of audio over 11 h 45 min")
+    soundtrap = lines[[i for i, line in enumerate(lines) if line.startswith(SOUNDTRAP)][0] + 1]
+    assert soundtrap.startswith("  0 gaps; continuous: one span of 15 min")
