@@ -399,11 +399,7 @@ def test_export_flow_writes_the_snapshot_it_pinned_and_reports_it(prefect_harnes
     from export import export as export_flow
     from pamingest.annotations import Recording, attach
 
-    folder = tmp_path / "recordings"
-    folder.mkdir()
-    shutil.copy(fixtures / "annotated" / "birds_10s.wav", folder / "MSD_20180427_000000.wav")
-    store = str(tmp_path / "store")
-    pi.ingest(pi.TimestampedFiles(str(folder), "{site}_%Y%m%d_%H%M%S.wav"), store, client="serial", row_seconds=2)
+    store = birds_store(tmp_path, fixtures)
     table = fixtures / "annotated" / "raven" / "MSD-0003_20180427_2minstart00.Table.1.selections.txt"
     snapshot = attach(store, [table], "raven", recording=Recording("MSD_20180427_000000.wav")).snapshot_id
     result = export_flow(format="webdataset", options={"seconds": 2, "splits": "train=1"}, store=store)
@@ -455,6 +451,16 @@ def test_a_prefect_task_that_fails_after_its_commit_and_retries_ingests_nothing_
     np.testing.assert_array_equal(a["audio"].values, b["audio"].values)
 
 
+def birds_store(tmp_path, fixtures) -> str:
+    """A store of one real 10 s field recording (the fixture Raven table's), in rows of 2 s."""
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    shutil.copy(fixtures / "annotated" / "birds_10s.wav", folder / "MSD_20180427_000000.wav")
+    store = str(tmp_path / "store")
+    pi.ingest(pi.TimestampedFiles(str(folder), "{site}_%Y%m%d_%H%M%S.wav"), store, client="serial", row_seconds=2)
+    return store
+
+
 def _artifact(key: str) -> str:
     import asyncio
 
@@ -475,11 +481,7 @@ def test_annotate_flow_attaches_the_new_tables_under_an_s3_prefix(prefect_harnes
     audio not ingested yet listed as failed with its reason (and tried again), all in the artifact."""
     from annotate import annotate as annotate_flow
 
-    folder = tmp_path / "rec"
-    folder.mkdir()
-    shutil.copy(fixtures / "annotated" / "birds_10s.wav", folder / "MSD_20180427_000000.wav")
-    store = str(tmp_path / "store")
-    pi.ingest(pi.TimestampedFiles(str(folder), "{site}_%Y%m%d_%H%M%S.wav"), store, client="serial", row_seconds=2)
+    store = birds_store(tmp_path, fixtures)
     table = fixtures / "annotated" / "raven" / "MSD-0003_20180427_2minstart00.Table.1.selections.txt"
     s3.bucket("tables")
     ours = s3.put("tables", "2018/MSD_20180427_000000.Table.1.selections.txt", table)
