@@ -188,14 +188,14 @@ def cmd_annotate(args) -> int:
             raise PamIngestError("--new takes folders of tables that name their recordings: "
                                  "--recording, --start and overlap settings go with a plain annotate")
         synced = attach_new(args.store, args.files, args.format, pattern=args.pattern, options=options,
-                            stream=args.stream, skip_unknown_streams=True, store_options=_storage_options(args),
-                            storage_options=_storage_options(args))
+                            stream=args.stream, skip_unknown_streams=True, replace_changed=args.replace,
+                            store_options=_storage_options(args), storage_options=_storage_options(args))
         print(json.dumps(synced.as_dict(), indent=2) if args.json else synced.summary())
         return EXIT_INCOMPLETE if synced.failed or synced.rejected_rows or synced.plan.changed else EXIT_OK
     report = attach(args.store, args.files, args.format, options=options, recording=recording, stream=args.stream,
                     rule=rule, skip_unknown_streams=args.skip_unknown_streams,
                     store_options=_storage_options(args), storage_options=_storage_options(args),
-                    progress=_progress(args))
+                    progress=_progress(args), replace=args.replace)
     print(json.dumps(report.as_dict(), indent=2) if args.json else report.summary())
     return EXIT_INCOMPLETE if report.failed or report.rejected_rows or report.unanswered_tables else EXIT_OK
 
@@ -415,8 +415,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="raven | audacity | sanctsound | podcast-tsv | orcahello | pods-ai | podcast-json")
     ann.add_argument("--new", action="store_true",
                      help="FILE may be folders or prefixes: attach the files under them the store has not "
-                          "attached yet (for cron; a file changed since it was attached is reported, not re-attached)")
+                          "attached yet (for cron; a file changed since it was attached is reported, or replaced "
+                          "with --replace)")
     ann.add_argument("--pattern", help="with --new: glob on file names (default: the format's suffixes)")
+    ann.add_argument("--replace", action="store_true",
+                     help="a file attached before under the same name (an earlier version) is replaced: its "
+                          "events and effort are removed first, in the same commit (with --new: changed files)")
     ann.add_argument("--recording", help="recording the (file-relative) annotations belong to: URL or file name")
     ann.add_argument("--start", help="its UTC start (default: looked up in the store's files table)")
     ann.add_argument("--stream", help="stream path or prefix the annotations belong to")

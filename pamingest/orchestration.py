@@ -321,7 +321,7 @@ def export_markdown(report: dict[str, Any]) -> str:
 
 def annotate_store(store: str, format: str, where: str | list[str], *, pattern: str | None = None,
                    options: dict[str, Any] | None = None, stream: str | None = None,
-                   skip_unknown_streams: bool = True, s3_endpoint: str | None = None,
+                   skip_unknown_streams: bool = True, replace_changed: bool = False, s3_endpoint: str | None = None,
                    store_options: dict[str, Any] | None = None):
     """Attach the annotation files under ``where`` the store has not attached yet (``annotations.sync``).
 
@@ -339,8 +339,8 @@ def annotate_store(store: str, format: str, where: str | list[str], *, pattern: 
         where = [w.strip() for w in where.split(",") if w.strip()]
     access = {"endpoint_url": s3_endpoint} if s3_endpoint and any(str(w).startswith("s3://") for w in where) else {}
     return attach_new(store, where, format, pattern=pattern, options=options, stream=stream,
-                      skip_unknown_streams=skip_unknown_streams, store_options=store_options or {},
-                      storage_options=access)
+                      skip_unknown_streams=skip_unknown_streams, replace_changed=replace_changed,
+                      store_options=store_options or {}, storage_options=access)
 
 
 def attach_detections(kind: str, options: dict[str, Any], store: str, *, categories: Any = None,
@@ -377,7 +377,7 @@ def annotate_markdown(report: dict[str, Any]) -> str:
         "| rejected rows | failed | store snapshot |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         f"| {report['format']} | {report['listed']} | {report['new']} | {report['already']} "
-        f"| {len(report['changed'])} | {len(attached)} | {report['events']} | {report['outside_audio']} "
+        f"| {len(report['changed']) + len(report.get('replaced', []))} | {len(attached)} | {report['events']} | {report['outside_audio']} "
         f"| {report['rejected_rows']} | {len(report['failed'])} | `{report['snapshot_id'] or '-'}` |",
     ]
     if attached:
@@ -394,6 +394,9 @@ def annotate_markdown(report: dict[str, Any]) -> str:
     if report["failed"]:
         lines += ["", "**Failed** (tried again by the next run)", ""]
         lines += [f"- {f['reason']}" for f in report["failed"][:100]]
+    if report.get("replaced"):
+        lines += ["", "**Replaced** (changed since attached: the earlier version's rows removed)", ""]
+        lines += [f"- `{url}`" for url in report["replaced"][:100]]
     if report["changed"]:
         lines += ["", "**Changed since attached** (not attached again)", ""]
         lines += [f"- `{c['file']}`: {c['reason']}" for c in report["changed"][:100]]

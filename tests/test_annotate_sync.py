@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import pamingest as pi
@@ -153,3 +154,47 @@ def test_cli_annotate_new_exits_1_on_a_changed_table(birds, fixtures):
     save_table(fixtures, tables, "20180427", extra="9\tSpectrogram 1\t1\t5\t6\t100\t200\tWOTH\n")
     changed = subprocess.run(cmd[:-1], capture_output=True, text=True)
     assert changed.returncode == 1 and "changed since it was attached" in changed.stdout, changed.stderr
+
+
+def test_a_changed_table_replaces_its_earlier_version_when_asked(birds, fixtures):
+    store, audio, tables = birds
+    ingest_birds(fixtures, audio, store, "20180428")
+    first = save_table(fixtures, tables, "20180427")
+    other = save_table(fixtures, tables, "20180428")
+    attach_new(store, str(tables), "raven")
+    assert len(events(store)) == 18
+    # The analyst corrects the first table: one more selection, inside the audio.
+    save_table(fixtures, tables, "20180427", extra="99\tSpectrogram 1\t1\t5\t6\t100\t200\tLOWA\n")
+    report = attach_new(store, str(tables), "raven", replace_changed=True)
+    assert report.plan.replaced == [str(first)] and not report.plan.changed
+    assert report.plan.already == [str(other)]
+    ev = events(store)
+    assert len(ev) == 19  # 9 + 10: the earlier version's 9 are gone
+    ds = pi.open_store(store)[STREAM].to_dataset()
+    names = ds["annotation_file_name"].values.tolist()
+    assert sorted(names) == sorted([str(first), str(other)])
+    # Each event points at its own file's record after the renumbering.
+    per_file = ev.groupby("recording").size().to_dict()
+    assert per_file == {str(audio / "MSD_20180427_000000.wav"): 10, str(audio / "MSD_20180428_000000.wav"): 9}
+    labels = ds.pam.labels()
+    assert (labels.sel(label="lowa").values == 1).sum() >= 1  # the new selection labels its rows
+
+
+def test_detach_removes_a_file_and_moves_the_later_files_down(birds, fixtures):
+    from pamingest.annotations.store import detach
+
+    store, audio, tables = birds
+    ingest_birds(fixtures, audio, store, "20180428")
+    first = save_table(fixtures, tables, "20180427")
+    second = save_table(fixtures, tables, "20180428")
+    attach_new(store, str(tables), "raven")
+    assert detach(store, [str(first)]) == {STREAM: 9}
+    ds = pi.open_store(store)[STREAM].to_dataset()
+    assert ds["annotation_file_name"].values.tolist() == [str(second)]
+    assert set(ds["event_file"].values.tolist()) == {0} and set(ds["effort_file"].values.tolist()) == {0}
+    ev = ds.pam.events()
+    assert len(ev) == 9 and set(ev["recording"]) == {str(audio / "MSD_20180428_000000.wav")}
+    # The first recording's rows lost their labels: unknown again (its effort went with the table).
+    start = ds.pam.rows["start"]
+    first_rows = ds.pam.rows["row"][start < np.datetime64("2018-04-28")].to_numpy()
+    assert (ds.pam.labels().values[first_rows] == -1).all()

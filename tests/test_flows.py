@@ -500,6 +500,13 @@ def test_annotate_flow_attaches_the_new_tables_under_an_s3_prefix(prefect_harnes
     assert second["already"] == 1 and second["attached"] == [] and second["snapshot_id"] is None
     assert len(pi.open_store(store)["files/MSD/32000Hz_1ch_pcm16"].to_dataset().pam.events()) == 9
 
+    # An analyst corrects the table: the flow replaces its earlier version (its default).
+    s3.put("tables", "2018/MSD_20180427_000000.Table.1.selections.txt",
+           table.read_bytes() + b"99\tSpectrogram 1\t1\t5\t6\t100\t200\tLOWA\n")
+    third = annotate_flow(format="raven", store=store)
+    assert third["replaced"] == [ours] and third["events"] == 10 and "**Replaced**" in _artifact("annotate-raven")
+    assert len(pi.open_store(store)["files/MSD/32000Hz_1ch_pcm16"].to_dataset().pam.events()) == 10
+
     monkeypatch.delenv("PAMINGEST_ANNOTATIONS")
     idle = annotate_flow(format="raven", store=store)  # the hourly deployment where no folder was set
     assert idle["configured"] is False and "PAMINGEST_ANNOTATIONS" in _artifact("annotate-raven")

@@ -244,6 +244,7 @@ class AttachReport:
     labels: dict[str, list[str]] = field(default_factory=dict)
     rebases: int = 0
     rebuilds: int = 0
+    replaced: dict[str, int] = field(default_factory=dict)  # stream -> events of earlier versions removed
 
     @property
     def committed(self) -> bool:
@@ -294,7 +295,8 @@ class AttachReport:
                 "rebases": self.rebases, "rebuilds": self.rebuilds,
                 "files": [f.as_dict() for f in self.files], "rejected_rows": self.rejected_rows,
                 "unanswered_tables": self.unanswered_tables,
-                "failed": [{"file": n, "reason": m} for n, m in self.failed], "labels": self.labels}
+                "failed": [{"file": n, "reason": m} for n, m in self.failed], "labels": self.labels,
+                "replaced": self.replaced}
 
 
 def read_bytes(url: str, storage_options: dict | None = None) -> bytes:
@@ -382,6 +384,7 @@ def attach(
     store_options: dict | None = None,
     storage_options: dict | None = None,
     progress: bool = False,
+    replace: bool = False,
 ) -> AttachReport:
     """Attach annotation files to a store's streams; events, effort and labels in one commit.
 
@@ -414,6 +417,10 @@ def attach(
         Options for the store and for reading the annotation files.
     progress : bool
         Show a progress bar (files attached) on stderr.
+    replace : bool
+        A file already attached under the same name (an earlier version of
+        it) is detached first, in the same commit: its events and effort are
+        replaced, not added to.
 
     Returns
     -------
@@ -449,7 +456,11 @@ def attach(
         # Everything that depends on the store is read here, so that a re-application on a
         # newer tip (another writer committed meanwhile) places the files against that tip.
         bar.reset()
-        return _attach(root, st.url, ticking(), reader, given, stream, rule, skip_unknown_streams)
+        replaced = _detach(root, [name for name, data, _ in contents if data is not None]) if replace else {}
+        report = _attach(root, st.url, ticking(), reader, given, stream, rule, skip_unknown_streams,
+                         relabel=set(replaced))
+        report.replaced = {path: n for path, n in replaced.items()}
+        return report
 
     def message(report: AttachReport) -> str:
         attached = [f for f in report.files if f.streams]
@@ -471,15 +482,67 @@ def attach(
     return report
 
 
+def _detach(root: zarr.Group, names: Iterable[str]) -> dict[str, int]:
+    """Remove what the annotation files ``names`` (as attached) added to every stream: their events,
+    effort and file records; later files' indices move down. Returns stream -> events removed.
+
+    Labels are not recomputed here: the caller does, with whatever it attaches in the same commit.
+    """
+    names = set(names)
+    removed: dict[str, int] = {}
+    for path, group in layout.iter_streams(root):
+        if ANNOTATIONS_ATTR not in group.attrs:
+            continue
+        files = np.asarray(group["annotation_file_name"][:], dtype=object)
+        gone = np.flatnonzero(np.isin(files, list(names)))
+        if not len(gone):
+            continue
+        for table, column in ((EVENTS, "event_file"), (EFFORT, "effort_file")):
+            index = group[column][:]
+            n_before = len(index)
+            table.keep(group, ~np.isin(index, gone))
+            kept = group[column][:]
+            # A file's index is its place in the annotation_file table: later files move down.
+            if len(kept):
+                group[column][:] = (kept - np.searchsorted(gone, kept)).astype(kept.dtype)
+            if column == "event_file":
+                removed[path] = n_before - len(kept)
+        ANNOTATION_FILES.keep(group, ~np.isin(np.arange(len(files)), gone))
+    return removed
+
+
+def detach(store: str | StoreLocation, files: Iterable[str], *, rule: OverlapRule | None = None,
+           store_options: dict | None = None) -> dict[str, int]:
+    """Remove what attached annotation files (by the name they were attached under) added; one commit.
+
+    Returns stream -> events removed (streams the files never reached are
+    not listed). The streams' labels are recomputed.
+    """
+    names = [str(f) for f in files]
+    st = Store.open(store, store_options)
+
+    def apply(root: zarr.Group) -> dict[str, int]:
+        removed = _detach(root, names)
+        streams = dict(layout.iter_streams(root))
+        for path in removed:
+            use = rule or stored_rule(streams[path])
+            labels, label_names = stream_labels(streams[path], use)
+            write_labels(streams[path], labels, label_names, use)
+        return removed
+
+    return st.update(apply, lambda removed: f"pamingest detach: {len(names)} files from {len(removed)} streams",
+                     lambda removed: {"pamingest": "detach", "files": names}).value
+
+
 def _attach(root: zarr.Group, url: str, contents, reader: AnnotationReader, given, stream: str | None,
-            rule: OverlapRule | None, skip_unknown_streams: bool) -> AttachReport:
+            rule: OverlapRule | None, skip_unknown_streams: bool, relabel: set[str] = frozenset()) -> AttachReport:
     streams = dict(layout.iter_streams(root))
     if stream and not any(layout.under(p, stream) for p in streams):
         raise AnnotationTargetError(f"unknown stream {stream!r}: the store has "
                                     f"{', '.join(sorted(streams)) or 'no streams'}")
     context = ReadContext(given, StoreFiles(root), (stream or "").strip("/"))
     report = AttachReport(url)
-    touched: set[str] = set()
+    touched: set[str] = set(relabel)  # streams whose labels change (relabel: a detach before this attach)
     seen: set[tuple[str, str, str]] = set()
     for name, data, unreadable in contents:
         if data is None:

@@ -11,10 +11,11 @@ batches of ``batch_files`` (one commit each). Run it as often as you like:
 - a file whose name the store has attached with the same content (SHA-256)
   is left alone: a run reads the files it knows again, one GET each, to
   tell; a new file costs a listing entry and a GET;
-- a file whose name was attached with other content is **reported as
-  changed and not attached again**: its rows would be added a second time
-  beside the old ones (attach adds, there is no detach yet). Attach a
-  corrected copy under a new name, or rebuild the stream's annotations;
+- a file whose name was attached with other content (an analyst saved a
+  corrected table) is **reported as changed and not attached again**, or,
+  with ``replace_changed``, **replaces** its earlier version: the old
+  version's events and effort are detached and the new one attached, in one
+  commit;
 - a file that cannot be read or placed (its recording is not in the store
   yet, say) is listed with the reason and, as it was not attached, tried
   again by the next run: annotations may arrive before their audio.
@@ -47,7 +48,8 @@ class AnnotationPlan:
     listed: int = 0
     new: list[str] = field(default_factory=list)
     already: list[str] = field(default_factory=list)
-    changed: list[tuple[str, str]] = field(default_factory=list)  # (url, reason)
+    changed: list[tuple[str, str]] = field(default_factory=list)  # (url, reason): left as attached
+    replaced: list[str] = field(default_factory=list)  # changed files attached in place of their earlier version
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (url or prefix, reason)
 
 
@@ -98,7 +100,7 @@ class AnnotateReport:
         p = self.plan
         lines = [f"store      {self.store}",
                  f"listed     {p.listed} {self.format} files: {len(p.new)} new, {len(p.already)} already attached, "
-                 f"{len(p.changed)} changed"]
+                 f"{len(p.changed) + len(p.replaced)} changed"]
         for f in self.attached:
             lines.append(f"attached   {f.name}: {f.events} events, {f.effort} effort spans -> {', '.join(f.streams)}")
             if f.outside_audio:
@@ -108,6 +110,8 @@ class AnnotateReport:
                   for f in self.unchanged]
         lines += [f"no stream  {f.name}: rows for " + ", ".join(f"{site!r} ({n})" for site, n in f.skipped_rows.items())
                   + " skipped: the store has no stream of them" for f in self.elsewhere]
+        lines += [f"replaced   {url}: changed since it was attached; its earlier version's rows removed"
+                  for url in p.replaced]
         lines += [f"changed    {url}: {why}" for url, why in p.changed]
         lines.append(f"failed     {len(self.failed)} files (tried again by the next run)")
         lines += [f"  - {msg}" for _, msg in self.failed]
@@ -119,7 +123,7 @@ class AnnotateReport:
         return {
             "store": self.store, "format": self.format, "snapshot_id": self.snapshot_id,
             "listed": p.listed, "new": len(p.new), "already": len(p.already),
-            "changed": [{"file": u, "reason": r} for u, r in p.changed],
+            "changed": [{"file": u, "reason": r} for u, r in p.changed], "replaced": list(p.replaced),
             "attached": [f.as_dict() for f in self.attached],
             "unchanged": [f.name for f in self.unchanged],
             "no_stream": [{"file": f.name, "skipped_rows": f.skipped_rows} for f in self.elsewhere],
@@ -212,14 +216,15 @@ def plan_annotations(store: str | StoreLocation, urls: Iterable[str], *, store_o
             plan.already.append(url)
         else:
             plan.changed.append((url, "changed since it was attached: not attached again (its rows would be "
-                                      "added beside the earlier ones); attach a corrected copy under a new name"))
+                                      "added beside the earlier ones); replace it (--replace-changed) or attach "
+                                      "it under a new name"))
     return plan
 
 
 def attach_new(store: str | StoreLocation, where: str | Iterable[str], format: str, *, pattern: str | None = None,
                options: dict | None = None, stream: str | None = None, skip_unknown_streams: bool = True,
-               batch_files: int = DEFAULT_BATCH_FILES, store_options: dict | None = None,
-               storage_options: dict | None = None) -> AnnotateReport:
+               batch_files: int = DEFAULT_BATCH_FILES, replace_changed: bool = False,
+               store_options: dict | None = None, storage_options: dict | None = None) -> AnnotateReport:
     """Attach the annotation files under ``where`` that the store has not attached; see the module doc.
 
     Parameters
@@ -239,17 +244,21 @@ def attach_new(store: str | StoreLocation, where: str | Iterable[str], format: s
         (default: a bucket's products cover more sites than a store).
     batch_files : int
         Files per commit.
+    replace_changed : bool
+        Attach a file changed since it was attached in place of its earlier
+        version (default: report it and leave the store as it is).
     """
     urls, missing = list_annotation_files(where, format, pattern=pattern, storage_options=storage_options)
     return attach_new_files(store, urls, format, options=options, stream=stream,
                             skip_unknown_streams=skip_unknown_streams, batch_files=batch_files,
-                            store_options=store_options, storage_options=storage_options, missing=missing)
+                            replace_changed=replace_changed, store_options=store_options,
+                            storage_options=storage_options, missing=missing)
 
 
 def attach_new_files(store: str | StoreLocation, urls: Iterable[str], format: str, *, options: dict | None = None,
                      stream: str | None = None, skip_unknown_streams: bool = True,
-                     batch_files: int = DEFAULT_BATCH_FILES, store_options: dict | None = None,
-                     storage_options: dict | None = None,
+                     batch_files: int = DEFAULT_BATCH_FILES, replace_changed: bool = False,
+                     store_options: dict | None = None, storage_options: dict | None = None,
                      missing: Iterable[tuple[str, str]] = ()) -> AnnotateReport:
     """``attach_new`` for files already listed (URLs: a source's detection products, say)."""
     if batch_files < 1:
@@ -261,4 +270,11 @@ def attach_new_files(store: str | StoreLocation, urls: Iterable[str], format: st
         report.batches.append(attach(store, plan.new[i:i + batch_files], format, options=options, stream=stream,
                                      skip_unknown_streams=skip_unknown_streams, store_options=store_options,
                                      storage_options=storage_options))
+    if replace_changed and plan.changed:
+        changed = [url for url, _ in plan.changed]
+        for i in range(0, len(changed), batch_files):
+            report.batches.append(attach(store, changed[i:i + batch_files], format, options=options, stream=stream,
+                                         skip_unknown_streams=skip_unknown_streams, store_options=store_options,
+                                         storage_options=storage_options, replace=True))
+        plan.replaced, plan.changed = changed, []
     return report

@@ -116,6 +116,27 @@ class Table:
                 arr[first:] = data
         return first
 
+    def keep(self, group: zarr.Group, mask: np.ndarray) -> int:
+        """Keep only the records where ``mask`` is true (in order); returns how many were dropped.
+
+        Every column is read, filtered and written back at its new length:
+        tables this is used on (events, effort, annotation files) are small
+        next to the audio, and a removal is rare (a corrected file replaces
+        its earlier version).
+        """
+        mask = np.asarray(mask, dtype=bool)
+        if mask.all():
+            return 0
+        for name in self.columns:
+            if name not in group:
+                continue
+            arr = group[name]
+            kept = arr[:][mask]
+            arr.resize((len(kept),))
+            if len(kept):
+                arr[:] = kept
+        return int((~mask).sum())
+
     def write(self, group: zarr.Group, index: Iterable[int], values: Mapping[str, Iterable],
               length: int | None = None) -> None:
         """``column[index] = values`` for the columns given, growing the table to ``length`` (or past
