@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import zarr
 
+from . import quality
 from .store import layout
 from .store.repo import Store, StoreLocation
 from .timing import ns_to_iso
@@ -28,6 +29,8 @@ class StreamInfo:
     first: str
     last: str
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (url, file_status, reason), not ok
+    # Live rows per quality flag (default thresholds), "flagged" (any) and "unchecked" (no statistics).
+    quality: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -48,6 +51,16 @@ class StoreInfo:
                        f"{s.files_failed:>6} {s.hours:>9.3f}  {s.first} .. {s.last}")
         total = sum(s.hours for s in self.streams)
         out.append(f"{len(self.streams)} streams, {total:.3f} h of audio; {len(self.rejected)} objects rejected")
+        if any(s.quality for s in self.streams):
+            out.append("")
+            out.append("quality flags (rows; default thresholds, pamingest.quality)")
+            out.append(f"{'stream':<48} {'flagged':>8} {'clipped':>8} {'dropout':>8} {'silent':>8} {'dc_offset':>9}"
+                       f" {'unchecked':>9}")
+            for s in self.streams:
+                q = s.quality
+                if q:
+                    out.append(f"{s.path:<48} {q['flagged']:>8} {q['clipped']:>8} {q['dropout']:>8} {q['silent']:>8} "
+                               f"{q['dc_offset']:>9} {q['unchecked']:>9}")
         for url, reason in self.rejected[:20]:
             out.append(f"  - {url}: {reason}")
         if len(self.rejected) > 20:
@@ -92,6 +105,9 @@ def _store_info(url: str | StoreLocation, storage_options: dict | None, snapshot
             ns_to_iso(int(starts[live].min())) if live.any() else "-",
             ns_to_iso(int(starts[live].max())) if live.any() else "-",
         ))
+        stats = ({name: g[name][: len(n_valid)] for name in quality.QUALITY.columns} if quality.has_stats(g)
+                 else quality.empty_stats(len(n_valid)))
+        info.streams[-1].quality = quality.flag_counts(stats, n_valid, int(g.attrs["channels"]), sr)
         for url, error, file_status in zip(g["file_url"][:], g["file_error"][:], status):
             if file_status != "ok":
                 info.streams[-1].failures.append((str(url), str(file_status), str(error)))

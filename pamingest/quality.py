@@ -236,5 +236,76 @@ def rms_db_re_upa(rms_dbfs: np.ndarray, attrs: dict) -> np.ndarray | None:
     return np.asarray(rms_dbfs, dtype=np.float64) + float(cal)
 
 
+def has_stats(ds) -> bool:
+    """Whether a stream (Dataset or zarr group) has the quality table at all."""
+    return all(name in ds for name in QUALITY.columns)
+
+
+def dataset_stats(ds) -> dict[str, np.ndarray]:
+    """The stored statistics of every row of a stream's Dataset ("not computed" where it has none)."""
+    n = ds.sizes["chunk"]
+    if not has_stats(ds):
+        return empty_stats(n)
+    return {name: np.asarray(ds[name].values) for name in QUALITY.columns}
+
+
+def dataset_flags(ds, thresholds: QualityThresholds | None = None) -> np.ndarray:
+    """Every row's flag set (``flags``) in a stream's Dataset, with ``thresholds``."""
+    return flags(dataset_stats(ds), ds["n_valid"].values, int(ds.sizes.get("channel", 1)),
+                 int(ds.attrs["sample_rate"]), thresholds)
+
+
+def quality_frame(ds, thresholds: QualityThresholds | None = None):
+    """One line per live row of a stream's Dataset: its statistics and flags (``PamAccessor.quality``)."""
+    import pandas as pd
+
+    n_valid = np.asarray(ds["n_valid"].values, dtype=np.int64)
+    live = np.flatnonzero(n_valid > 0)
+    stats = {k: v[live] for k, v in dataset_stats(ds).items()}
+    channels = int(ds.sizes.get("channel", 1))
+    sr = int(ds.attrs["sample_rate"])
+    computed = stats["quality_clipped"] >= 0
+    samples = np.maximum(n_valid[live] * channels, 1)
+    bits = flags(stats, n_valid[live], channels, sr, thresholds)
+    start = np.asarray(ds["chunk_start"].values).astype("datetime64[ns]")[live]
+
+    def where_computed(values, dtype=np.float64):
+        return np.where(computed, np.asarray(values, dtype=dtype), np.nan)
+
+    frame = pd.DataFrame({
+        "row": live,
+        "start": start,
+        "n_valid": n_valid[live],
+        "computed": computed,
+        "clipped": where_computed(stats["quality_clipped"]),
+        "longest_run": where_computed(stats["quality_longest_run"]),
+        "longest_run_ms": where_computed(stats["quality_longest_run"]) * 1e3 / sr,
+        "zero_fraction": where_computed(stats["quality_zeros"]) / samples,
+        "dc_offset": where_computed(stats["quality_dc_offset"]),
+        "rms_dbfs": where_computed(stats["quality_rms_dbfs"]),
+    })
+    upa = rms_db_re_upa(frame["rms_dbfs"].to_numpy(), dict(ds.attrs))
+    if upa is not None:
+        frame["rms_db_re_upa"] = upa
+    frame["flags"] = [flag_names(int(b)) for b in bits]
+    for bit, name in FLAG_NAMES.items():
+        frame[f"flag_{name}"] = (bits & bit) != 0
+    frame.attrs["thresholds"] = thresholds or QualityThresholds()
+    frame.attrs["rows_without_stats"] = int((~computed).sum())
+    return frame
+
+
+def flag_counts(stats: dict[str, np.ndarray], n_valid: np.ndarray, channels: int, sample_rate: int,
+                thresholds: QualityThresholds | None = None) -> dict[str, int]:
+    """Live rows per flag, ``"flagged"`` (any flag) and ``"unchecked"`` (no statistics)."""
+    live = np.asarray(n_valid) > 0
+    bits = flags(stats, n_valid, channels, sample_rate, thresholds)[live]
+    out = {name: int(np.count_nonzero(bits & bit)) for bit, name in FLAG_NAMES.items()}
+    out["flagged"] = int(np.count_nonzero(bits))
+    out["unchecked"] = int(np.count_nonzero(np.asarray(stats["quality_clipped"])[live] < 0))
+    return out
+
+
 __all__ = ["CLIPPED", "DC_OFFSET", "DROPOUT", "FLAG_NAMES", "QUALITY", "QualityThresholds", "SILENT",
-           "clip_levels", "flag_names", "flags", "parse_flags", "row_stats", "rms_db_re_upa"]
+           "clip_levels", "dataset_flags", "flag_counts", "flag_names", "flags", "has_stats",
+           "quality_frame", "parse_flags", "row_stats", "rms_db_re_upa"]
