@@ -133,16 +133,24 @@ def row_stats(samples: np.ndarray, full_scale: float, levels: tuple[float, float
         clipped += int(np.count_nonzero(samples >= hi))
     zeros = samples.size - int(np.count_nonzero(samples))
     longest = _longest_run(samples)
-    sums = np.zeros(channels)
-    squares = 0.0
-    for a in range(0, n, _BLOCK_FRAMES):
-        block = samples[a : a + _BLOCK_FRAMES].astype(np.float32)
-        gram = block.T @ block
-        squares += float(np.trace(gram, dtype=np.float64))
-        sums += np.ones(len(block), np.float32) @ block
-    means = sums / n
+    # The same row must give the same bits wherever it is ingested (serial, threads, a Dask worker):
+    # no BLAS (its sums depend on its thread count, and waking its threads costs more than the sums),
+    # integers summed exactly in int64 by numpy's own loops, in blocks small enough that no block's
+    # sum of squares overflows (16-bit: any; wider: 2**16 samples of at most 2**46 each).
+    integer = samples.dtype.kind in "iu"
+    block_frames = _BLOCK_FRAMES // 2 if samples.dtype.itemsize <= 2 else max(1, 2**16 // channels)
+    acc = np.int64 if integer else np.float64
+    sums = np.zeros(channels, dtype=acc)
+    squares = 0
+    ones = np.ones(min(n, block_frames), dtype=acc)
+    for a in range(0, n, block_frames):
+        block = samples[a : a + block_frames].astype(acc)
+        flat = block.reshape(-1)
+        squares += np.dot(flat, flat).item() if integer else np.einsum("i,i->", flat, flat).item()
+        sums += np.dot(ones[: len(block)], block) if integer else np.einsum("ij->j", block)
+    means = sums.astype(np.float64) / n
     worst = int(np.argmax(np.abs(means)))
-    rms = np.sqrt(squares / samples.size)
+    rms = np.sqrt(float(squares) / samples.size)
     with np.errstate(divide="ignore"):
         dbfs = float(20 * np.log10(rms / full_scale))
     return clipped, longest, zeros, float(means[worst] / full_scale), dbfs
@@ -156,8 +164,10 @@ def _longest_run(samples: np.ndarray) -> int:
     if not equal.any():
         return 1
     best = 0
-    for c in range(samples.shape[1]):
-        at = np.flatnonzero(equal[:, c])  # sample i equals sample i + 1
+    channels = samples.shape[1]
+    where = np.flatnonzero(equal)  # contiguous, and few: real audio rarely repeats a sample
+    for c in range(channels):
+        at = where[where % channels == c] // channels if channels > 1 else where  # sample i equals i + 1
         if not len(at):
             continue
         breaks = np.flatnonzero(np.diff(at) != 1)
