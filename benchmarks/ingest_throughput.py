@@ -12,6 +12,11 @@ audio-seconds per wall-second (and per worker):
    ``pamingest.executor.local_cluster`` as pamingest builds its own;
 3. ``ingest_2w``: the same with 2 workers.
 
+``ingest_1w_noquality`` repeats 2. with ``ingest(..., quality=False)``: no
+per-row quality statistics (pamingest/quality.py); ``quality_cost_1w`` is the
+throughput they cost, ``1 - ingest_1w / ingest_1w_noquality`` (target issue
+#13: <= 0.05). Skip with ``--no-quality-compare``.
+
 For information, ``ingest_1w_dasktrim`` / ``ingest_2w_dasktrim`` repeat 2. and 3. on
 clusters whose workers keep Dask's default ``MALLOC_TRIM_THRESHOLD_=65536``
 (``distributed.nanny.pre-spawn-environ``), which pamingest's clusters drop: that
@@ -55,6 +60,7 @@ log = logging.getLogger("pamingest.bench.ingest_throughput")
 
 TARGET_1W_OVER_BARE = 0.85
 TARGET_2W_OVER_1W = 1.8
+TARGET_QUALITY_COST = 0.05  # issue #13: the per-row quality statistics cost at most 5 % of throughput
 ROW_SECONDS = 10.0
 
 
@@ -70,6 +76,8 @@ def _options(parser) -> None:
     parser.add_argument("--dasktrim", action=argparse.BooleanOptionalAction, default=None,
                         help="also measure 1 and 2 workers started with Dask's default MALLOC_TRIM_THRESHOLD_=65536 "
                              "(default: yes; quick: no)")
+    parser.add_argument("--no-quality-compare", action="store_true",
+                        help="skip ingest_1w_noquality (1 worker, no per-row quality statistics)")
     parser.add_argument("--extra-workers", type=int, nargs="*", default=[],
                         help="also measure these worker counts (informational), e.g. --extra-workers 3")
 
@@ -146,12 +154,12 @@ def row_write_breakdown(path: Path, n_rows: int, row_seconds: float = ROW_SECOND
             "zarr_memory_ms": memory * 1e3, "zarr_icechunk_local_ms": ice * 1e3}
 
 
-def timed_ingest(audio_dir: Path, store: Path, client) -> dict:
+def timed_ingest(audio_dir: Path, store: Path, client, quality: bool = True) -> dict:
     from pamingest import TimestampedFiles, ingest
 
     src = TimestampedFiles(str(audio_dir), "soundtrap")
     t0 = time.perf_counter()
-    report = ingest(src, str(store), client=client, row_seconds=ROW_SECONDS)
+    report = ingest(src, str(store), client=client, row_seconds=ROW_SECONDS, quality=quality)
     elapsed = time.perf_counter() - t0
     if report.failed or not report.ingested:
         raise RuntimeError(f"ingest did not ingest everything:\n{report.summary()}")
@@ -288,6 +296,20 @@ def derive(result: dict, variants: list[str]) -> None:
             "(planning, merging forks, committing) compete with the workers for the same cores."
         )
     result["notes"] = notes
+    if "ingest_1w_noquality" in result:
+        with_q, without = result["ingest_1w"], result["ingest_1w_noquality"]
+        cost = 1 - with_q["audio_s_per_s"] / without["audio_s_per_s"]
+        q_with, q_without = quiet.get("ingest_1w", {}).get("audio_s_per_s"), \
+            quiet.get("ingest_1w_noquality", {}).get("audio_s_per_s")
+        quiet_cost = 1 - q_with / q_without if (q_with and q_without) else None
+        value = quiet_cost if quiet_cost is not None else cost
+        result["quality_cost_1w"] = cost
+        result["targets"]["quality_cost_1w"] = {
+            "target": f"<= {TARGET_QUALITY_COST}", "value": _r(value),
+            "basis": "quiet repeats" if quiet_cost is not None else "median of all repeats",
+            "value_median_all_repeats": _r(cost),
+            "value_per_cpu_second": _r(1 - with_q["audio_s_per_cpu_s"] / without["audio_s_per_cpu_s"]),
+            "met": C.verdict(value, TARGET_QUALITY_COST, False)}
 
 
 def main() -> None:
@@ -310,6 +332,8 @@ def main() -> None:
         "environment": C.environment(),
     }
     variants = ["bare"] + ([] if args.no_serial else ["ingest_serial"]) + [f"ingest_{w}w" for w in worker_counts]
+    if not args.no_quality_compare:
+        variants.append("ingest_1w_noquality")
     if dasktrim:
         variants += ["ingest_1w_dasktrim", "ingest_2w_dasktrim"]
     runs: dict[str, list[dict]] = {v: [] for v in variants}
@@ -348,6 +372,8 @@ def main() -> None:
                         r = measured(bare_loop, wait, paths)
                     elif v == "ingest_serial":
                         r = measured(timed_ingest, wait, audio_dir, fresh_store(), "serial")
+                    elif v == "ingest_1w_noquality":  # the same cluster as ingest_1w
+                        r = measured(timed_ingest, wait, audio_dir, fresh_store(), clusters["ingest_1w"][1], False)
                     else:
                         r = measured(timed_ingest, wait, audio_dir, fresh_store(), clusters[v][1])
                     runs[v].append(r)

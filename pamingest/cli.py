@@ -220,7 +220,7 @@ def cmd_pseudolabel(args) -> int:
     report = pseudolabel(args.store, args.labeler, params=_params(args.param), tag=args.tag or "",
                          streams=args.stream, client=_client(args), n_workers=args.workers,
                          batch_rows=args.batch_rows, max_chunks=args.max_chunks, retry_failed=args.retry_failed,
-                         commit_seconds=args.commit_seconds, store_options=_storage_options(args),
+                         skip_flagged=args.skip_flagged, commit_seconds=args.commit_seconds, store_options=_storage_options(args),
                          progress=_progress(args))
     _print_dashboard(report)
     print(json.dumps(report.as_dict(), indent=2) if args.json else report.summary())
@@ -452,6 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="commit finished batches together at most this often (default 2; 0: every batch)")
     lab.add_argument("--max-chunks", type=int, help="score at most this many chunks in this run")
     lab.add_argument("--retry-failed", action="store_true", help="queue again chunks whose labelling failed")
+    lab.add_argument("--skip-flagged", nargs="?", const="all", metavar="FLAGS",
+                     help="leave out chunks with quality flags: all (default) or some of "
+                          "clipped,dropout,silent,dc_offset")
     lab.add_argument("--scheduler", help="Dask scheduler address (default: a LocalCluster)")
     lab.add_argument("--workers", type=int, help="LocalCluster workers (default: one per core)")
     lab.add_argument("--serial", action="store_true", help="run in this process (debugging)")

@@ -46,6 +46,7 @@ import pandas as pd
 
 from .annotations.labels import OverlapRule, chunk_labels, label_names, overlapping_pairs, positive_pairs
 from .errors import ConfigError
+from .quality import dataset_flags, parse_flags
 from .timing import NS_PER_S, offset_ns
 
 CLIP_COLUMNS = ["stream", "source", "site", "deployment", "latitude", "longitude", "sample_rate", "channels", "bits_per_sample", "start", "end", "file",
@@ -109,8 +110,15 @@ def _first_sample_at_or_after(delta_ns: np.ndarray, sample_rate: int) -> np.ndar
 
 
 def stream_clips(ds, seconds: float, hop: float | None = None, labels: Iterable[str] | None = None,
-                 min_valid: float = 0.9, rule: OverlapRule | None = None, stream: str = "") -> pd.DataFrame:
-    """The clip table of one stream Dataset (see the module docstring); ``ds.pam.clips`` calls it."""
+                 min_valid: float = 0.9, rule: OverlapRule | None = None, stream: str = "",
+                 skip_flagged=None, thresholds=None) -> pd.DataFrame:
+    """The clip table of one stream Dataset (see the module docstring); ``ds.pam.clips`` calls it.
+
+    ``skip_flagged`` (flag names, ``"all"``, or a ``pamingest.quality`` flag
+    set) leaves out clips overlapping a row with one of those quality flags,
+    by ``thresholds`` (``QualityThresholds``; default: its defaults). Rows
+    without statistics are never skipped.
+    """
     from .annotations.store import EFFORT, EVENTS, RULE_ATTR, _dataset_table
     from .labeling.queue import LABELERS_ATTR, score_name
 
@@ -198,6 +206,13 @@ def stream_clips(ds, seconds: float, hop: float | None = None, labels: Iterable[
                                                                   "version": str(meta.get("version", ""))}
     frame = pd.concat([frame, pd.DataFrame(columns, index=frame.index)], axis=1)
     frame["provenance"] = [json.dumps(p, sort_keys=True) for p in provenance]
+    skip = parse_flags(skip_flagged)
+    if skip and n:
+        bits = dataset_flags(ds, thresholds)
+        c, r = overlapping_pairs(clip_s, clip_e, row_start, row_end)
+        bad = np.zeros(n, bool)
+        bad[c[(bits[order[r]] & skip) != 0]] = True
+        frame = frame[~bad].reset_index(drop=True)
     return frame
 
 
@@ -260,8 +275,9 @@ def _add(entry: dict, label: str, value: int, origin: dict) -> None:
 
 def clips(tree, seconds: float, hop: float | None = None, labels: Iterable[str] | None = None,
           min_valid: float = 0.9, rule: OverlapRule | None = None,
-          streams: Iterable[str] | None = None) -> pd.DataFrame:
-    """The clip table of every stream of an opened store (``open_store``), or of ``streams``.
+          streams: Iterable[str] | None = None, skip_flagged=None, thresholds=None) -> pd.DataFrame:
+    """The clip table of every stream of an opened store (``open_store``), or of ``streams``;
+    ``skip_flagged`` leaves out clips over rows with those quality flags (``stream_clips``).
 
     Label columns are the union over streams: a label a stream has never
     seen is unknown (-1) there. See the module docstring for the columns.
@@ -269,7 +285,8 @@ def clips(tree, seconds: float, hop: float | None = None, labels: Iterable[str] 
     from .query import streams as all_streams
 
     paths = list(streams) if streams is not None else all_streams(tree)
-    frames = [stream_clips(tree[p].to_dataset(), seconds, hop, labels, min_valid, rule, stream=p) for p in paths]
+    frames = [stream_clips(tree[p].to_dataset(), seconds, hop, labels, min_valid, rule, stream=p,
+                           skip_flagged=skip_flagged, thresholds=thresholds) for p in paths]
     if not frames:
         return pd.DataFrame(columns=CLIP_COLUMNS + ["provenance"])
     frame = pd.concat(frames, ignore_index=True)

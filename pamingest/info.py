@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import zarr
 
+from . import quality
 from .coverage import duty_cycle, max_gap_ns, spans
 from .store import layout
 from .store.repo import Store, StoreLocation
@@ -31,6 +32,8 @@ class StreamInfo:
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (url, file_status, reason), not ok
     coverage: str = ""  # duty cycle in words (coverage.duty_cycle)
     gaps: int = 0  # gaps between continuous spans (over 1.5 samples)
+    # Live rows per quality flag (default thresholds), "flagged" (any) and "unchecked" (no statistics).
+    quality: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -52,6 +55,16 @@ class StoreInfo:
             out.append(f"  {s.gaps} gaps; {s.coverage}")
         total = sum(s.hours for s in self.streams)
         out.append(f"{len(self.streams)} streams, {total:.3f} h of audio; {len(self.rejected)} objects rejected")
+        if any(s.quality for s in self.streams):
+            out.append("")
+            out.append("quality flags (rows; default thresholds, pamingest.quality)")
+            out.append(f"{'stream':<48} {'flagged':>8} {'clipped':>8} {'dropout':>8} {'silent':>8} {'dc_offset':>9}"
+                       f" {'unchecked':>9}")
+            for s in self.streams:
+                q = s.quality
+                if q:
+                    out.append(f"{s.path:<48} {q['flagged']:>8} {q['clipped']:>8} {q['dropout']:>8} {q['silent']:>8} "
+                               f"{q['dc_offset']:>9} {q['unchecked']:>9}")
         for url, reason in self.rejected[:20]:
             out.append(f"  - {url}: {reason}")
         if len(self.rejected) > 20:
@@ -101,6 +114,9 @@ def _store_info(url: str | StoreLocation, storage_options: dict | None, snapshot
         span_start, span_end = spans(row_start, row_start + offset_ns(n_valid[live][order], sr), max_gap_ns(sr))
         info.streams[-1].coverage = duty_cycle(span_start, span_end)
         info.streams[-1].gaps = max(len(span_start) - 1, 0)
+        stats = ({name: g[name][: len(n_valid)] for name in quality.QUALITY.columns} if quality.has_stats(g)
+                 else quality.empty_stats(len(n_valid)))
+        info.streams[-1].quality = quality.flag_counts(stats, n_valid, int(g.attrs["channels"]), sr)
         for url, error, file_status in zip(g["file_url"][:], g["file_error"][:], status):
             if file_status != "ok":
                 info.streams[-1].failures.append((str(url), str(file_status), str(error)))

@@ -51,6 +51,8 @@ from .store import layout
 from .store.catalog import KnownFile, read_catalog
 from .store.repo import Store, StoreLocation, load_session
 from .store.rows import Landing, allocate, land, prepare_streams, row_writer
+from . import quality
+from .resample import full_scale
 from .timing import NS_PER_S, samples_per_row, unsupported_time
 
 if TYPE_CHECKING:
@@ -198,6 +200,7 @@ class WriteTask:
     first_sample: int
     stop: int
     rows: tuple[int, ...]
+    quality: bool = True  # compute each row's quality statistics (pamingest.quality)
 
 
 WRITE_BATCH_BYTES = 8 * 2**20  # rows written together: ~8 MB of samples at most
@@ -206,7 +209,10 @@ WRITE_BATCH_BYTES = 8 * 2**20  # rows written together: ~8 MB of samples at most
 def write_rows(task: WriteTask, fork, storage_options: dict):
     """Decode the task's samples, cut them into rows, write them through ``fork``.
 
-    Returns (fork, samples written, error). Input blocks of any length are
+    Returns (fork, samples written, error, stats): ``stats`` holds the quality
+    statistics of the task's rows (``quality.QUALITY`` columns, in the order of
+    ``task.rows``), computed on each row buffer while its chunks are encoded,
+    or None when ``task.quality`` is off. Input blocks of any length are
     re-cut into rows, so a decoder may yield segments or rows alike. Rows
     that land on consecutive store rows are written several at a time (up to
     ``WRITE_BATCH_BYTES``): their chunks are encoded concurrently, in other
@@ -231,10 +237,15 @@ def write_rows(task: WriteTask, fork, storage_options: dict):
         current = 0
         buf = buffers[current]
         held: list[int] = []  # store rows of the rows filled in buf
+        valid: list[int] = []  # their valid samples (the last row of the task may be partial)
         filled = written = 0
+        stats = quality.empty_stats(len(task.rows)) if task.quality else None
+        done_rows = 0  # rows whose statistics are in `stats`
+        scale = full_scale(audio.dtype, audio.attrs.get("bits_per_sample"))
+        levels = quality.clip_levels(audio.dtype, scale)
 
         def flush() -> None:
-            nonlocal current, buf
+            nonlocal current, buf, done_rows
             k = 0
             while k < len(held):
                 j = k + 1
@@ -242,7 +253,15 @@ def write_rows(task: WriteTask, fork, storage_options: dict):
                     j += 1
                 writes[current].append(put(held[k], buf[k:j]))
                 k = j
+            if stats is not None:
+                # While the encoder threads work on the rows just handed over (read-only here).
+                for k, n in enumerate(valid):
+                    row = quality.row_stats(buf[k, :n], scale, levels)
+                    for column, value in zip(stats.values(), row):
+                        column[done_rows] = value
+                    done_rows += 1
             held.clear()
+            valid.clear()
             current = (current + 1) % len(buffers)
             buf = buffers[current]
             _finish(writes[current])  # its rows are written before it is filled again
@@ -256,6 +275,7 @@ def write_rows(task: WriteTask, fork, storage_options: dict):
                 pos += take
                 if filled == spr:
                     held.append(task.rows[written // spr])
+                    valid.append(spr)
                     written += spr
                     filled = 0
                     if len(held) == batch_rows:
@@ -263,6 +283,7 @@ def write_rows(task: WriteTask, fork, storage_options: dict):
         if filled:
             buf[len(held), filled:] = 0
             held.append(task.rows[written // spr])
+            valid.append(filled)
             written += filled
         flush()
         for pending in writes:
@@ -270,13 +291,13 @@ def write_rows(task: WriteTask, fork, storage_options: dict):
         expected = task.stop - task.first_sample
         if written != expected:
             raise DecodeError(f"decoded {written} samples where {expected} were expected")
-        return fork, written, None
+        return fork, written, None, stats
     except DecodeError as exc:
-        return None, 0, str(exc)
+        return None, 0, str(exc), None
     except (StoreUnavailableError, *PROGRAMMING_ERRORS):
         raise  # not the recording's fault: the run stops uncommitted rather than fail the file
     except Exception as exc:  # noqa: BLE001 - recorded with the file, the run goes on
-        return None, 0, f"write failed: {describe_read_error(exc)}"
+        return None, 0, f"write failed: {describe_read_error(exc)}", None
     finally:
         # A failed task's fork is dropped, but no write of it may outlive the task. Its writes are
         # waited for, not cancelled: cancelling a write's future ends the wait at once, while the
@@ -548,32 +569,45 @@ def _killed_workers(future) -> str:
 
 
 def write(executor, units: list[Unit], forks: dict[str, bytes], storage_options: dict, rows_per_task: int,
-          limit: int, root: zarr.Group, bar=None, placed: dict[str, str] | None = None) -> None:
+          limit: int, root: zarr.Group, bar=None, placed: dict[str, str] | None = None,
+          quality_stats: bool = True) -> None:
     """Decode and write every unit's rows; each unit ends ``ok`` (its forks kept) or ``failed``.
 
     With ``placed`` (worker per probed file), a task preferably runs on the
-    worker that probed its files: that worker still holds them (HLS).
+    worker that probed its files: that worker still holds them (HLS). With
+    ``quality_stats``, an ``ok`` unit's ``quality`` holds its rows' quality
+    statistics, in the order of ``unit.rows`` (written with the row table).
     """
     tasks = []
+    first_row: dict[int, int] = {}  # id(task) -> index of its first row in unit.rows
     for unit in units:
         spr = int(root[unit.stream].attrs["row_samples"])
         write_from = unit.write_from(spr)
         for lo, hi in task_rows(unit, spr, rows_per_task):
             first = write_from + lo * spr
             stop = min(unit.n_samples, write_from + hi * spr)
-            tasks.append((unit, WriteTask(unit.decoder, unit.source, f"{unit.stream}/audio", spr, first, stop,
-                                          tuple(unit.rows[lo:hi])), forks[unit.stream]))
+            task = WriteTask(unit.decoder, unit.source, f"{unit.stream}/audio", spr, first, stop,
+                             tuple(unit.rows[lo:hi]), quality_stats)
+            first_row[id(task)] = lo
+            tasks.append((unit, task, forks[unit.stream]))
             unit.tasks_left += 1
     where = {id(t[1]): _preferred_worker(t[0], t[1].first_sample, t[1].stop, placed) for t in tasks} if placed else {}
-    for (unit, _, _), future in executor.map_unordered(_write_task, tasks, limit, storage_options=storage_options,
-                                                       placement=lambda t: where.get(id(t[1]))):
+    # Kept here, not on the units, until each unit is done: a unit goes to the workers with its tasks.
+    stats: dict[int, dict[str, np.ndarray]] = {}
+    for (unit, task, _), future in executor.map_unordered(_write_task, tasks, limit, storage_options=storage_options,
+                                                          placement=lambda t: where.get(id(t[1]))):
         killed = _killed_workers(future)
-        fork, samples, error = (None, 0, killed) if killed else future.result()
+        fork, samples, error, task_stats = (None, 0, killed, None) if killed else future.result()
         unit.tasks_left -= 1
         if error:
             unit.error = unit.error or error
         else:
             unit.forks.append(fork)
+            if task_stats is not None:
+                lo = first_row[id(task)]
+                into = stats.setdefault(id(unit), quality.empty_stats(len(unit.rows)))
+                for name, values in task_stats.items():
+                    into[name][lo : lo + len(values)] = values
         if bar is not None:
             bar.update(samples / unit.info.sample_rate)
         if unit.tasks_left == 0:
@@ -582,6 +616,7 @@ def write(executor, units: list[Unit], forks: dict[str, bytes], storage_options:
                 log.warning("%s: %s", unit.files[-1].file.url, unit.error)
             else:
                 unit.status = "ok"
+            unit.quality = stats.pop(id(unit), None) if unit.status == "ok" else None
 
 
 def ingest(
@@ -595,6 +630,7 @@ def ingest(
     rows_per_task: int = 90,
     retry_failed: bool = False,
     progress: bool = False,
+    quality: bool = True,
 ) -> IngestReport:
     """Ingest every new recording of ``source`` into ``store``; one commit per run.
 
@@ -619,6 +655,11 @@ def ingest(
         Ingest again objects that failed in an earlier run.
     progress : bool
         Show a progress bar (audio seconds written).
+    quality : bool
+        Compute each row's quality statistics as it is written
+        (``pamingest.quality``; ``.pam.quality()`` reads them). Off, rows are
+        stored without them (their statistics read as "not computed"); the
+        switch exists to measure their cost (benchmarks/ingest_throughput.py).
 
     Returns
     -------
@@ -636,7 +677,7 @@ def ingest(
     report = IngestReport(store=st.url, run_id=uuid.uuid4().hex[:12], snapshot_id=st.tip())
     with contextlib.ExitStack() as stack:
         run = _Run(st, source, report, row_seconds, retry_failed, rows_per_task, progress,
-                   lambda work_bytes: stack.enter_context(executor_for(client, n_workers, work_bytes)))
+                   lambda work_bytes: stack.enter_context(executor_for(client, n_workers, work_bytes)), quality)
         wanted: set[str] | None = None  # after the first round: URLs still to ingest
         try:
             for _ in range(MAX_ROUNDS):
@@ -657,7 +698,8 @@ class _Run:
     """One ``ingest`` call: the source's listing and probes, kept across rounds."""
 
     def __init__(self, store: Store, source: Source, report: IngestReport, row_seconds: float | None,
-                 retry_failed: bool, rows_per_task: int, progress: bool, start_executor) -> None:
+                 retry_failed: bool, rows_per_task: int, progress: bool, start_executor,
+                 quality_stats: bool = True) -> None:
         self.store, self.source, self.report = store, source, report
         self.row_seconds, self.retry_failed, self.rows_per_task, self.progress = (
             row_seconds, retry_failed, rows_per_task, progress)
@@ -668,6 +710,7 @@ class _Run:
         self.probes: dict[str, AudioInfo | str] = {}
         self.placed: dict[str, str] = {}  # URL -> the Dask worker that probed it
         self._start_executor = start_executor
+        self.quality_stats = quality_stats
         self._executor = None
 
     def executor(self, work_bytes: int):
@@ -713,7 +756,8 @@ class _Run:
                       for u in units)
         bar = _progress_bar(self.progress, seconds)
         try:
-            write(executor, units, forks, self.options, self.rows_per_task, limit, root, bar, self.placed)
+            write(executor, units, forks, self.options, self.rows_per_task, limit, root, bar, self.placed,
+                  self.quality_stats)
         except StoreUnavailableError as exc:
             # A task's message names the array and row; the user needs the store, and what became of the run.
             raise StoreUnavailableError(f"{st.url}: {exc}; the store stays at its last snapshot: run again once "

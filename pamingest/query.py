@@ -321,12 +321,42 @@ class PamAccessor:
         return xr.DataArray(samples, dims=("time", "channel"), coords={"time": t}, attrs=attrs, name="audio")
 
     def clips(self, seconds: float, hop: float | None = None, labels=None, min_valid: float = 0.9, rule=None,
-              stream: str = "") -> "pd.DataFrame":  # noqa: F821
+              stream: str = "", skip_flagged=None, thresholds=None) -> "pd.DataFrame":  # noqa: F821
         """Fixed-length clips of this stream: one line each with its span, recording and offset,
-        valid fraction, labels (1 / 0 / -1), labeller scores and provenance (``pamingest.clips``)."""
+        valid fraction, labels (1 / 0 / -1), labeller scores and provenance (``pamingest.clips``);
+        ``skip_flagged="all"`` (or flag names) leaves out clips over rows with quality flags."""
         from .clips import stream_clips
 
-        return stream_clips(self._ds, seconds, hop, labels, min_valid, rule, stream)
+        return stream_clips(self._ds, seconds, hop, labels, min_valid, rule, stream, skip_flagged, thresholds)
+
+    def quality(self, thresholds=None, **overrides) -> "pd.DataFrame":  # noqa: F821
+        """Each live row's quality statistics, computed at ingest, and its flags.
+
+        Columns: ``row``, ``start``, ``n_valid``, ``computed`` (False for rows
+        ingested before statistics were kept, or with ``quality=False``: their
+        statistics are NaN and they carry no flag), ``clipped`` (samples at
+        full scale), ``longest_run`` (samples) and ``longest_run_ms``,
+        ``zero_fraction``, ``dc_offset`` (fraction of full scale),
+        ``rms_dbfs``, ``rms_db_re_upa`` (only when the stream has a
+        ``calibration_db`` attribute: ``pamingest.quality.rms_db_re_upa``),
+        ``flags`` (names, comma-separated: ``clipped``, ``dropout``,
+        ``silent``, ``dc_offset``) and one boolean column per flag
+        (``flag_clipped``, ...). Flags are derived now from the
+        stored statistics with ``thresholds`` (a ``QualityThresholds``) or its
+        fields given as keywords (``silent_dbfs=-80``): changing them needs no
+        re-ingest.
+        """
+        from .quality import QualityThresholds, has_stats, quality_frame
+
+        if thresholds is None or overrides:
+            from dataclasses import replace
+
+            thresholds = replace(thresholds or QualityThresholds(), **overrides)
+        if not has_stats(self._ds):
+            warnings.warn(f"stream {self._ds.attrs.get('source', '')}/{self._ds.attrs.get('site', '')}: no quality "
+                          "statistics (ingested before they were kept): every row reads as not computed; rows "
+                          "ingested from now on have them", stacklevel=2)
+        return quality_frame(self._ds, thresholds)
 
     def events(self) -> "pd.DataFrame":  # noqa: F821
         """The stream's annotated events, one line each.

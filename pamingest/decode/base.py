@@ -132,6 +132,8 @@ class Unit:
     error: str = ""
     tasks_left: int = 0
     forks: list = field(default_factory=list)
+    # Quality statistics of the rows written, in the order of ``rows`` (pamingest.quality), or None.
+    quality: dict | None = None
 
     @property
     def new_files(self) -> list[UnitFile]:

@@ -34,6 +34,7 @@ import zarr
 
 from ..annotations.labels import covered, row_spans
 from ..annotations.store import read_table
+from .. import quality
 from ..errors import ConfigError, StreamNotFoundError
 from ..store import layout
 from ..store.repo import Store, StoreLocation
@@ -165,38 +166,56 @@ class StreamQueue:
     scored: int
     failed: int
     queued_rows: np.ndarray = field(repr=False)
+    flagged: int = 0  # live rows left out for their quality flags (skip_flagged)
 
     @property
     def queued(self) -> int:
         return int(len(self.queued_rows))
 
 
-def stream_queue(group: zarr.Group, key: str, path: str = "", retry_failed: bool = False) -> StreamQueue:
-    """Which rows of a stream wait for the labeller ``key``, and the counts of the others."""
-    live = np.asarray(group["n_valid"][:]) > 0
+def stream_queue(group: zarr.Group, key: str, path: str = "", retry_failed: bool = False,
+                 skip_flagged=None, thresholds=None) -> StreamQueue:
+    """Which rows of a stream wait for the labeller ``key``, and the counts of the others.
+
+    ``skip_flagged`` (quality flag names, ``"all"``, or a flag set) leaves out
+    rows with one of those flags by ``thresholds`` (``pamingest.quality``);
+    rows without statistics stay queued.
+    """
+    n_valid = np.asarray(group["n_valid"][:])
+    live = n_valid > 0
     annotated = annotated_rows(group) & live
     status = row_status(group, key)
     waiting = status == QUEUED
     if retry_failed:
         waiting |= status == FAILED
-    queued = np.flatnonzero(live & ~annotated & waiting)
+    wanted = live & ~annotated & waiting
+    flagged = 0
+    skip = quality.parse_flags(skip_flagged)
+    if skip and quality.has_stats(group):
+        stats = {name: np.asarray(group[name][: len(n_valid)]) for name in quality.QUALITY.columns}
+        bad = (quality.flags(stats, n_valid, int(group.attrs["channels"]), int(group.attrs["sample_rate"]),
+                             thresholds) & skip) != 0
+        flagged = int((bad & live).sum())
+        wanted &= ~bad
+    queued = np.flatnonzero(wanted)
     return StreamQueue(path or group.path, int(len(live)), int(live.sum()), int(annotated.sum()),
-                       int(((status == SCORED) & live).sum()), int(((status == FAILED) & live).sum()), queued)
+                       int(((status == SCORED) & live).sum()), int(((status == FAILED) & live).sum()), queued,
+                       flagged)
 
 
 def store_queue(root: zarr.Group, key: str, streams: Iterable[str] | None = None,
-                retry_failed: bool = False) -> list[StreamQueue]:
+                retry_failed: bool = False, skip_flagged=None, thresholds=None) -> list[StreamQueue]:
     """The queue of every stream (under ``streams`` prefixes) of an opened store."""
     prefixes = list(streams) if streams is not None else None
     found = layout.iter_streams(root, prefixes)
     if prefixes and not found:
         raise StreamNotFoundError(f"no stream under {', '.join(prefixes)}")
-    return [stream_queue(g, key, p, retry_failed) for p, g in found]
+    return [stream_queue(g, key, p, retry_failed, skip_flagged, thresholds) for p, g in found]
 
 
 def queue(store: str | StoreLocation, labeler: str | LabelerSpec, *, params: dict | None = None,
           streams: Iterable[str] | None = None, snapshot: str | None = None,
-          store_options: dict | None = None) -> list[StreamQueue]:
+          store_options: dict | None = None, skip_flagged=None, thresholds=None) -> list[StreamQueue]:
     """What a labeller still has to score in a store, per stream.
 
     Parameters
@@ -213,6 +232,10 @@ def queue(store: str | StoreLocation, labeler: str | LabelerSpec, *, params: dic
         Stream paths or prefixes; default every stream.
     snapshot : str, optional
         Read the queue as of this snapshot (default: ``main``).
+    skip_flagged : str or list of str, optional
+        Leave out rows with these quality flags (``"all"``, or names:
+        ``clipped``, ``dropout``, ``silent``, ``dc_offset``), by
+        ``thresholds`` (``pamingest.quality.QualityThresholds``).
 
     Returns
     -------
@@ -221,7 +244,8 @@ def queue(store: str | StoreLocation, labeler: str | LabelerSpec, *, params: dic
         queued row indices.
     """
     info = LabelerInfo.of(LabelerSpec.parse(labeler, params).build())
-    return store_queue(Store.open(store, store_options).root(snapshot), info.key, streams)
+    return store_queue(Store.open(store, store_options).root(snapshot), info.key, streams,
+                       skip_flagged=skip_flagged, thresholds=thresholds)
 
 
 __all__ = ["DETECTIONS", "FAILED", "FAILURES", "LABELERS_ATTR", "LabelerInfo", "QUEUED", "SCORED",

@@ -371,6 +371,7 @@ def pseudolabel(
     batch_rows: int = DEFAULT_BATCH_ROWS,
     max_chunks: int | None = None,
     retry_failed: bool = False,
+    skip_flagged=None,
     commit_seconds: float = DEFAULT_COMMIT_SECONDS,
     store_options: dict | None = None,
     progress: bool = False,
@@ -399,6 +400,10 @@ def pseudolabel(
         Score at most this many chunks in this run (the rest stays queued).
     retry_failed : bool
         Queue again chunks whose labelling failed before.
+    skip_flagged : str or list of str, optional
+        Leave out chunks with these quality flags (``"all"`` or names:
+        ``clipped``, ``dropout``, ``silent``, ``dc_offset``; default thresholds,
+        ``pamingest.quality``): they stay queued for a later run without it.
     commit_seconds : float
         Finished batches are committed together once this long has passed
         since the last commit (and at the end); 0 commits every batch on its
@@ -420,7 +425,7 @@ def pseudolabel(
     root = zarr.open_group(session.store, mode="r")
     report = PseudolabelReport(st.url, info.name, info.version, info.key, info.params,
                                run_id=uuid.uuid4().hex[:12], snapshot_id=base)
-    queues = store_queue(root, info.key, streams, retry_failed)
+    queues = store_queue(root, info.key, streams, retry_failed, skip_flagged)
     for q in queues:
         known = root[q.stream].attrs.get("pamingest_labelers") or {}
         if info.key in known:

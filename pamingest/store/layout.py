@@ -9,6 +9,9 @@
         n_valid      (chunk,)  valid samples in the row; 0 marks a dead row
         file_index   (chunk,)  row -> file table index
         file_offset  (chunk,)  sample offset of the row's first sample in its file
+        quality_clipped, quality_longest_run, quality_zeros, quality_dc_offset,
+        quality_rms_dbfs  (chunk,)  each row's quality statistics, computed at ingest
+                     (pamingest/quality.py; -1 / NaN: not computed)
         file_url, file_etag, file_size, file_start, file_frames,
         file_status, file_error, file_time_source   (file,)  the files table
         row_block_start, row_block_end, row_block_rows  (row_block,)  what each block of
@@ -33,6 +36,7 @@ from typing import TYPE_CHECKING
 
 from ..decode.base import AudioInfo
 from ..errors import ConfigError
+from ..quality import QUALITY  # noqa: F401 - a per-row table of the layout, declared with its statistics
 from ..timing import NAT
 from .tables import ROW_CHUNK, Column, Table
 
@@ -173,6 +177,7 @@ def create_stream(root: zarr.Group, spec: StreamSpec, info: AudioInfo) -> zarr.G
                     "coordinates": "chunk_start"},
     )
     ROWS.create(group)
+    QUALITY.create(group)
     FILES.create(group)
     ROW_BLOCKS.create(group)
     group.attrs.update(

@@ -191,6 +191,14 @@ def write_tables(root: zarr.Group, units: list[Unit], rejected: list[RejectedFil
             elif rewrite is not None:
                 _requeue(group, rewrite)
             layout.ROWS.write(group, rows, table)
+            # Streams made before the quality table get it here, sized to their rows ("not computed").
+            layout.QUALITY.create(group)
+            # Rows without statistics (dead rows, ingest(quality=False)) say "not computed", also where
+            # they replace a row that had some.
+            from ..quality import empty_stats
+
+            layout.QUALITY.write(group, rows, unit.quality if unit.status == "ok" and unit.quality is not None
+                                 else empty_stats(len(rows)))
             written.append(rows)
         # The row-block summary readers find windows by, in the same commit as the rows.
         row_blocks.update(group, np.concatenate(written) if written else ())
