@@ -430,15 +430,23 @@ def levels_db(band_psd: np.ndarray, centres: np.ndarray, calibration: Calibratio
 
 # ------------------------------------------------------------------ from the store
 
-def _pieces(samples: np.ndarray, times: np.ndarray, sample_rate: int) -> list[np.ndarray]:
-    """Split stitched samples where time does not advance by one sample period (a gap, or the
-    overlap of two recordings at a seam)."""
-    if len(samples) < 2:
-        return [samples] if len(samples) else []
-    step = np.diff(times)
+def _pieces(samples: np.ndarray, times: np.ndarray, sample_rate: int) -> tuple[list[np.ndarray], float]:
+    """(continuous pieces, seconds covered) of stitched samples: split where time does not advance
+    by one sample period (a gap, or the overlap of two recordings at a seam); time two pieces
+    both cover (an overlap) counts once."""
+    from .coverage import max_gap_ns, spans
+
+    if not len(samples):
+        return [], 0.0
     period = 1e9 / sample_rate
+    step = np.diff(times)
     breaks = np.flatnonzero((step <= 0) | (step > 1.5 * period)) + 1
-    return np.split(samples, breaks)
+    first = np.concatenate([[0], breaks])
+    last = np.concatenate([breaks - 1, [len(times) - 1]])
+    start, end = times[first], times[last] + int(round(period))
+    order = np.argsort(start, kind="stable")
+    s0, e0 = spans(start[order], end[order], max_gap_ns(sample_rate))
+    return np.split(samples, breaks), float((e0 - s0).sum() / 1e9)
 
 
 @functools.lru_cache(maxsize=4)
@@ -461,8 +469,8 @@ def minute_band_psd(ds, minutes_ns: Sequence[int], channel: int = 0) -> tuple[np
         if not window.sizes["time"]:
             continue
         samples = window.values[:, channel]
-        effort[i] = len(samples) / sr
-        psd[i] = minute_psd(_pieces(samples, window["time"].values.view(np.int64), sr), sr)
+        pieces, effort[i] = _pieces(samples, window["time"].values.view(np.int64), sr)
+        psd[i] = minute_psd(pieces, sr)
     done = np.flatnonzero(np.isfinite(psd).all(axis=1))
     if len(done):
         out[done] = band_levels(psd[done], sr)
