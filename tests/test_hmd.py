@@ -148,3 +148,21 @@ def test_store_round_trip_and_pbp_netcdf(soundtrap_store, tmp_path):
     raw = xr.open_dataset(out, engine="h5netcdf", decode_times=False)
     assert raw["time"].dtype == np.int64 and raw["time"].attrs["units"] == "seconds since 1970-01-01T00:00:00Z"
     np.testing.assert_array_equal(nc["psd"].values, ds["psd"].values)
+
+
+def test_cli_hmd_and_export(soundtrap_store, tmp_path, capsys):
+    from pamingest.cli import EXIT_ERROR, main
+
+    store, stream = soundtrap_store
+    assert main(["hmd", store, "--stream", stream, "--start", "2021-06-10T03:44", "--end", "2021-06-10T03:46",
+                 "--sensitivity", "-176", "--serial"]) == 0
+    assert "2 minutes (2 with audio" in capsys.readouterr().out
+    bad = tmp_path / "cal.csv"
+    bad.write_text("100,-170\nten,-171\n")
+    assert main(["hmd", store, "--stream", stream, "--calibration", str(bad), "--serial"]) == EXIT_ERROR
+    assert f"{bad} line 2" in capsys.readouterr().err
+    out = tmp_path / "out.nc"
+    assert main(["hmd-export", store, "--stream", stream, "-o", str(out), "--start", "2021-06-10T03:44",
+                 "--end", "2021-06-10T03:46"]) == 0
+    nc = xr.open_dataset(out, engine="h5netcdf")
+    assert nc.sizes["time"] == 2 and nc.sizes["frequency"] == 1400
