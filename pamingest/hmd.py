@@ -645,7 +645,6 @@ def hmd_dataset(store: Any, stream: str, snapshot: str | None = None, store_opti
                 start: Any = None, end: Any = None):
     """The stored spectra of a stream as an ``xarray.Dataset`` (time decoded), optionally cut to
     ``[start, end)``."""
-    import xarray as xr
 
     from .errors import StreamNotFoundError
     from .query import open_store
