@@ -227,6 +227,26 @@ def cmd_pseudolabel(args) -> int:
     return EXIT_INCOMPLETE if report.unfinished else EXIT_OK
 
 
+def cmd_hmd(args) -> int:
+    from . import hmd
+
+    report = hmd.compute_hmd(args.store, args.stream, args.start, args.end, sensitivity=args.sensitivity,
+                             gain=args.gain, calibration_table=args.calibration, full_scale_volts=args.full_scale_volts,
+                             channel=args.channel, client=_client(args), n_workers=args.workers,
+                             store_options=_storage_options(args))
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report.summary())
+    return EXIT_OK
+
+
+def cmd_hmd_export(args) -> int:
+    from . import hmd
+
+    out = hmd.export_netcdf(args.store, args.stream, args.output, start=args.start, end=args.end,
+                            store_options=_storage_options(args), quality_flag=not args.no_quality_flag)
+    print(out)
+    return EXIT_OK
+
+
 def cmd_queue(args) -> int:
     from .labeling import queue
 
@@ -463,6 +483,36 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--json", action="store_true", help="print the report as JSON")
     lab.add_argument("--no-progress", action="store_true", help="no progress bar (shown when stderr is a terminal)")
     lab.set_defaults(func=cmd_pseudolabel, uses_dask=True)
+
+    hm = sub.add_parser("hmd", help="1-minute hybrid millidecade spectra of a stream (pbp's method), into the store")
+    hm.add_argument("store")
+    hm.add_argument("--stream", required=True, help="stream path (pamingest info lists them)")
+    hm.add_argument("--start", help="UTC start (default: the stream's first audio)")
+    hm.add_argument("--end", help="UTC end (default: the stream's last audio)")
+    hm.add_argument("--sensitivity", type=float, help="flat hydrophone sensitivity, dB re 1 V/uPa (e.g. -176); "
+                                                     "default: the stream's deployment metadata, else uncalibrated")
+    hm.add_argument("--gain", type=float, help="recorder gain in dB (default 0)")
+    hm.add_argument("--calibration", help="CSV of frequency (Hz), sensitivity (dB re 1 V/uPa), interpolated")
+    hm.add_argument("--full-scale-volts", type=float, help="volts at digital full scale (default 1)")
+    hm.add_argument("--channel", type=int, default=0, help="channel (default 0, as pbp)")
+    hm.add_argument("--scheduler", help="Dask scheduler address (default: threads or a LocalCluster by size)")
+    hm.add_argument("--workers", type=int, help="LocalCluster workers")
+    hm.add_argument("--serial", action="store_true", help="run in this process (debugging)")
+    hm.add_argument("--endpoint-url", help="S3-compatible endpoint of the store")
+    hm.add_argument("--anon", action="store_true")
+    hm.add_argument("--json", action="store_true", help="print the report as JSON")
+    hm.set_defaults(func=cmd_hmd, uses_dask=True)
+
+    hx = sub.add_parser("hmd-export", help="a stream's stored HMD spectra as the netCDF pbp writes")
+    hx.add_argument("store")
+    hx.add_argument("--stream", required=True)
+    hx.add_argument("-o", "--output", required=True, help="netCDF file to write")
+    hx.add_argument("--start", help="UTC start (default: all stored minutes)")
+    hx.add_argument("--end", help="UTC end")
+    hx.add_argument("--no-quality-flag", action="store_true", help="leave out quality_flag (2: not evaluated)")
+    hx.add_argument("--endpoint-url", help="S3-compatible endpoint of the store")
+    hx.add_argument("--anon", action="store_true")
+    hx.set_defaults(func=cmd_hmd_export)
 
     qu = sub.add_parser("queue", help="per stream: chunks queued, scored, annotated for a labeler")
     qu.add_argument("store")
