@@ -33,6 +33,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import logging
+import threading
 import time
 import uuid
 from collections import Counter
@@ -254,12 +255,11 @@ def write_rows(task: WriteTask, fork, storage_options: dict):
                 writes[current].append(put(held[k], buf[k:j]))
                 k = j
             if stats is not None:
-                # While the encoder threads work on the rows just handed over (read-only here).
-                for k, n in enumerate(valid):
-                    row = quality.row_stats(buf[k, :n], scale, levels)
-                    for column, value in zip(stats.values(), row):
-                        column[done_rows] = value
-                    done_rows += 1
+                # In a thread of their own, beside the encoder threads, while this one decodes the
+                # next rows: the buffer is not refilled before its writes and these are done.
+                writes[current].append(_stats_pool().submit(
+                    _fill_stats, stats, buf, list(enumerate(valid, start=done_rows)), scale, levels))
+                done_rows += len(valid)
             held.clear()
             valid.clear()
             current = (current + 1) % len(buffers)
@@ -357,6 +357,27 @@ def _open_audio(fork, array_path: str):
                 raise StoreUnavailableError(f"{array_path}: the store could not be read "
                                             f"({type(exc).__name__}: {first_line(str(exc))})") from exc
             time.sleep(0.2 * 2**attempt)
+
+
+_STATS_POOL: cf.ThreadPoolExecutor | None = None
+_STATS_LOCK = threading.Lock()
+
+
+def _stats_pool() -> cf.ThreadPoolExecutor:
+    """Two threads per process for rows' quality statistics (numpy releases the GIL in them)."""
+    global _STATS_POOL
+    with _STATS_LOCK:
+        if _STATS_POOL is None:
+            _STATS_POOL = cf.ThreadPoolExecutor(2, thread_name_prefix="pamingest-quality")
+        return _STATS_POOL
+
+
+def _fill_stats(stats: dict[str, np.ndarray], buf: np.ndarray, rows: list[tuple[int, int]], scale: float,
+                levels: tuple[float, float]) -> None:
+    """``stats[...][i]`` for each ``(i, valid samples)`` of ``rows``, the rows of ``buf`` in order."""
+    for k, (i, n) in enumerate(rows):
+        for column, value in zip(stats.values(), quality.row_stats(buf[k, :n], scale, levels)):
+            column[i] = value
 
 
 def _finish(pending: list) -> None:

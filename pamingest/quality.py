@@ -37,6 +37,8 @@ later. ``rms_db_re_upa`` derives it at read time from the stream attribute
 
 from __future__ import annotations
 
+import threading
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,15 +113,29 @@ def clip_levels(dtype, full_scale: float) -> tuple[float, float]:
     return -full_scale, full_scale - 1
 
 
+# Up to this many samples of 16 bits, squares (< 2**30 each) sum below 2**53: exact in float64.
+_EXACT_FLOAT64_SAMPLES = 2**23
+_SCRATCH_FRAMES = 2**20  # a row of up to 21 s at 48 kHz in one pass (8 MB a channel)
+_local = threading.local()
+
+
+def _scratch(channels: int) -> np.ndarray:
+    """This thread's float64 buffer ``(frames, channels)``, reused from row to row (grown when short)."""
+    have = getattr(_local, "scratch", None)
+    if have is None or have.shape[1] != channels:
+        have = np.empty((_SCRATCH_FRAMES, channels))
+        _local.scratch = have
+    return have
+
+
 def row_stats(samples: np.ndarray, full_scale: float, levels: tuple[float, float]) -> tuple[int, int, int, float, float]:
     """``(clipped, longest_run, zeros, dc_offset, rms_dbfs)`` of one row's valid samples ``(n, channels)``.
 
-    A handful of vectorised passes, none making a float64 copy of the row: a
-    min/max (the clip count only when it can be non-zero), ``count_nonzero``,
-    a comparison of neighbours (runs are measured only where neighbours are
-    equal, usually few), and the sums and sums of squares per channel through
-    BLAS on float32 blocks (``x.T @ x``: exact for 16-bit blocks, ~1e-6
-    relative otherwise, far below what a dB or an offset fraction shows).
+    A handful of vectorised passes: a min/max (the clip count only when it
+    can be non-zero), ``count_nonzero``, a comparison of neighbours (runs are
+    measured only where neighbours are equal, usually few), and the sums and
+    sums of squares per channel, exact: 16-bit rows through a reused float64
+    buffer, wider ones in int64 blocks.
     """
     n, channels = samples.shape
     if n == 0:
@@ -134,21 +150,32 @@ def row_stats(samples: np.ndarray, full_scale: float, levels: tuple[float, float
     zeros = samples.size - int(np.count_nonzero(samples))
     longest = _longest_run(samples)
     # The same row must give the same bits wherever it is ingested (serial, threads, a Dask worker):
-    # no BLAS (its sums depend on its thread count, and waking its threads costs more than the sums),
-    # integers summed exactly in int64 by numpy's own loops, in blocks small enough that no block's
-    # sum of squares overflows (16-bit: any; wider: 2**16 samples of at most 2**46 each).
+    # no BLAS (its float sums depend on its thread count), and sums that are exact (16-bit rows
+    # in float64, below) or integers summed in int64 by numpy's own loops, in blocks small enough
+    # that no block's sum of squares overflows (wider samples: 2**16 of at most 2**46 each).
     integer = samples.dtype.kind in "iu"
-    block_frames = _BLOCK_FRAMES // 2 if samples.dtype.itemsize <= 2 else max(1, 2**16 // channels)
-    acc = np.int64 if integer else np.float64
-    sums = np.zeros(channels, dtype=acc)
-    squares = 0
-    ones = np.ones(min(n, block_frames), dtype=acc)
-    for a in range(0, n, block_frames):
-        block = samples[a : a + block_frames].astype(acc)
-        flat = block.reshape(-1)
-        squares += np.dot(flat, flat).item() if integer else np.einsum("i,i->", flat, flat).item()
-        sums += np.dot(ones[: len(block)], block) if integer else np.einsum("ij->j", block)
-    means = sums.astype(np.float64) / n
+    if integer and samples.dtype.itemsize <= 2 and n <= _SCRATCH_FRAMES and samples.size <= _EXACT_FLOAT64_SAMPLES:
+        # Samples of 16 bits or fewer: every partial sum of them and of their squares is an
+        # integer below 2**53, so float64 sums are exact in any order: numpy's own float loops
+        # (SIMD, no BLAS, whose thread wake-ups cost more than these sums) are 2x faster than
+        # its integer ones, and the same row gives the same bits wherever it is ingested.
+        y = _scratch(channels)[:n]
+        np.copyto(y, samples, casting="unsafe")  # into a reused buffer: no page faults
+        flat = y.reshape(-1)
+        squares = float(np.einsum("i,i->", flat, flat))
+        sums = np.array([flat[c::channels].sum() for c in range(channels)])
+    else:
+        block_frames = _BLOCK_FRAMES // 2 if samples.dtype.itemsize <= 2 else max(1, 2**16 // channels)
+        acc = np.int64 if integer else np.float64
+        sums = np.zeros(channels, dtype=acc)
+        squares = 0
+        ones = np.ones(min(n, block_frames), dtype=acc)
+        for a in range(0, n, block_frames):
+            block = samples[a : a + block_frames].astype(acc)
+            flat = block.reshape(-1)
+            squares += np.dot(flat, flat).item() if integer else np.einsum("i,i->", flat, flat).item()
+            sums += np.dot(ones[: len(block)], block) if integer else np.einsum("ij->j", block)
+    means = np.asarray(sums, dtype=np.float64) / n
     worst = int(np.argmax(np.abs(means)))
     rms = np.sqrt(float(squares) / samples.size)
     with np.errstate(divide="ignore"):
