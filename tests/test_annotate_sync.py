@@ -181,7 +181,7 @@ def test_a_changed_table_replaces_its_earlier_version_when_asked(birds, fixtures
 
 
 def test_detach_removes_a_file_and_moves_the_later_files_down(birds, fixtures):
-    from pamingest.annotations.store import detach
+    from pamingest.annotations import detach
 
     store, audio, tables = birds
     ingest_birds(fixtures, audio, store, "20180428")

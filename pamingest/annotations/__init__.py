@@ -29,8 +29,9 @@ from .podcast_json import PodcastJson
 from .podcast_tsv import PodcastTsv
 from .raven import RavenTable
 from .sanctsound import SanctSoundDetections
-from .store import (AttachedFile, AttachReport, StoreFiles, attach, get_reader, read_bytes, refresh_labels,
+from .store import (AttachedFile, AttachReport, StoreFiles, attach, detach, get_reader, read_bytes, refresh_labels,
                     stream_labels)
+from .sync import AnnotateReport, attach_new
 
 def read_annotations(path: str, format: str | AnnotationReader, *, options: dict | None = None,
                      recording: Recording | None = None, recordings=(), store: str | StoreLocation | None = None,
@@ -68,8 +69,8 @@ def read_annotations(path: str, format: str | AnnotationReader, *, options: dict
 
 __all__ = [
     "EFFORT_COLUMNS", "EVENT_COLUMNS", "NEGATIVE", "POSITIVE", "UNKNOWN", "AnnotationReader",
-    "Annotations", "AttachReport", "AttachedFile", "AudacityLabels", "OrcaHelloPredictions", "OverlapRule",
+    "AnnotateReport", "Annotations", "AttachReport", "AttachedFile", "AudacityLabels", "OrcaHelloPredictions", "OverlapRule",
     "PodcastJson", "PodcastTsv", "PodsAiDetections", "RavenTable", "ReadContext", "Recording", "RecordingLookup",
-    "ResolvedRecording", "SanctSoundDetections", "StoreFiles", "attach", "chunk_labels", "events_in_audio",
+    "ResolvedRecording", "SanctSoundDetections", "StoreFiles", "attach", "attach_new", "chunk_labels", "detach", "events_in_audio",
     "get_reader", "normalize_label", "read_annotations", "refresh_labels", "stream_labels",
 ]
