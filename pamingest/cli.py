@@ -317,6 +317,16 @@ def _ingest_options(q, time_range: bool = False) -> None:
     q.set_defaults(func=cmd_ingest, uses_dask=True)
 
 
+def _run_options(q, scheduler_help: str, workers_help: str) -> None:
+    """Where a store command's work runs, the store's endpoint, and JSON output (pseudolabel, hmd)."""
+    q.add_argument("--scheduler", help=scheduler_help)
+    q.add_argument("--workers", type=int, help=workers_help)
+    q.add_argument("--serial", action="store_true", help="run in this process (debugging)")
+    q.add_argument("--endpoint-url", help="S3-compatible endpoint of the store")
+    q.add_argument("--anon", action="store_true")
+    q.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pamingest", description=__doc__, epilog=EXIT_CODES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -475,12 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--skip-flagged", nargs="?", const="all", metavar="FLAGS",
                      help="leave out chunks with quality flags: all (default) or some of "
                           "clipped,dropout,silent,dc_offset")
-    lab.add_argument("--scheduler", help="Dask scheduler address (default: a LocalCluster)")
-    lab.add_argument("--workers", type=int, help="LocalCluster workers (default: one per core)")
-    lab.add_argument("--serial", action="store_true", help="run in this process (debugging)")
-    lab.add_argument("--endpoint-url", help="S3-compatible endpoint of the store")
-    lab.add_argument("--anon", action="store_true")
-    lab.add_argument("--json", action="store_true", help="print the report as JSON")
+    _run_options(lab, "Dask scheduler address (default: a LocalCluster)", "LocalCluster workers (default: one per core)")
     lab.add_argument("--no-progress", action="store_true", help="no progress bar (shown when stderr is a terminal)")
     lab.set_defaults(func=cmd_pseudolabel, uses_dask=True)
 
@@ -495,12 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     hm.add_argument("--calibration", help="CSV of frequency (Hz), sensitivity (dB re 1 V/uPa), interpolated")
     hm.add_argument("--full-scale-volts", type=float, help="volts at digital full scale (default 1)")
     hm.add_argument("--channel", type=int, default=0, help="channel (default 0, as pbp)")
-    hm.add_argument("--scheduler", help="Dask scheduler address (default: threads or a LocalCluster by size)")
-    hm.add_argument("--workers", type=int, help="LocalCluster workers")
-    hm.add_argument("--serial", action="store_true", help="run in this process (debugging)")
-    hm.add_argument("--endpoint-url", help="S3-compatible endpoint of the store")
-    hm.add_argument("--anon", action="store_true")
-    hm.add_argument("--json", action="store_true", help="print the report as JSON")
+    _run_options(hm, "Dask scheduler address (default: threads or a LocalCluster by size)", "LocalCluster workers")
     hm.set_defaults(func=cmd_hmd, uses_dask=True)
 
     hx = sub.add_parser("hmd-export", help="a stream's stored HMD spectra as the netCDF pbp writes")

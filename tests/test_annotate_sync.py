@@ -156,13 +156,19 @@ def test_cli_annotate_new_exits_1_on_a_changed_table(birds, fixtures):
     assert changed.returncode == 1 and "changed since it was attached" in changed.stdout, changed.stderr
 
 
-def test_a_changed_table_replaces_its_earlier_version_when_asked(birds, fixtures):
+def two_days_attached(birds, fixtures):
+    """Both recordings ingested, each with its table attached: (store, audio, tables, first, second)."""
     store, audio, tables = birds
     ingest_birds(fixtures, audio, store, "20180428")
     first = save_table(fixtures, tables, "20180427")
-    other = save_table(fixtures, tables, "20180428")
+    second = save_table(fixtures, tables, "20180428")
     attach_new(store, str(tables), "raven")
     assert len(events(store)) == 18
+    return store, audio, tables, first, second
+
+
+def test_a_changed_table_replaces_its_earlier_version_when_asked(birds, fixtures):
+    store, audio, tables, first, other = two_days_attached(birds, fixtures)
     # The analyst corrects the first table: one more selection, inside the audio.
     save_table(fixtures, tables, "20180427", extra="99\tSpectrogram 1\t1\t5\t6\t100\t200\tLOWA\n")
     report = attach_new(store, str(tables), "raven", replace_changed=True)
@@ -183,11 +189,7 @@ def test_a_changed_table_replaces_its_earlier_version_when_asked(birds, fixtures
 def test_detach_removes_a_file_and_moves_the_later_files_down(birds, fixtures):
     from pamingest.annotations import detach
 
-    store, audio, tables = birds
-    ingest_birds(fixtures, audio, store, "20180428")
-    first = save_table(fixtures, tables, "20180427")
-    second = save_table(fixtures, tables, "20180428")
-    attach_new(store, str(tables), "raven")
+    store, audio, tables, first, second = two_days_attached(birds, fixtures)
     assert detach(store, [str(first)]) == {STREAM: 9}
     ds = pi.open_store(store)[STREAM].to_dataset()
     assert ds["annotation_file_name"].values.tolist() == [str(second)]
