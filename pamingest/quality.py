@@ -166,7 +166,12 @@ def row_stats(samples: np.ndarray, full_scale: float, levels: tuple[float, float
         sums = np.array([flat[c::channels].sum() for c in range(channels)])
     else:
         block_frames = _BLOCK_FRAMES // 2 if samples.dtype.itemsize <= 2 else max(1, 2**16 // channels)
-        acc = np.int64 if integer else np.float64
+        # 24-bit samples (in int32) square below 2**46: 2**16 of them sum exactly in int64. Full
+        # 32-bit ones square up to 2**62 and would overflow: float64, in numpy's own loops (the
+        # same order everywhere, so the same bits), relative error ~1e-16.
+        wide = integer and max(-int(smin), int(smax)) >= 2**23
+        acc = np.int64 if integer and not wide else np.float64
+        integer = integer and not wide
         sums = np.zeros(channels, dtype=acc)
         squares = 0
         ones = np.ones(min(n, block_frames), dtype=acc)

@@ -1068,7 +1068,9 @@ def served(tmp_path_factory):
             served.start()
         yield served
     finally:
-        stop_processes(served.procs, timeout=30)
+        # A server and worker the tests are done with: what they do on the way out is not under
+        # test, and a graceful Prefect shutdown took 30 s of the suite.
+        stop_processes(served.procs, timeout=5)
 
 
 def test_worker_entrypoint_registers_the_deployments_on_a_real_server(served):

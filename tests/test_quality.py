@@ -232,3 +232,11 @@ def test_fixtures_come_out_clean_or_explained(fixtures, tmp_path):
     assert {p for p, fl in flagged.items() if "clipped" in fl} == {"sanctsound/CI04/48000Hz_1ch_pcm16"}
     assert all(set(fl) <= {"clipped", "dc_offset"} for fl in flagged.values())
     assert frames["sanctsound/CI04/48000Hz_1ch_pcm16"]["clipped"].max() == 200
+
+
+def test_full_32_bit_rows_do_not_overflow_their_sums():
+    """32-bit samples square up to 2**62: their sums go through float64, not int64 blocks."""
+    x = np.clip(np.random.default_rng(0).normal(0, 2**29, (480_000, 1)), -2**31, 2**31 - 1).astype(np.int32)
+    clipped, _, _, dc, rms = quality.row_stats(x, 2.0**31, quality.clip_levels(x.dtype, 2.0**31))
+    assert rms == pytest.approx(20 * np.log10(np.sqrt((x.astype(np.float64) ** 2).mean()) / 2**31), abs=1e-9)
+    assert dc == pytest.approx(x.astype(np.float64).mean() / 2**31, abs=1e-12)
