@@ -414,6 +414,9 @@ def resolve_calibration(attrs: dict[str, Any], sensitivity: float | None = None,
         cal = Calibration(table=read_calibration_csv(table), source=str(table))
     elif sensitivity is not None:
         cal = Calibration(float(sensitivity), source="parameters")
+    elif attrs.get("calibration_db") is not None:
+        # The stream's broadband calibration (pamingest.quality): the level of a full-scale signal.
+        cal = Calibration(-float(attrs["calibration_db"]), source="stream attribute calibration_db")
     else:
         cal = calibration_from_attrs(attrs) or Calibration(source="none")
     return Calibration(cal.sensitivity, float(gain) if gain is not None else cal.gain,

@@ -274,7 +274,14 @@ def rms_db_re_upa(rms_dbfs: np.ndarray, attrs: dict) -> np.ndarray | None:
     """
     cal = attrs.get("calibration_db")
     if cal is None:
-        return None
+        # Else a flat calibration in the deployment metadata, as the HMD spectra read it (one
+        # reading of a stream's calibration for both); a frequency table gives no broadband level.
+        from .hmd import calibration_from_attrs
+
+        flat = calibration_from_attrs(attrs)
+        if flat is None or flat.table is not None or flat.sensitivity is None:
+            return None
+        cal = float(flat.offset_db(np.zeros(1))[0])
     return np.asarray(rms_dbfs, dtype=np.float64) + float(cal)
 
 

@@ -240,3 +240,13 @@ def test_full_32_bit_rows_do_not_overflow_their_sums():
     clipped, _, _, dc, rms = quality.row_stats(x, 2.0**31, quality.clip_levels(x.dtype, 2.0**31))
     assert rms == pytest.approx(20 * np.log10(np.sqrt((x.astype(np.float64) ** 2).mean()) / 2**31), abs=1e-9)
     assert dc == pytest.approx(x.astype(np.float64).mean() / 2**31, abs=1e-12)
+
+
+def test_one_reading_of_a_streams_calibration_for_levels_and_spectra():
+    from pamingest.hmd import resolve_calibration
+
+    metadata = {"deployment_metadata": {"CALIBRATION": {"sensitivity_dB": -176.0, "gain_dB": 6.0}}}
+    assert quality.rms_db_re_upa(np.array([-20.0]), metadata)[0] == pytest.approx(-20.0 + 170.0)
+    assert quality.rms_db_re_upa(np.array([-20.0]), {"deployment_metadata": {}}) is None
+    cal = resolve_calibration({"calibration_db": 177.96})
+    assert float(cal.offset_db(np.array([1000.0]))[0]) == pytest.approx(177.96)
