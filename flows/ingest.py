@@ -32,12 +32,12 @@ from pamingest import orchestration
 
 @task(retries=2, retry_delay_seconds=15, task_run_name="ingest {kind} {options}")
 def ingest_piece(kind: str, options: dict[str, Any], store: str, scheduler_address: str | None,
-                 row_seconds: float | None) -> dict:
+                 row_seconds: float | None, virtual: bool = False) -> dict:
     # Safe to retry: a store never ingests an object twice (URL + ETag), and a
     # crashed attempt leaves the store's main branch where it was.
     report = orchestration.ingest_partition(kind, options, store, scheduler_address, row_seconds,
                                             s3_endpoint=settings.s3_endpoint(),
-                                            store_options=settings.store_options())
+                                            store_options=settings.store_options(), virtual=virtual)
     get_run_logger().info("%s", report.summary())
     return report.as_dict()
 
@@ -75,9 +75,10 @@ def start_pseudolabel_deployments(store: str) -> list[str]:
 @flow(name="ingest")
 def ingest(source: str = "orcasound", options: dict[str, Any] | None = None, store: str | None = None,
            scheduler_address: str | None = None, row_seconds: float | None = None, detections: bool = False,
-           report: str | None = None) -> dict:
+           report: str | None = None, virtual: bool = False) -> dict:
     """Ingest a source's new recordings into a pamingest store (and, with ``detections``, attach the
-    source's detection products: SanctSound's); ``report``: where the store's report page goes ("" none)."""
+    source's detection products: SanctSound's); ``report``: where the store's report page goes ("" none);
+    ``virtual``: PCM WAV recordings by reference, not copied (zero-copy; docs/architecture.md)."""
     from distributed import Client
 
     from pamingest.executor import local_cluster
@@ -91,7 +92,7 @@ def ingest(source: str = "orcasound", options: dict[str, Any] | None = None, sto
         if address and address != "serial":
             client = stack.enter_context(Client(address, set_as_default=False))
             log.info("Dask dashboard: %s", client.dashboard_link)
-        reports = [ingest_piece(source, piece, store, address, row_seconds)
+        reports = [ingest_piece(source, piece, store, address, row_seconds, virtual)
                    for piece in orchestration.work_partitions(source, options or {})]
     attached = attach_detections(source, options or {}, store) if detections else None
     rows = sum(r["rows"] for r in reports)

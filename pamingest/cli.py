@@ -23,7 +23,7 @@ EXIT_CODES = f"""exit codes:
   {EXIT_OK}    done (recordings that failed to decode are listed in the report and the store)
   {EXIT_INCOMPLETE}    done in part: annotate could not attach a file or rejected rows of one (each
        listed with file, line and reason) or read a review table with no answer,
-       pseudolabel left chunks queued
+       pseudolabel left chunks queued; verify found a referenced recording changed
   {EXIT_ERROR}    error: bad options or input, no store, an unknown or broken plug-in, the Dask
        scheduler lost mid-run (nothing of the run committed: run it again)
   {EXIT_RETRY}    try again: other writers kept changing the same data; what could not land was not
@@ -120,7 +120,7 @@ def cmd_ingest(args) -> int:
     source = build_source(kind, options)
     report = ingest(source, args.store, row_seconds=args.row_seconds, client=_client(args), n_workers=args.workers,
                     store_options=_storage_options(args, "store_"), retry_failed=args.retry_failed,
-                    progress=_progress(args))
+                    progress=_progress(args), quality=not args.no_quality, virtual=args.virtual)
     _print_dashboard(report)
     products = None
     if getattr(args, "detections", False):
@@ -145,6 +145,23 @@ def cmd_info(args) -> int:
     info = store_info(args.store, _storage_options(args), snapshot=args.snapshot)
     print(info.format())
     return EXIT_OK
+
+
+def cmd_verify(args) -> int:
+    """Every object a virtual stream refers to, checked against its ETag/modification time and size."""
+    from .store.repo import Store
+    from .store.virtual import stale_objects
+
+    root = Store.open(args.store, _storage_options(args, "store_")).root()
+    stale = stale_objects(root, _storage_options(args))
+    if args.json:
+        print(json.dumps([{"stream": p, "url": u, "reason": r} for p, u, r in stale], indent=2))
+    else:
+        for path, url, reason in stale:
+            print(f"{path}: {url}: {reason}")
+        print(f"{len(stale)} referenced objects changed or missing" if stale
+              else "every object the store's virtual streams refer to is as ingested")
+    return EXIT_INCOMPLETE if stale else EXIT_OK
 
 
 def cmd_report(args) -> int:
@@ -312,6 +329,11 @@ def _ingest_options(q, time_range: bool = False) -> None:
     q.add_argument("--threads", action="store_true", help="run in threads of this process, whatever the job's size")
     q.add_argument("--serial", action="store_true", help="run in this process, one task at a time (debugging)")
     q.add_argument("--retry-failed", action="store_true", help="try again objects that failed before")
+    q.add_argument("--virtual", action="store_true",
+                   help="zero-copy: PCM WAV files on S3 or a local disk become rows that refer to their byte "
+                        "ranges (checked against each object's ETag or modification time); other files are copied")
+    q.add_argument("--no-quality", action="store_true",
+                   help="no per-row quality statistics (with --virtual, the recordings' samples are then never read)")
     q.add_argument("--json", action="store_true", help="print the report as JSON")
     q.add_argument("--no-progress", action="store_true", help="no progress bar (shown when stderr is a terminal)")
     q.set_defaults(func=cmd_ingest, uses_dask=True)
@@ -414,6 +436,15 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--endpoint-url")
     info.add_argument("--anon", action="store_true")
     info.set_defaults(func=cmd_info)
+
+    ver = sub.add_parser("verify", help="check the recordings a virtual stream refers to against the versions "
+                                        "ingested (exit 1 if one changed or went away)")
+    ver.add_argument("store")
+    ver.add_argument("--endpoint-url", help="S3-compatible endpoint of the recordings' bucket")
+    ver.add_argument("--anon", action="store_true", help="anonymous access to the recordings' bucket")
+    ver.add_argument("--store-endpoint-url", help="S3-compatible endpoint of the store's bucket")
+    ver.add_argument("--json", action="store_true")
+    ver.set_defaults(func=cmd_verify)
 
     rep = sub.add_parser("report", help="a static HTML page: coverage, LTSA per day, failures, labels, queue, history")
     rep.add_argument("store")

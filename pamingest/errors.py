@@ -47,6 +47,11 @@ class StreamNotFoundError(StoreError, KeyError):
     """The store has no stream at the given path."""
 
 
+class SourceChangedError(StoreError):
+    """A virtual stream's row refers to a recording that changed after it was ingested (its ETag or
+    modification time no longer match): Icechunk refuses the range, and nothing is read."""
+
+
 class ConfigError(PamIngestError):
     """An option contradicts the store or another option."""
 

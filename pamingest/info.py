@@ -34,6 +34,8 @@ class StreamInfo:
     gaps: int = 0  # gaps between continuous spans (over 1.5 samples)
     # Live rows per quality flag (default thresholds), "flagged" (any) and "unchecked" (no statistics).
     quality: dict[str, int] = field(default_factory=dict)
+    # "virtual": rows refer to the recordings' bytes (store/virtual.py); "" copied into the store.
+    storage: str = ""
 
 
 @dataclass
@@ -52,7 +54,9 @@ class StoreInfo:
         for s in self.streams:
             out.append(f"{s.path:<48} {s.sample_rate:>8} {s.channels:>3} {s.bits:>4} {s.rows:>8} {s.files_ok:>6} "
                        f"{s.files_failed:>6} {s.hours:>9.3f}  {s.first} .. {s.last}")
-            out.append(f"  {s.gaps} gaps; {s.coverage}")
+            out.append(f"  {s.gaps} gaps; {s.coverage}"
+                       + ("; rows are references to the recordings (virtual): `pamingest verify` checks them"
+                          if s.storage == "virtual" else ""))
         total = sum(s.hours for s in self.streams)
         out.append(f"{len(self.streams)} streams, {total:.3f} h of audio; {len(self.rejected)} objects rejected")
         if any(s.quality for s in self.streams):
@@ -113,6 +117,7 @@ def _store_info(url: str | StoreLocation, storage_options: dict | None, snapshot
         row_start = starts[live][order].astype(np.int64)
         span_start, span_end = spans(row_start, row_start + offset_ns(n_valid[live][order], sr), max_gap_ns(sr))
         info.streams[-1].coverage = duty_cycle(span_start, span_end)
+        info.streams[-1].storage = str(g.attrs.get("storage", ""))
         info.streams[-1].gaps = max(len(span_start) - 1, 0)
         stats = ({name: g[name][: len(n_valid)] for name in quality.QUALITY.columns} if quality.has_stats(g)
                  else quality.empty_stats(len(n_valid)))

@@ -52,6 +52,7 @@ from .store import layout
 from .store.catalog import KnownFile, read_catalog
 from .store.repo import Store, StoreLocation, load_session
 from .store.rows import Landing, allocate, land, prepare_streams, row_writer
+from .store import virtual as virtual_refs
 from . import quality
 from .resample import full_scale
 from .timing import NS_PER_S, samples_per_row, unsupported_time
@@ -88,6 +89,7 @@ class IngestReport:
     partial: list[FailedFile] = field(default_factory=list)  # ingested up to where they end (cut short)
     changed: list[FailedFile] = field(default_factory=list)
     deferred: list[FailedFile] = field(default_factory=list)
+    copied: list[FailedFile] = field(default_factory=list)  # a virtual run's files that could not be referenced
     outside_range: int = 0
     streams: list[str] = field(default_factory=list)
     commits: int = 0
@@ -119,6 +121,10 @@ class IngestReport:
         if self.changed:
             lines.append(f"changed    {len(self.changed)} objects differ from the ingested version (not re-ingested)")
             lines += [f"  - {f.url}: {f.reason}" for f in self.changed]
+        if self.copied:
+            lines.append(f"copied     {len(self.copied)} files could not be ingested by reference (--virtual): "
+                         "their samples were copied")
+            lines += [f"  - {f.url}: {f.reason}" for f in self.copied[:20]]
         if self.deferred:
             lines.append(f"deferred   {len(self.deferred)} files not ingested: other runs kept writing their "
                          "streams; the next run takes them")
@@ -141,6 +147,7 @@ class IngestReport:
             "partial": [{"url": f.url, "reason": f.reason} for f in self.partial],
             "changed": [{"url": f.url, "reason": f.reason} for f in self.changed],
             "deferred": [{"url": f.url, "reason": f.reason} for f in self.deferred],
+            "copied": [{"url": f.url, "reason": f.reason} for f in self.copied],
             "outside_range": self.outside_range, "streams": self.streams, "commits": self.commits,
             "rebases": self.rebases, "rebuilds": self.rebuilds, "moved": self.moved, "rounds": self.rounds,
             "elapsed_seconds": self.elapsed_seconds,
@@ -202,6 +209,9 @@ class WriteTask:
     stop: int
     rows: tuple[int, ...]
     quality: bool = True  # compute each row's quality statistics (pamingest.quality)
+    # A virtual stream's unit: its rows are set as references to these byte ranges, not written
+    # (store/virtual.py); the samples are still read when their quality statistics are wanted.
+    ref: virtual_refs.ObjectRef | None = None
 
 
 WRITE_BATCH_BYTES = 8 * 2**20  # rows written together: ~8 MB of samples at most
@@ -226,7 +236,14 @@ def write_rows(task: WriteTask, fork, storage_options: dict):
     writes: list = []  # per buffer: the futures of its rows' writes in flight
     try:
         audio = _open_audio(fork, task.array_path)
-        put = row_writer(fork, task.array_path, audio)
+        if task.ref is not None:
+            virtual_refs.set_refs(fork, task.array_path, task.ref, task.rows, task.first_sample, task.stop,
+                                  task.row_samples)
+            if not task.quality:
+                return fork, task.stop - task.first_sample, None, None
+            put = _referenced
+        else:
+            put = row_writer(fork, task.array_path, audio)
         spr = task.row_samples
         row_bytes = spr * audio.shape[2] * audio.dtype.itemsize
         batch_rows = max(1, min(8, WRITE_BATCH_BYTES // row_bytes))
@@ -304,6 +321,13 @@ def write_rows(task: WriteTask, fork, storage_options: dict):
         # store goes on writing its chunks.
         for pending in writes:
             cf.wait(pending)
+
+
+def _referenced(first: int, rows: np.ndarray) -> cf.Future:
+    """The row writer of a virtual unit: its rows are references set already; nothing to write."""
+    done: cf.Future = cf.Future()
+    done.set_result(None)
+    return done
 
 
 LARGE_BUFFER_BYTES = 4 * 2**20
@@ -514,16 +538,25 @@ def stream_path(file: SourceFile, info: AudioInfo) -> str:
     return layout.stream_path(file.source, file.site, info)
 
 
+def virtual_stream_path(file: SourceFile, info: AudioInfo) -> str:
+    """A virtual run's stream of ``file``: a virtual stream when its samples can be referenced, else
+    the copied stream it would have without --virtual."""
+    return layout.stream_path(file.source, file.site, info,
+                              virtual=virtual_refs.referenceable(file, info) is None)
+
+
 def plan(decoder: Decoder, probed: list[tuple[SourceFile, AudioInfo]], root: zarr.Group,
-         known: dict[str, KnownFile], row_seconds: float | None) -> list[Unit]:
-    """Units of the probed files, planned against the store at ``root``."""
+         known: dict[str, KnownFile], row_seconds: float | None, virtual: bool = False) -> list[Unit]:
+    """Units of the probed files, planned against the store at ``root`` (``virtual``: PCM WAV files
+    into virtual streams, store/virtual.py)."""
 
     def row_samples(stream: str, sample_rate: int) -> int:
         if stream in root:
             return int(root[stream].attrs["row_samples"])
         return samples_per_row(sample_rate, row_seconds or DEFAULT_ROW_SECONDS)
 
-    return decoder.plan(probed, PlanContext(root, known, row_samples, stream_path))
+    return decoder.plan(probed, PlanContext(root, known, row_samples,
+                                            virtual_stream_path if virtual else stream_path))
 
 
 def stream_specs(units: list[Unit], root: zarr.Group, row_seconds: float | None, source: Source):
@@ -539,7 +572,8 @@ def stream_specs(units: list[Unit], root: zarr.Group, row_seconds: float | None,
         specs[unit.stream] = (layout.StreamSpec(
             unit.stream, first.source or source.name, first.site or unit.stream.split("/")[1],
             info.sample_rate, info.channels, info.store_dtype, info.bits,
-            samples_per_row(info.sample_rate, row_seconds or DEFAULT_ROW_SECONDS)), info)
+            samples_per_row(info.sample_rate, row_seconds or DEFAULT_ROW_SECONDS),
+            virtual=layout.is_virtual_path(unit.stream)), info)
         if describe is not None:
             attributes[unit.stream] = dict(describe(first) or {})
     return specs, attributes
@@ -604,11 +638,12 @@ def write(executor, units: list[Unit], forks: dict[str, bytes], storage_options:
     for unit in units:
         spr = int(root[unit.stream].attrs["row_samples"])
         write_from = unit.write_from(spr)
+        ref = virtual_refs.object_ref(unit) if virtual_refs.is_virtual(root[unit.stream]) else None
         for lo, hi in task_rows(unit, spr, rows_per_task):
             first = write_from + lo * spr
             stop = min(unit.n_samples, write_from + hi * spr)
             task = WriteTask(unit.decoder, unit.source, f"{unit.stream}/audio", spr, first, stop,
-                             tuple(unit.rows[lo:hi]), quality_stats)
+                             tuple(unit.rows[lo:hi]), quality_stats, ref)
             first_row[id(task)] = lo
             tasks.append((unit, task, forks[unit.stream]))
             unit.tasks_left += 1
@@ -652,6 +687,7 @@ def ingest(
     retry_failed: bool = False,
     progress: bool = False,
     quality: bool = True,
+    virtual: bool = False,
 ) -> IngestReport:
     """Ingest every new recording of ``source`` into ``store``; one commit per run.
 
@@ -680,7 +716,13 @@ def ingest(
         Compute each row's quality statistics as it is written
         (``pamingest.quality``; ``.pam.quality()`` reads them). Off, rows are
         stored without them (their statistics read as "not computed"); the
-        switch exists to measure their cost (benchmarks/ingest_throughput.py).
+        switch exists to measure their cost (benchmarks/ingest_throughput.py). With
+        ``virtual``, off means the audio of referenced files is never read.
+    virtual : bool
+        Zero-copy: packed little-endian PCM WAV files (16/24/32-bit) on S3 or
+        a local disk become virtual streams, whose rows are references to byte
+        ranges of the recordings (``store/virtual.py``); other files are
+        copied as usual and listed in ``IngestReport.copied`` with the reason.
 
     Returns
     -------
@@ -698,7 +740,8 @@ def ingest(
     report = IngestReport(store=st.url, run_id=uuid.uuid4().hex[:12], snapshot_id=st.tip())
     with contextlib.ExitStack() as stack:
         run = _Run(st, source, report, row_seconds, retry_failed, rows_per_task, progress,
-                   lambda work_bytes: stack.enter_context(executor_for(client, n_workers, work_bytes)), quality)
+                   lambda work_bytes: stack.enter_context(executor_for(client, n_workers, work_bytes)), quality,
+                   virtual)
         wanted: set[str] | None = None  # after the first round: URLs still to ingest
         try:
             for _ in range(MAX_ROUNDS):
@@ -720,11 +763,14 @@ class _Run:
 
     def __init__(self, store: Store, source: Source, report: IngestReport, row_seconds: float | None,
                  retry_failed: bool, rows_per_task: int, progress: bool, start_executor,
-                 quality_stats: bool = True) -> None:
+                 quality_stats: bool = True, virtual: bool = False) -> None:
         self.store, self.source, self.report = store, source, report
         self.row_seconds, self.retry_failed, self.rows_per_task, self.progress = (
             row_seconds, retry_failed, rows_per_task, progress)
         self.decoder = build("decoders", getattr(source, "decoder", "sndfile"))
+        if virtual and getattr(self.decoder, "name", "") != "sndfile":
+            raise ConfigError(f"--virtual refers to PCM WAV files, which the sndfile decoder reads; source "
+                              f"{source.name!r} is read by {getattr(self.decoder, 'name', self.decoder)!r}")
         self.options = dict(getattr(source, "storage_options", {}) or {})
         self.time_range = source.time_range() if hasattr(source, "time_range") else None
         self.records: list[SourceFile | RejectedFile] = list(list_source(source))
@@ -732,6 +778,12 @@ class _Run:
         self.placed: dict[str, str] = {}  # URL -> the Dask worker that probed it
         self._start_executor = start_executor
         self.quality_stats = quality_stats
+        self.virtual = virtual
+        if virtual:
+            # Before any session of the run: its sessions (and the tasks' forks) must know where
+            # references may point.
+            virtual_refs.ensure_containers(store, [r.url for r in self.records if isinstance(r, SourceFile)],
+                                           self.options)
         self._executor = None
 
     def executor(self, work_bytes: int):
@@ -765,7 +817,11 @@ class _Run:
         rejected = listing.rejected + rejected
         probed, outside = within(probed, self.time_range)
         report.outside_range += outside
-        units = plan(self.decoder, probed, root, known, self.row_seconds)
+        if self.virtual:
+            seen = {f.url for f in report.copied}
+            report.copied += [FailedFile(file.url, why) for file, info in probed
+                              if file.url not in seen and (why := virtual_refs.referenceable(file, info))]
+        units = plan(self.decoder, probed, root, known, self.row_seconds, self.virtual)
         specs, attributes = stream_specs(units, root, self.row_seconds, self.source)
         if prepare_streams(st, specs, self.row_seconds is not None, attributes).snapshot_id is not None:
             # New streams exist now (empty), or their attributes changed: plan again at the new tip.

@@ -135,17 +135,19 @@ def wants_cluster(kind: str, options: dict[str, Any]) -> bool:
 
 def ingest_partition(kind: str, options: dict[str, Any], store: str, scheduler: str | None = None,
                      row_seconds: float | None = None, *, s3_endpoint: str | None = None,
-                     store_options: dict[str, Any] | None = None, progress: bool = False) -> IngestReport:
+                     store_options: dict[str, Any] | None = None, progress: bool = False,
+                     virtual: bool = False) -> IngestReport:
     """Ingest one piece; safe to retry (exactly-once by URL + ETag, main moves by compare-and-swap).
 
     ``scheduler`` is a Dask scheduler address (None: a LocalCluster),
     ``s3_endpoint`` as for ``build_source``, ``store_options`` the store's
-    (e.g. its ``endpoint_url``); ``progress`` shows a progress bar on stderr.
+    (e.g. its ``endpoint_url``); ``progress`` shows a progress bar on stderr;
+    ``virtual``: PCM WAV files by reference (``ingest(virtual=True)``).
     """
     if not store:
         raise ConfigError("no store given")
     return ingest(build_source(kind, options, s3_endpoint), store, client=scheduler or None,
-                  store_options=store_options or {}, row_seconds=row_seconds, progress=progress)
+                  store_options=store_options or {}, row_seconds=row_seconds, progress=progress, virtual=virtual)
 
 
 # The ingest flow's report is lighter than `pamingest report`'s: it is rewritten after runs that changed the store,

@@ -411,8 +411,22 @@ class PamAccessor:
         (decoded in parallel); Dask-backed audio is read as slices of consecutive rows.
 
         Fancy indexing a Dask array with one chunk per row costs time in
-        proportion to the whole store's rows; slices cost per row read.
+        proportion to the whole store's rows; slices cost per row read. A
+        virtual stream's row whose recording changed since its ingest raises
+        ``SourceChangedError`` naming the recording.
         """
+        try:
+            return self._read_rows_as_stored(rows)
+        except Exception as exc:
+            from .store.virtual import explain_changed
+
+            explained = explain_changed(exc, f"stream {self._ds.attrs.get('source', '')}/"
+                                             f"{self._ds.attrs.get('site', '')}")
+            if explained is None:
+                raise
+            raise explained from exc
+
+    def _read_rows_as_stored(self, rows: np.ndarray) -> np.ndarray:
         audio = self._ds["audio"].variable
         rows = np.asarray(rows, dtype=np.int64)
         consecutive = bool((np.diff(rows) == 1).all())

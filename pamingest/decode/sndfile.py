@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import numpy as np
 
 from ..errors import DecodeError
+from ..pcm import PCM_WIDTH, pcm_samples
 from ..fsutil import describe_read_error, fetch_pool, filesystem, open_for_read
 from ..sources.base import SourceFile
 from . import aiff, au, caf, flac, riff, w64
@@ -50,6 +51,10 @@ class SndfileInfo(AudioInfo):
     (``containers.HeaderFix``): a length its header leaves open or gets wrong, made the one it holds."""
 
     header_fix: Patches = ()
+    # Where the samples of a packed little-endian PCM WAV start (its ``data`` chunk); None for every
+    # other file. Read once at probe: tasks read the samples from there, and a virtual ingest
+    # (store/virtual.py) refers to byte ranges counted from it.
+    pcm_offset: int | None = None
 
 
 def _declared(fh, size: int) -> Declared | None:
@@ -180,6 +185,12 @@ def probe(url: str, size: int | None = None, storage_options: dict | None = None
                 raise DecodeError(f"{snd.format} files are not ingested: pamingest cannot check such a header against "
                                   "the object's size, so a file cut short would pass as whole")
             rate, channels, fmt, subtype, frames = snd.samplerate, snd.channels, snd.format, snd.subtype, snd.frames
+        pcm_offset = None
+        if fmt == "WAV" and subtype in PCM_WIDTH:
+            try:
+                pcm_offset = _pcm_data_offset(fh, size, PCM_WIDTH[subtype], channels)
+            except Exception:  # noqa: BLE001 - libsndfile read the header: tasks read through it instead
+                pcm_offset = None
     incomplete = ""
     if count:
         try:
@@ -194,11 +205,11 @@ def probe(url: str, size: int | None = None, storage_options: dict | None = None
         raise DecodeError("recording holds no samples" + (f" ({incomplete})" if incomplete else ""))
     store_dtype, bits, _ = _SUBTYPES[subtype]
     return SndfileInfo(int(rate), int(channels), int(frames), fmt, subtype, store_dtype, bits,
-                       incomplete=incomplete, header_fix=patches)
+                       incomplete=incomplete, header_fix=patches, pcm_offset=pcm_offset)
 
 
-# Little-endian PCM WAV read without libsndfile: sample bytes per subtype.
-_PCM_WIDTH = {"PCM_16": 2, "PCM_24": 3, "PCM_32": 4}
+# Little-endian PCM WAV read without libsndfile: sample bytes per subtype (pcm.PCM_WIDTH).
+_PCM_WIDTH = PCM_WIDTH
 # Bytes per range request of the direct PCM reader: S3's guidance for ranged reads is
 # 8-16 MB. Two are held at once (the one being converted and the next), converted
 # PCM_CONVERT_BYTES at a time. 16 MB read a 460 MB Pacific Sound file from moto (the
@@ -224,21 +235,6 @@ def _pcm_data_offset(fh, size: int, width: int, channels: int) -> int | None:
         elif chunk.id == b"data":
             return chunk.offset if packed else None
     return None
-
-
-def _pcm_samples(raw: bytes, width: int, channels: int) -> np.ndarray:
-    """Interleaved little-endian PCM bytes -> ``(frames, channels)`` in the stored dtype (24-bit: int32
-    holding the recorder's values, as libsndfile's reading shifted right by 8 gives them)."""
-    if width == 2:
-        return np.frombuffer(raw, dtype="<i2").astype(np.int16).reshape(-1, channels)
-    if width == 4:
-        return np.frombuffer(raw, dtype="<i4").astype(np.int32).reshape(-1, channels)
-    wide = np.empty((len(raw) // 3, 4), dtype=np.uint8)
-    wide[:, 0] = 0
-    wide[:, 1:] = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3)
-    samples = wide.view("<i4").reshape(-1)
-    np.right_shift(samples, 8, out=samples)  # arithmetic: the top byte's sign extends down
-    return samples.astype(np.int32, copy=False).reshape(-1, channels)
 
 
 def _read_pcm(fs, path: str, offset: int, info: AudioInfo, start: int, want: int) -> Iterator[np.ndarray]:
@@ -271,7 +267,7 @@ def _read_pcm(fs, path: str, offset: int, info: AudioInfo, start: int, want: int
             view = memoryview(raw)[: got * frame_bytes]
             step = max(1, PCM_CONVERT_BYTES // frame_bytes) * frame_bytes
             for k in range(0, len(view), step):  # converted a few MB at a time: int32 is 4/3 of 24-bit
-                yield _pcm_samples(view[k : k + step], width, info.channels)
+                yield pcm_samples(view[k : k + step], width, info.channels)
             done += got
             if got < n:
                 break
@@ -300,13 +296,15 @@ def read(url: str, info: AudioInfo, start: int, stop: int, storage_options: dict
         # blocks here. Through libsndfile each block is hundreds of small reads, each a
         # Python call into fsspec: a 256 kHz 24-bit file decoded at half the speed of a
         # bare read of its bytes (benchmarks/pacific_sound_memory.py).
-        with open_for_read(fs, path, block_size=256 * 1024) as fh:
-            try:
-                offset = _pcm_data_offset(fh, fs.size(path), _PCM_WIDTH[info.subtype], info.channels)
-            except DecodeError:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                raise DecodeError(describe_read_error(exc)) from exc
+        offset = getattr(info, "pcm_offset", None)
+        if offset is None:
+            with open_for_read(fs, path, block_size=256 * 1024) as fh:
+                try:
+                    offset = _pcm_data_offset(fh, fs.size(path), _PCM_WIDTH[info.subtype], info.channels)
+                except DecodeError:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    raise DecodeError(describe_read_error(exc)) from exc
         if offset is not None:
             yield from _read_pcm(fs, path, offset, info, start, want)
             return

@@ -39,6 +39,7 @@ from ..errors import ConfigError
 from ..quality import QUALITY  # noqa: F401 - a per-row table of the layout, declared with its statistics
 from ..timing import NAT
 from .tables import ROW_CHUNK, Column, Table
+from .virtual import STORAGE_ATTR, VIRTUAL, VIRTUAL_SUFFIX
 
 if TYPE_CHECKING:
     import zarr
@@ -84,16 +85,24 @@ REJECTED = Table("rejected", {
 })
 # Stream attributes that sources may not override through stream_attributes().
 RESERVED_ATTRS = frozenset({"pamingest_stream", "source", "site", "sample_rate", "channels", "dtype",
-                            "bits_per_sample", "row_samples", "row_seconds", "time_reference"})
+                            "bits_per_sample", "row_samples", "row_seconds", "time_reference",
+                            "storage", "storage_note"})
 
 
-def stream_name(info: AudioInfo) -> str:
+def stream_name(info: AudioInfo, virtual: bool = False) -> str:
     kind = f"pcm{info.bits}" if info.store_dtype.startswith("int") else info.store_dtype
-    return f"{info.sample_rate}Hz_{info.channels}ch_{kind}"
+    # A virtual stream's rows are references into the recordings (store/virtual.py), a copied one's are
+    # FLAC: one array has one codec, so the two are streams apart.
+    return f"{info.sample_rate}Hz_{info.channels}ch_{kind}" + (VIRTUAL_SUFFIX if virtual else "")
 
 
 # Characters a site or source name keeps in its path segment: those zarr recommends for node names.
 _SEGMENT_KEPT = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
+
+
+def is_virtual_path(path: str) -> bool:
+    """Whether the stream at ``path`` is a virtual one, by its name (``stream_name``)."""
+    return path.rsplit("/", 1)[-1].endswith(VIRTUAL_SUFFIX)
 
 
 def safe_segment(text: str) -> str:
@@ -116,10 +125,10 @@ def safe_segment(text: str) -> str:
     )
 
 
-def stream_path(source: str, site: str, info: AudioInfo) -> str:
+def stream_path(source: str, site: str, info: AudioInfo, virtual: bool = False) -> str:
     """``<source>/<site>/<stream>``: the source and site names as ``safe_segment`` writes them
     (the stream group keeps both names as given in its ``source`` and ``site`` attributes)."""
-    return f"{safe_segment(source)}/{safe_segment(site)}/{stream_name(info)}"
+    return f"{safe_segment(source)}/{safe_segment(site)}/{stream_name(info, virtual)}"
 
 
 def under(path: str, prefix: str | None) -> bool:
@@ -128,11 +137,15 @@ def under(path: str, prefix: str | None) -> bool:
     return not prefix or path == prefix or path.startswith(prefix + "/")
 
 
-def _serializer(info: AudioInfo):
-    """FLAC for integer PCM up to 24 bits and 8 channels; PCodec (lossless) otherwise."""
+def _serializer(info: AudioInfo, virtual: bool = False):
+    """FLAC for integer PCM up to 24 bits and 8 channels; PCodec (lossless) otherwise; the recording's
+    own PCM for a virtual stream (its chunks are byte ranges of the recordings)."""
     from zarr.codecs.numcodecs import PCodec
 
-    from .codec import FLAC_MAX_CHANNELS, FlacCodec
+    from .codec import FLAC_MAX_CHANNELS, FlacCodec, PcmCodec
+
+    if virtual:
+        return PcmCodec(bits=info.bits)
 
     if info.store_dtype in ("int16", "int32") and info.bits <= 24 and info.channels <= FLAC_MAX_CHANNELS:
         return FlacCodec(bits=16 if info.store_dtype == "int16" else 24, sample_rate=info.sample_rate)
@@ -154,6 +167,7 @@ class StreamSpec:
     dtype: str
     bits: int
     row_samples: int
+    virtual: bool = False  # rows are references into the recordings (store/virtual.py)
 
     @property
     def row_seconds(self) -> float:
@@ -168,7 +182,7 @@ def create_stream(root: zarr.Group, spec: StreamSpec, info: AudioInfo) -> zarr.G
         chunks=(1, spec.row_samples, spec.channels),
         dtype=spec.dtype,
         fill_value=0,
-        serializer=_serializer(info),
+        serializer=_serializer(info, spec.virtual),
         compressors=None,
         dimension_names=("chunk", "sample", "channel"),
         attributes={"sample_rate": spec.sample_rate, "bits_per_sample": spec.bits,
@@ -194,6 +208,10 @@ def create_stream(root: zarr.Group, spec: StreamSpec, info: AudioInfo) -> zarr.G
             "time_reference": "UTC; row time = file start + file_offset / sample_rate",
         }
     )
+    if spec.virtual:
+        group.attrs.update({STORAGE_ATTR: VIRTUAL, "storage_note": (
+            "rows are Icechunk virtual references to byte ranges of the original PCM WAV objects "
+            "(file_url), checked against their ETag or modification time; not copies")})
     return group
 
 

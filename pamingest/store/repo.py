@@ -154,7 +154,7 @@ def open_repository(location: StoreLocation, create: bool = False) -> icechunk.R
         raise StoreNotFoundError(f"no pamingest store at {location.url}")
     storage = location.storage()
     if icechunk.Repository.exists(storage):
-        repo = icechunk.Repository.open(storage)
+        repo = _authorised(icechunk.Repository.open(storage), location)
         if create:
             _ensure_root(repo, path)
         return repo
@@ -173,6 +173,15 @@ def open_repository(location: StoreLocation, create: bool = False) -> icechunk.R
         repo = icechunk.Repository.open(storage)
     _ensure_root(repo, path)
     return repo
+
+
+def _authorised(repo: icechunk.Repository, location: StoreLocation) -> icechunk.Repository:
+    """``repo`` allowed to read the virtual chunk containers its configuration holds (virtual streams'
+    references to the original recordings, store/virtual.py); unchanged when it holds none."""
+    from .virtual import authorization
+
+    granted = authorization(repo.config, location.options)
+    return repo.reopen(authorize_virtual_chunk_access=granted) if granted else repo
 
 
 def _ensure_root(repo: icechunk.Repository, path: str | None) -> None:

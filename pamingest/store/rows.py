@@ -42,7 +42,7 @@ from ..decode.base import Unit, UnitFile
 from ..sources.base import RejectedFile
 from ..errors import ConfigError, StoreUnavailableError, first_line
 from ..timing import NAT
-from . import layout
+from . import layout, virtual
 from .catalog import KnownFile, read_catalog
 from .repo import Commit, Store, _icechunk
 
@@ -431,7 +431,15 @@ def land(store: Store, session, base: str, units: list[Unit], rejected: list[Rej
                 old_rows = {id(u): list(u.rows) for u in stream_units}
                 _grow_audio(group, _assign(group, path, stream_units, known_tip))
                 for unit in stream_units:
-                    if unit.status == "ok":
+                    if unit.status != "ok":
+                        continue
+                    if virtual.is_virtual(group):
+                        # References, not bytes: copying the chunks would read the recordings and
+                        # store their samples, the copy a virtual stream exists to avoid.
+                        spr = int(group.attrs["row_samples"])
+                        virtual.set_refs(fresh, f"{path}/audio", virtual.object_ref(unit), unit.rows,
+                                         unit.write_from(spr), unit.n_samples, spr)
+                    else:
                         copy_rows(written, fresh, path, list(zip(old_rows[id(unit)], unit.rows)), group["audio"])
                 state.units += stream_units
                 state.moved += len(stream_units)
