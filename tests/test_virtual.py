@@ -128,6 +128,28 @@ def test_virtual_s3_stream_reads_as_the_copied_one(wav_bucket, fixtures, tmp_pat
     score = next(k for k in sv.data_vars if k.startswith("score__"))
     np.testing.assert_array_equal(sv[score].values, sc[score].values)
 
+    # Labels and a training export: the same rows, the same audio bytes, from either store.
+    from pamingest.annotations import Recording, attach
+    from pamingest.export import export
+
+    table = fixtures / "annotated" / "raven" / "MSD-0003_20180427_2minstart00.Table.1.selections.txt"
+    first = sorted((fixtures / SONGMETER).glob("*.wav"))[0].name
+    exports = {}
+    for name, store in (("virtual", virtual), ("copied", copied)):
+        assert attach(store, [table], "raven", recording=Recording(first)).snapshot_id
+        report = export(store, str(tmp_path / f"hf-{name}"), "hf", seconds=5.0, min_score=0.5, split_by="day")
+        assert sum(report.rows.values()) > 0, report.rows
+        exports[name] = report
+    assert exports["virtual"].files == exports["copied"].files
+    import pyarrow.parquet as pq
+
+    for name in exports["copied"].files:
+        if name.endswith(".parquet"):  # rows name their stream and snapshot, which differ; not their audio
+            got, want = (pq.read_table(tmp_path / f"hf-{k}" / name).to_pydict() for k in ("virtual", "copied"))
+            assert len(got["audio"]) == len(want["audio"]) > 0
+            assert [a["bytes"] for a in got["audio"]] == [a["bytes"] for a in want["audio"]], name
+            assert got["labels"] == want["labels"] and got["utc_start"] == want["utc_start"]
+
     # Another process, opening the store as a notebook does, reads the references too.
     path = next(s for s in rv.streams if "22000Hz" in s)
     code = (f"from pamingest import open_store; ds = open_store({virtual!r})[{path!r}].to_dataset(); "
@@ -176,16 +198,16 @@ def test_changed_object_is_refused_and_reported(wav_bucket, fixtures, tmp_path, 
 def test_virtual_local_folder_24_bit(tmp_path, fixtures, capsys):
     """Local recordings (a file:// container): 16-bit SongMeter WAVs and a 24-bit stereo WAV whose
     rows are not whole (its last row is short), ingested by reference; a rewritten file is refused."""
-    folder = tmp_path / "deploy" / "S4A03895"
+    folder = tmp_path / "deploy 2019" / "S4A03895"  # a space: Icechunk container prefixes must avoid it
     folder.mkdir(parents=True)
     for p in sorted((fixtures / SONGMETER).glob("*.wav"))[:3]:
         shutil.copy(p, folder / p.name)
     real = sf.read(str(fixtures / SONGMETER / "S4A03895_20190522_000000.wav"), dtype="int32")[0]
     stereo = np.stack([real, -real], axis=1)[:215_000] // 256  # 24-bit values, stereo, 9.77 s at 22 kHz
-    other = tmp_path / "deploy" / "S4A03895" / "S4A03895_20190522_020000.wav"
+    other = folder / "S4A03895_20190522_020000.wav"
     sf.write(str(other), stereo.astype(np.int32) << 8, 22000, subtype="PCM_24")
     store = str(tmp_path / "store")
-    code = main(["ingest", "files", str(tmp_path / "deploy"), "--template", "songmeter", "--store", store,
+    code = main(["ingest", "files", str(tmp_path / "deploy 2019"), "--template", "songmeter", "--store", store,
                  "--virtual", "--row-seconds", "4", "--serial", "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["ingested"] == 4 and not report["copied"] and not report["failed"], report

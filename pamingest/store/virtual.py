@@ -33,7 +33,6 @@ import datetime
 import math
 import os
 import re
-import urllib.parse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -82,12 +81,13 @@ def referenceable(file: SourceFile, info: AudioInfo) -> str | None:
 
 
 def location(url: str) -> str:
-    """The URL a reference names: ``s3://bucket/key`` or ``file:///abs/path`` (percent-encoded)."""
+    """The URL a reference names: ``s3://bucket/key`` or ``file:///abs/path`` (as the path is spelt:
+    Icechunk reads it as given, spaces and all)."""
     scheme = _scheme(url)
     if scheme in ("s3", "s3a"):
         return "s3://" + url.split("://", 1)[1]
     path = os.path.abspath(url.removeprefix("file://"))
-    return "file://" + urllib.parse.quote(path)
+    return "file://" + path
 
 
 def container_prefix(url: str) -> str:
@@ -95,11 +95,11 @@ def container_prefix(url: str) -> str:
     loc = location(url)
     if loc.startswith("s3://"):
         return "s3://" + loc[5:].split("/", 1)[0] + "/"
-    return loc.rsplit("/", 1)[0] + "/"
+    return "file://" + _plain_folder(loc.removeprefix("file://").rsplit("/", 1)[0]).rstrip("/") + "/"
 
 
 def _local_path(prefix: str) -> str:
-    return urllib.parse.unquote(prefix.removeprefix("file://"))
+    return prefix.removeprefix("file://")
 
 
 def _s3_endpoint(options: dict[str, Any]) -> str | None:
@@ -162,9 +162,20 @@ def _prefixes_for(urls: Iterable[str], have: set[str]) -> list[str]:
             folders.append(os.path.dirname(os.path.abspath(url.removeprefix("file://"))))
     wanted = set(buckets)
     if folders:
-        common = os.path.commonpath(folders)
-        wanted.add("file://" + urllib.parse.quote(common.rstrip("/")) + "/")
+        wanted.add("file://" + _plain_folder(os.path.commonpath(folders)).rstrip("/") + "/")
     return sorted(wanted)
+
+
+_PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~/")
+
+
+def _plain_folder(path: str) -> str:
+    """``path`` or its nearest ancestor written in URL-plain characters: Icechunk matches a container
+    prefix as a parsed URL, so a prefix with a space (``%20`` once parsed) matches no location, while a
+    location may name any path under a plain prefix."""
+    while path not in ("", "/") and not set(path) <= _PLAIN:
+        path = os.path.dirname(path)
+    return path or "/"
 
 
 def ensure_containers(store: Store, urls: Iterable[str], storage_options: dict[str, Any]) -> list[str]:
@@ -273,7 +284,7 @@ def explain_changed(exc: BaseException, what: str) -> SourceChangedError | None:
     if url is None:
         return None
     return SourceChangedError(
-        f"{what}: {urllib.parse.unquote(url.removeprefix('file://')) if url.startswith('file://') else url} "
+        f"{what}: {url.removeprefix('file://') if url.startswith('file://') else url} "
         "changed after it was ingested by reference (--virtual): its ETag or modification time no longer "
         "match, so its rows are not read; `pamingest verify STORE` lists every changed object")
 
