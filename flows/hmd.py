@@ -5,8 +5,8 @@ Dask futures on the cluster at ``scheduler_address`` (threads or a
 LocalCluster by size when unset) and the spectra land in one commit under
 ``<stream>/hmd``. Safe to retry: minutes computed again replace themselves.
 Store, scheduler and the store's endpoint come from ``settings``
-(``PAMINGEST_*``) unless given. Not in prefect.yaml yet: run it with
-``python flows/hmd.py`` or deploy it as the others are.
+(``PAMINGEST_*``) unless given. Deployment ``hmd/soundscape`` (prefect.yaml,
+flows/serve.py): ``prefect deployment run hmd/soundscape --param stream=...``.
 """
 
 from __future__ import annotations

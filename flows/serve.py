@@ -25,6 +25,7 @@ from prefect import serve  # noqa: E402
 import settings  # noqa: E402
 from annotate import annotate  # noqa: E402
 from export import export  # noqa: E402
+from hmd import hmd  # noqa: E402
 from ingest import ingest  # noqa: E402
 from pseudolabel import pseudolabel  # noqa: E402
 
@@ -55,6 +56,12 @@ def deployments():
             description="Training data: the store's labelled clips as a Hugging Face dataset folder, pinned to "
                         "the current snapshot (give out and options when running it).",
             tags=["pamingest", "export"],
+        ),
+        hmd.to_deployment(
+            name="soundscape",
+            description="1-minute hybrid millidecade spectra of a stream into the store (give stream, and "
+                        "start/end, sensitivity, gain when running it).",
+            tags=["pamingest", "hmd"],
         ),
         ingest.to_deployment(
             name="orcasound", interval=ORCASOUND_EVERY_SECONDS,

@@ -551,3 +551,33 @@ def test_sanctsound_ingest_flow_attaches_the_detection_products(prefect_harness,
                         detections=True)
     assert again["ingested"] == 0 and again["detections_attached"] == 0
     assert len(pi.open_store(store)["sanctsound/ci01_01/2000Hz_1ch_pcm16"].to_dataset().pam.events()) == 1
+
+
+def test_hmd_deployment_flow_writes_the_spectra_and_an_artifact(prefect_harness, fixtures, tmp_path):
+    """The ``hmd/soundscape`` deployment's flow on a real SoundTrap recording: one spectrum per whole minute,
+    in the store, and an artifact naming the snapshot."""
+    from hmd import hmd as hmd_flow
+
+    store = str(tmp_path / "store")
+    folder = tmp_path / "st"
+    folder.mkdir()
+    name = "67416073.210610033655.flac"
+    shutil.copy(fixtures / "soundtrap" / name, folder / name)
+    report = pi.ingest(pi.TimestampedFiles(str(folder), "soundtrap"), store, client="serial")
+    stream = report.streams[0]
+    result = hmd_flow(stream=stream, store=store, scheduler_address="serial")
+    ds = pi.open_store(store)[f"{stream}/hmd"].to_dataset()
+    # 5 min from 03:36:55: six minute bins touched, each with audio
+    assert result["minutes"] == ds.sizes["time"] == result["with_audio"] == 6
+    assert np.isfinite(ds[next(iter(ds.data_vars))].values).any()
+
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    async def read_artifact():
+        async with get_client() as client:
+            return await client.read_latest_artifacts()
+
+    artifacts = [a for a in asyncio.run(read_artifact()) if a.key == "hmd"]
+    assert artifacts and result["snapshot_id"] in artifacts[0].data and stream in artifacts[0].data

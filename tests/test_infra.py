@@ -279,10 +279,10 @@ def run_path_code() -> list[Path]:
     """The Python that runs in the worker's flow runs and on the Dask workers (not flows/serve.py)."""
     return sorted((ROOT / "pamingest").rglob("*.py")) + [ROOT / "flows" / n for n in ("ingest.py", "pseudolabel.py",
                                                                                       "export.py", "annotate.py",
-                                                                                      "settings.py")]
+                                                                                      "hmd.py", "settings.py")]
 
 
-FLOW_MODULES = ("serve", "ingest", "pseudolabel", "export", "annotate", "settings")
+FLOW_MODULES = ("serve", "ingest", "pseudolabel", "export", "annotate", "hmd", "settings")
 
 
 @cache
