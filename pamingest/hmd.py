@@ -78,6 +78,10 @@ from .errors import ConfigError
 
 GROUP = "hmd"
 MINUTE_NS = 60 * 1_000_000_000
+# Chunks of the stored spectra, fixed whatever a run's length, so that runs append whole chunks:
+# an hour of bands (60 x ~2900 float32 at 256 kHz: 0.7 MB) and a day of times.
+PSD_CHUNK_MINUTES = 60
+MINUTES_PER_DAY = 1440
 # PyPAM's get_center_freq constant for millidecade centres (bands_per_division even).
 _G = 10.0 ** (3.0 / 10.0)
 _BANDS_PER_DECADE = 1000
@@ -594,7 +598,14 @@ def compute_hmd(store: Any, stream: str, start: Any = None, end: Any = None, *,
 
 def _write(root, path: str, minutes: np.ndarray, psd_db: np.ndarray, effort: np.ndarray, centres: np.ndarray,
            lower: np.ndarray, upper: np.ndarray, cal: Calibration, channel: int) -> int:
-    """Merge the minutes into ``<path>/hmd`` (rewritten whole, sorted by time); minutes stored."""
+    """Merge the minutes into ``<path>/hmd``, sorted by time; returns the minutes stored.
+
+    A run over minutes after the stored ones (the next day of a deployment)
+    or over stored minutes (a rerun) writes its rows in place: the arrays
+    grow, and only the chunks holding its minutes are written, so a year of
+    daily runs does not rewrite the year each day. Minutes that fall between
+    or before stored ones rewrite the group whole, sorted by time.
+    """
     stream_group = root[path]
     seconds = minutes // 1_000_000_000
     attrs = {"calibration": cal.as_attrs(), "channel": int(channel), "method": METHOD}
@@ -608,6 +619,9 @@ def _write(root, path: str, minutes: np.ndarray, psd_db: np.ndarray, effort: np.
                 f"{json.dumps(cal.as_attrs(), sort_keys=True)}: levels would not be comparable. Remove "
                 f"{path}/{GROUP} first or use the stored calibration")
         old_t = np.asarray(old["time"][:], dtype=np.int64)
+        placed = _in_place(old, old_t, seconds, psd_db, effort)
+        if placed is not None:
+            return placed
         keep = ~np.isin(old_t, seconds)
         seconds = np.concatenate([old_t[keep], seconds])
         psd_db = np.concatenate([np.asarray(old["psd"][:])[keep], psd_db])
@@ -617,7 +631,7 @@ def _write(root, path: str, minutes: np.ndarray, psd_db: np.ndarray, effort: np.
         del stream_group[GROUP]
     g = stream_group.create_group(GROUP, attributes=attrs)
     n, nb = psd_db.shape
-    day = min(max(n, 1), 1440)
+    day = MINUTES_PER_DAY
     g.create_array("time", shape=(n,), chunks=(day,), dtype="int64", fill_value=0, dimension_names=("time",),
                    attributes=TIME_ATTRS)[:] = seconds
     g.create_array("frequency", shape=(nb,), chunks=(nb,), dtype="float32", fill_value=0.0,
@@ -633,11 +647,37 @@ def _write(root, path: str, minutes: np.ndarray, psd_db: np.ndarray, effort: np.
                    )[:] = (cal.sensitivity_at(centres) if cal.calibrated else np.full(nb, np.nan)).astype(np.float32)
     g.create_array("effort", shape=(n,), chunks=(day,), dtype="float32", fill_value=0.0, dimension_names=("time",),
                    attributes=EFFORT_ATTRS)[:] = effort.astype(np.float32)
-    g.create_array("psd", shape=(n, nb), chunks=(min(max(n, 1), 60), nb), dtype="float32", fill_value=np.nan,
+    g.create_array("psd", shape=(n, nb), chunks=(PSD_CHUNK_MINUTES, nb), dtype="float32", fill_value=np.nan,
                    dimension_names=("time", "frequency"),
                    attributes={**(PSD_ATTRS if cal.calibrated else UNCALIBRATED_PSD_ATTRS),
                                "coordinates": "frequency_bounds"})[:] = psd_db
     return n
+
+
+def _in_place(group, stored: np.ndarray, seconds: np.ndarray, psd_db: np.ndarray, effort: np.ndarray) -> int | None:
+    """Write the minutes into the stored arrays where they go without reordering any (each one
+    stored already, or all after the last stored); the minutes then stored, or None (rewrite)."""
+    if not len(seconds):
+        return len(stored)
+    at = np.searchsorted(stored, seconds)
+    known = (at < len(stored)) & (stored[np.minimum(at, len(stored) - 1)] == seconds) if len(stored) else \
+        np.zeros(len(seconds), dtype=bool)
+    later = seconds > (stored[-1] if len(stored) else np.iinfo(np.int64).min)
+    if not (known | later).all() or (later.any() and not later[np.argmax(later):].all()):
+        return None  # a minute between stored ones, or new minutes before known ones
+    if known.any():
+        rows = at[known]
+        group["psd"].set_orthogonal_selection((rows, slice(None)), psd_db[known].astype(np.float32))
+        group["effort"].set_orthogonal_selection((rows,), effort[known].astype(np.float32))
+    if later.any():
+        n, k = len(stored), int(later.sum())
+        for name in ("time", "effort", "psd"):
+            array = group[name]
+            array.resize((n + k, *array.shape[1:]))
+        group["time"][n:] = seconds[later]
+        group["effort"][n:] = effort[later].astype(np.float32)
+        group["psd"][n:] = psd_db[later].astype(np.float32)
+    return len(stored) + int(later.sum())
 
 
 METHOD = ("pbp/PyPAM hybrid millidecade: Welch, periodic Hann, nfft = nperseg = fs (1 Hz), 50% overlap, "

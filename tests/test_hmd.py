@@ -166,3 +166,42 @@ def test_cli_hmd_and_export(soundtrap_store, tmp_path, capsys):
                  "--end", "2021-06-10T03:46"]) == 0
     nc = xr.open_dataset(out, engine="h5netcdf")
     assert nc.sizes["time"] == 2 and nc.sizes["frequency"] == 1400
+
+
+def test_later_runs_append_in_place_and_equal_one_run(soundtrap_store, tmp_path):
+    """A deployment computed a span at a time: each later span grows the arrays (no group rewritten),
+    a rerun overwrites its minutes in place, a span before the stored ones rewrites the group; in
+    every case the spectra equal one run over the whole recording."""
+    import shutil
+
+    from pamingest.store.repo import Store
+
+    store, stream = soundtrap_store
+    store = str(shutil.copytree(store, tmp_path / "store"))
+
+    def drop(root):  # spectra the module's other test may have stored
+        if hmd.GROUP in root[stream]:
+            del root[stream][hmd.GROUP]
+
+    Store.open(store).update(drop, "drop hmd")
+    whole = str(shutil.copytree(store, tmp_path / "whole"))
+    hmd.compute_hmd(whole, stream, sensitivity=-176.0, client="serial")
+    want = hmd.hmd_dataset(whole, stream)
+
+    def run(start, end):
+        before = Store.open(store).tip()
+        hmd.compute_hmd(store, stream, start, end, sensitivity=-176.0, client="serial")
+        repo = Store.open(store).repo
+        return repo.diff(from_snapshot_id=before, to_snapshot_id=repo.lookup_branch("main"))
+
+    run("2021-06-10T03:40", "2021-06-10T03:45")  # creates the group
+    for start, end in (("2021-06-10T03:45", "2021-06-10T03:52"), ("2021-06-10T03:41", "2021-06-10T03:43")):
+        diff = run(start, end)  # appended, then rerun: written in place
+        assert not [a for a in diff.new_arrays | diff.deleted_arrays if "/hmd" in a], (start, diff)
+        assert any(a.endswith("/hmd/psd") for a in diff.updated_chunks)
+    diff = run("2021-06-10T03:36", "2021-06-10T03:40")  # before the stored minutes: the group is rewritten
+    assert [a for a in diff.new_arrays if a.endswith("/hmd/psd")]
+    got = hmd.hmd_dataset(store, stream)
+    np.testing.assert_array_equal(got["time"].values, want["time"].values)
+    np.testing.assert_array_equal(got["psd"].values, want["psd"].values)
+    np.testing.assert_array_equal(got["effort"].values, want["effort"].values)
