@@ -43,10 +43,11 @@ def ingest_piece(kind: str, options: dict[str, Any], store: str, scheduler_addre
 
 
 @task(retries=2, retry_delay_seconds=15, task_run_name="attach {kind} detection products")
-def attach_detections(kind: str, options: dict[str, Any], store: str) -> dict:
+def attach_detections(kind: str, options: dict[str, Any], store: str, new_recordings: bool = False) -> dict:
     # Safe to retry: products are recognised by name and content.
     report = orchestration.attach_detections(kind, options, store, s3_endpoint=settings.s3_endpoint(),
-                                             store_options=settings.store_options())
+                                             store_options=settings.store_options(),
+                                             new_recordings=new_recordings)
     get_run_logger().info("%s", report.summary())
     return report.as_dict()
 
@@ -94,7 +95,8 @@ def ingest(source: str = "orcasound", options: dict[str, Any] | None = None, sto
             log.info("Dask dashboard: %s", client.dashboard_link)
         reports = [ingest_piece(source, piece, store, address, row_seconds, virtual)
                    for piece in orchestration.work_partitions(source, options or {})]
-    attached = attach_detections(source, options or {}, store) if detections else None
+    attached = (attach_detections(source, options or {}, store, any(r["ingested"] for r in reports))
+                if detections else None)
     rows = sum(r["rows"] for r in reports)
     # Labelling first: a live poll's new rows are scored while the report page is written.
     labelling = start_pseudolabel_deployments(store) if rows else []

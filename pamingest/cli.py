@@ -93,6 +93,11 @@ def _sanctsound_options(args) -> dict:
             "end": args.end, "name": args.source_name}
 
 
+def _cornell_options(args) -> dict:
+    return {"collection": args.collection, "timezone": args.timezone, "api": args.zenodo_api,
+            "name": args.source_name}
+
+
 def _ncei_options(args) -> dict:
     return {"collection": args.collection, "root": args.root, "stations": args.station,
             "deployments": args.deployment, "start": args.start, "end": args.end, "name": args.source_name,
@@ -126,7 +131,8 @@ def cmd_ingest(args) -> int:
     if getattr(args, "detections", False):
         from .orchestration import attach_source_detections
 
-        products = attach_source_detections(source, args.store, store_options=_storage_options(args, "store_"))
+        products = attach_source_detections(source, args.store, store_options=_storage_options(args, "store_"),
+                                            new_recordings=report.ingested > 0)
     if args.json:
         out = report.as_dict()
         print(json.dumps({**out, "detections": products.as_dict()} if products else out, indent=2))
@@ -406,6 +412,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also attach the selected deployments' detection products (those not attached yet)")
     _ingest_options(s, time_range=True)
     s.set_defaults(source_options=_sanctsound_options)
+
+    from .sources.zenodo import CORNELL_COLLECTIONS, ZENODO_API
+
+    c = ing_sub.add_parser("cornell", help="a Cornell Lab fully annotated soundscape collection (Zenodo), read "
+                                           "inside its zip by range requests; its annotations.csv attached")
+    c.add_argument("collection", choices=sorted(CORNELL_COLLECTIONS),
+                   help="; ".join(f"{k}: {v.title} (Zenodo {v.record})" for k, v in CORNELL_COLLECTIONS.items()))
+    c.add_argument("--timezone", help="zone of file names without a trailing Z (default: the collection's own, "
+                                      "e.g. Pacific/Honolulu for uhh); names ending in Z are UTC")
+    c.add_argument("--zenodo-api", default=ZENODO_API, help=f"the records API (default {ZENODO_API})")
+    c.add_argument("--source-name", default="cornell", help="first level of the store's groups")
+    c.add_argument("--no-annotations", dest="detections", action="store_false",
+                   help="do not attach the collection's annotations.csv after the audio")
+    _ingest_options(c)
+    c.set_defaults(source_options=_cornell_options, detections=True)
 
     n = ing_sub.add_parser("ncei", help=f"NOAA NCEI NRS or PIFSC recordings ({NCEI_ROOT})")
     n.add_argument("collection", choices=sorted(COLLECTIONS))

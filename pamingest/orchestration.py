@@ -37,7 +37,7 @@ def source_kinds() -> list[str]:
 def _source_url(kind: str, options: dict[str, Any]) -> str:
     """The bucket or root URL a source reads, from its options or its class default."""
     cls = registry("sources").get(kind)
-    for key in ("root", "url", "bucket"):
+    for key in ("root", "url", "bucket", "api"):
         value = options.get(key)
         if value is None and dataclasses.is_dataclass(cls):
             value = next((f.default for f in dataclasses.fields(cls) if f.name == key
@@ -71,7 +71,7 @@ def build_source(kind: str, options: dict[str, Any] | None = None, s3_endpoint: 
     """
     cls = registry("sources").get(kind)
     options = {k: _split_list(k, v) for k, v in (options or {}).items()}
-    if s3_endpoint and not _source_url(kind, options).startswith(("gs://", "gcs://")):
+    if s3_endpoint and not _source_url(kind, options).startswith(("gs://", "gcs://", "http://", "https://")):
         so = dict(options.get("storage_options") or {})
         so.setdefault("endpoint_url", s3_endpoint)
         so.pop("anon", None)
@@ -347,28 +347,42 @@ def annotate_store(store: str, format: str, where: str | list[str], *, pattern: 
 
 def attach_detections(kind: str, options: dict[str, Any], store: str, *, categories: Any = None,
                       resolutions: Any = None, s3_endpoint: str | None = None,
-                      store_options: dict[str, Any] | None = None):
-    """Attach a source's published detection products (SanctSound's) that the store has not attached yet.
+                      store_options: dict[str, Any] | None = None, new_recordings: bool = False):
+    """Attach a source's published detection products (SanctSound's) or annotation tables (Cornell's)
+    that the store has not attached yet.
 
     Rows for sites or deployments the store has no audio of are skipped and
     counted; products are recognised by name and content, so running it
-    after every ingest attaches each product once.
+    after every ingest attaches each product once (a collection's table is
+    read again after an ingest that added recordings: ``new_recordings``).
     """
     return attach_source_detections(build_source(kind, options, s3_endpoint), store, categories=categories,
-                                    resolutions=resolutions, store_options=store_options)
+                                    resolutions=resolutions, store_options=store_options,
+                                    new_recordings=new_recordings)
 
 
 def attach_source_detections(source, store: str, *, categories: Any = None, resolutions: Any = None,
-                             store_options: dict[str, Any] | None = None):
-    """``attach_detections`` for a source already built (the CLI's)."""
+                             store_options: dict[str, Any] | None = None, new_recordings: bool = False):
+    """``attach_detections`` for a source already built (the CLI's).
+
+    A source publishes SanctSound-style detection products
+    (``detection_products``), or a collection's own annotation tables
+    (``annotation_files`` read as ``annotation_format``: the Cornell
+    soundscapes). Such a table names recordings across the collection, so
+    after an ingest that added recordings (``new_recordings``) it is read
+    again and replaces its earlier version (its rows for them are attached).
+    """
     from .annotations.sync import attach_new_files
 
+    options = dict(storage_options=getattr(source, "storage_options", None), store_options=store_options or {})
+    tables = getattr(source, "annotation_files", None)
+    if tables is not None:
+        return attach_new_files(store, tables(), source.annotation_format, stream=source.name,
+                                reattach=new_recordings, **options)
     products = getattr(source, "detection_products", None)
     if products is None:
-        raise ConfigError(f"source {type(source).__name__} publishes no detection products")
-    return attach_new_files(store, products(categories, resolutions), "sanctsound",
-                            storage_options=getattr(source, "storage_options", None),
-                            store_options=store_options or {})
+        raise ConfigError(f"source {type(source).__name__} publishes no detection products or annotation tables")
+    return attach_new_files(store, products(categories, resolutions), "sanctsound", **options)
 
 
 def annotate_markdown(report: dict[str, Any]) -> str:

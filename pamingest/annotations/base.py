@@ -230,8 +230,9 @@ class RecordingLookup(Protocol):
 
 
 def file_name(url: str) -> str:
-    """Last path segment of a path or URL, without query string."""
-    return url.split("?", 1)[0].rstrip("/").replace("\\", "/").rsplit("/", 1)[-1]
+    """Last path segment of a path or URL, without query string; of a chained URL's first part
+    (``zip://folder/a.flac::https://...`` names ``a.flac``, a member of the archive)."""
+    return url.split("::", 1)[0].split("?", 1)[0].rstrip("/").replace("\\", "/").rsplit("/", 1)[-1]
 
 
 def same_file(a: str, b: str) -> bool:

@@ -205,6 +205,11 @@ class StoreFiles:
         """Recordings whose file name without its extension is ``stem`` (Raven names tables so)."""
         return [r for r in self.by_stem.get(stem, []) if layout.under(r.stream, stream)]
 
+    def every(self, stream: str = "") -> list[ResolvedRecording]:
+        """Every stored recording under ``stream`` (a fully annotated collection's effort), by URL."""
+        return sorted((r for recs in self.by_url.values() for r in recs if layout.under(r.stream, stream)),
+                      key=lambda r: (r.url, r.stream))
+
 
 # ---------------------------------------------------------------- attach
 

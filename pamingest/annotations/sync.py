@@ -259,12 +259,19 @@ def attach_new_files(store: str | StoreLocation, urls: Iterable[str], format: st
                      stream: str | None = None, skip_unknown_streams: bool = True,
                      batch_files: int = DEFAULT_BATCH_FILES, replace_changed: bool = False,
                      store_options: dict | None = None, storage_options: dict | None = None,
-                     missing: Iterable[tuple[str, str]] = ()) -> AnnotateReport:
-    """``attach_new`` for files already listed (URLs: a source's detection products, say)."""
+                     missing: Iterable[tuple[str, str]] = (), reattach: bool = False) -> AnnotateReport:
+    """``attach_new`` for files already listed (URLs: a source's detection products, say).
+
+    ``reattach``: files attached already are read again and replace their
+    earlier version (a collection's table whose rows name recordings the
+    store did not hold then, and holds now)."""
     if batch_files < 1:
         raise ConfigError(f"batch_files must be at least 1, got {batch_files}")
     plan = plan_annotations(store, urls, store_options=store_options, storage_options=storage_options)
     plan.unreadable[:0] = list(missing)
+    if reattach and plan.already:
+        plan.changed += [(url, "attached again: the store holds more of its recordings") for url in plan.already]
+        plan.already, replace_changed = [], True
     report = AnnotateReport(str(store.url if isinstance(store, StoreLocation) else store), format, plan)
     for i in range(0, len(plan.new), batch_files):
         report.batches.append(attach(store, plan.new[i:i + batch_files], format, options=options, stream=stream,
