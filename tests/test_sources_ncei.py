@@ -124,7 +124,17 @@ def riff_header_chunks(rate: int, n_frames: int, harp: bytes) -> list[bytes]:
 def write_xflac(path: Path, seconds_per_chunk: float, rate: int, starts: list[dt.datetime] | None, seed: int):
     """A FLAC as ``flac --keep-foreign-metadata`` makes from an XWAV: RIFF chunks in 'riff' APPLICATION blocks."""
     n = int(seconds_per_chunk * rate)
-    plain = write_flac(path.with_suffix(".plain.flac"), seconds_per_chunk * (len(starts) if starts else 3), rate, seed)
+    rng = np.random.default_rng(seed)
+    samples = rng.integers(-2**15, 2**15, size=(n * (len(starts) if starts else 3), 1), dtype=np.int16)
+    return xflac_from(path, samples, rate, starts, [n] * len(starts) if starts else None)
+
+
+def xflac_from(path: Path, samples: np.ndarray, rate: int, starts: list[dt.datetime] | None,
+               frames: list[int] | None) -> Path:
+    """``samples`` (int16) as an ``.x.flac`` whose directory lists raw files of ``frames`` at ``starts``."""
+    plain = path.with_suffix(".plain.flac")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(plain), samples, rate, format="FLAC", subtype="PCM_16")
     data = plain.read_bytes()
     plain.unlink()
     blocks, pos, last = [], 4, False
@@ -133,13 +143,21 @@ def write_xflac(path: Path, seconds_per_chunk: float, rate: int, starts: list[dt
         blocks.append((kind, data[pos + 4 : pos + 4 + size]))
         pos += 4 + size
     if starts:
-        frames = [n] * len(starts)
         riff = [(2, b"riff" + c) for c in riff_header_chunks(rate, sum(frames), harp_chunk(starts, frames, rate))]
         blocks = blocks[:1] + riff + blocks[1:]
     out = bytearray(b"fLaC")
     for i, (kind, body) in enumerate(blocks):
         out += bytes([kind | (0x80 if i == len(blocks) - 1 else 0)]) + len(body).to_bytes(3, "big") + body
     path.write_bytes(bytes(out) + data[pos:])
+    return path
+
+
+def xwav_from(path: Path, samples: np.ndarray, rate: int, starts: list[dt.datetime], frames: list[int]) -> Path:
+    """``samples`` (int16 mono) as an uncompressed ``.x.wav`` with the directory of ``xflac_from``."""
+    chunks = riff_header_chunks(rate, len(samples), harp_chunk(starts, frames, rate))
+    body = b"".join(chunks[1:]) + samples.astype("<i2").tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WAVE" + body)
     return path
 
 
@@ -183,19 +201,20 @@ def test_xwav_directory_is_read_from_flac_foreign_metadata(s3, pifsc):
     assert [s.frames for s in subchunks] == [20_000, 10_000]
 
 
-def test_pifsc_continuous_xwav_ingested_at_its_directory_time_duty_cycled_rejected(s3, pifsc, store):
+def test_pifsc_xwav_ingested_at_its_directory_times_a_duty_cycled_one_in_pieces(s3, pifsc, store):
     src = Ncei("pifsc", ROOT, stations="pipan", deployments=14, storage_options=s3.storage_options)
     assert src.partitions() == [PIFSC_DEP]
     report = pi.ingest(src, store, client="serial")
-    assert report.ingested == 2, report.summary()
-    [failed] = report.failed
-    assert failed.url.endswith("Hawaii_K_14_121216_200000.df20.x.flac")
-    assert "duty-cycled XWAV (3 raw files, gaps up to 298.5 s)" in failed.reason
+    assert report.ingested == 3 and not report.failed, report.summary()
     ds = pi.open_store(store)["ncei/pipan_hawaii_14/10000Hz_1ch_pcm16"].to_dataset()
-    assert assert_stream_matches(ds, by_name(pifsc)) == 2
+    duty = f"{ROOT}/pifsc/audio/{PIFSC_DEP}/audio/Hawaii_K_14_121216_200000.df20.x.flac"
+    # 1.5 s raw files every 5 min: three pieces of one, each timed by its own raw file
+    pieces = {duty: [(15_000 * i, to_ns(f"2012-12-16T20:{5 * i:02d}")) for i in range(3)]}
+    assert assert_stream_matches(ds, by_name(pifsc), pieces) == 3
     # The directory's first raw file (ms precision) times the file, not its name.
     assert ds["file_start"].values[0] == np.datetime64("2012-12-16T19:00:00.125")
-    assert ds["file_start"].values[1] == np.datetime64("2012-12-16T21:00:00")
+    assert ds["file_start"].values[2] == np.datetime64("2012-12-16T21:00:00")
+    assert list(ds["file_time_source"].values) == ["xwav", "xwav", "name"]
 
 
 def test_pifsc_time_range_uses_the_xwav_span(s3, pifsc, tmp_path):
@@ -221,10 +240,12 @@ def test_pifsc_time_range_uses_the_xwav_span(s3, pifsc, tmp_path):
     assert names == ["Hawaii_K_14_121216_190000.df20.x.flac"], report.summary()
     names, report = ingested(start="2012-12-16T19:00:05", end="2012-12-16T19:30")
     assert names == [] and report.outside_range == 1 and not report.committed, report.summary()
-    # The duty-cycled file is refused whatever the range: it cannot be placed in time.
+    # A duty-cycled file spans its pieces: its last (20:10:00, 1.5 s) meets a range from 20:09, which
+    # its frames counted from its start (4.5 s) would miss; a range after it misses it.
+    names, report = ingested(start="2012-12-16T20:09", end="2012-12-16T20:30")
+    assert names == ["Hawaii_K_14_121216_200000.df20.x.flac"] and not report.failed, report.summary()
     names, report = ingested(start="2012-12-16T20:30", end="2012-12-16T21:30")
-    assert names == ["Hawaii_K_14_121216_210000.df20.x.flac"], report.summary()
-    assert [f.url.rsplit("/", 1)[-1] for f in report.failed] == ["Hawaii_K_14_121216_200000.df20.x.flac"]
+    assert names == ["Hawaii_K_14_121216_210000.df20.x.flac"] and not report.failed, report.summary()
     # Without the header check, files are timed (and selected) by name only.
     unchecked = Ncei("pifsc", ROOT, check_subchunks=False, storage_options=opts).list_partition(PIFSC_DEP)
     assert [r.start_ns for r in unchecked] == [to_ns("2012-12-16T19:00"), to_ns("2012-12-16T20:00"),
