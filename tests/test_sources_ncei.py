@@ -260,3 +260,112 @@ def test_command_line(s3, nrs, tmp_path):
     report = json.loads(out.stdout)
     assert (report["ingested"], report["failed"]) == (3, [])
     assert report["streams"] == ["ncei/nrs_11_2019-2021/5000Hz_1ch_pcm16"]
+
+
+# ---------------------------------------------------------------- PIFSC duty-cycled: timed pieces of one file
+
+RAW = 10_400  # frames of a raw file: 1.3 s at 8 kHz (a whole number of ms, as the directory counts)
+DUTY_DEP = "pipan/hawaii/pipan_hawaii_15"
+DUTY_STREAM = "ncei/pipan_hawaii_15/8000Hz_1ch_pcm16"
+T1 = dt.datetime(2012, 12, 17, 0, 0, 0, 250_000)
+
+
+@pytest.fixture
+def duty_cycled(s3, fixtures, tmp_path):
+    """Two duty-cycled XWAVs of real SoundTrap samples, an .x.flac and an .x.wav: six raw files each, in
+    three runs of two (2.6 s) a minute apart, the .x.wav's runs going on where the .x.flac's stop.
+    Returns URL -> (samples, raw files' starts, local path)."""
+    s3.bucket(BUCKET)
+    made = {}
+    kinds = (("Hawaii_K_15_121217_000000.df20.x.flac", xflac_from), ("Hawaii_K_15_121217_000300.df20.x.wav", xwav_from))
+    for k, (name, make) in enumerate(kinds):
+        recording = sorted((fixtures / "soundtrap").glob("*.flac"))[k]
+        samples = sf.read(str(recording), frames=6 * RAW, dtype="int16", always_2d=True)[0]
+        starts = [T1 + dt.timedelta(minutes=3 * k + p, milliseconds=1300 * r) for p in range(3) for r in range(2)]
+        path = make(tmp_path / "duty" / name, samples, 8000, starts, [RAW] * 6)
+        made[s3.put(BUCKET, f"pifsc/audio/{DUTY_DEP}/audio/{name}", path)] = (samples, starts, path)
+    return made
+
+
+def duty_source(s3) -> Ncei:
+    return Ncei("pifsc", ROOT, stations="pipan", deployments=15, storage_options=s3.storage_options)
+
+
+def test_pifsc_duty_cycled_xwavs_are_stored_as_timed_pieces_of_one_file(s3, duty_cycled, store):
+    from pamingest.info import store_info
+    from pamingest.timing import offset_ns
+
+    report = pi.ingest(duty_source(s3), store, client="serial", row_seconds=1)
+    assert (report.ingested, report.rows, report.failed) == (2, 18, []), report.summary()
+    assert report.audio_seconds == pytest.approx(2 * 6 * 1.3)
+    ds = pi.open_store(store)[DUTY_STREAM].to_dataset()
+    # Each file once in the files table, whole, timed by its first raw file.
+    urls = [str(u) for u in ds["file_url"].values]
+    assert sorted(urls) == sorted(duty_cycled)
+    assert list(ds["file_status"].values) == ["ok", "ok"] and list(ds["file_frames"].values) == [6 * RAW] * 2
+    assert list(ds["file_time_source"].values) == ["xwav", "xwav"]
+    audio, n_valid = ds["audio"].values, ds["n_valid"].values
+    fidx, offs = ds["file_index"].values, ds["file_offset"].values
+    starts = ds["chunk_start"].values.astype("datetime64[ns]").astype(np.int64)
+    file_start = ds["file_start"].values.astype("datetime64[ns]").astype(np.int64)
+    for i, url in enumerate(urls):
+        samples, raw, _ = duty_cycled[url]
+        assert file_start[i] == to_ns(raw[0])
+        rows = np.flatnonzero(fidx == i)
+        rows = rows[np.argsort(offs[rows])]
+        # Rows restart at each piece (20,800 samples): 8000, 8000 and 4800 valid (zero-padded).
+        assert list(offs[rows]) == [p * 2 * RAW + k * 8000 for p in range(3) for k in range(3)]
+        assert list(n_valid[rows]) == [8000, 8000, 4800] * 3
+        for r in rows:
+            o, n = int(offs[r]), int(n_valid[r])
+            np.testing.assert_array_equal(audio[r, :n], samples[o : o + n], err_msg=f"{url} row {r}")
+            assert not audio[r, n:].any()
+            j = o // RAW  # the raw file holding the row's first sample: its own directory time
+            assert starts[r] == to_ns(raw[j]) + offset_ns(o - j * RAW, 8000), (url, r)
+    # A window across a gap: the end of the .x.flac's first piece, then the start of its second.
+    samples, raw, _ = duty_cycled[urls[0]]
+    t = to_ns(raw[0])
+    w = ds.pam.window(t + 2 * 10**9, t + 61 * 10**9)
+    np.testing.assert_array_equal(w.values, np.concatenate([samples[16_000 : 2 * RAW], samples[2 * RAW : 2 * RAW + 8000]]))
+    times = w["time"].values.astype("datetime64[ns]").astype(np.int64)
+    assert (times[0], times[4799], times[4800]) == (t + 2 * 10**9, t + offset_ns(2 * RAW - 1, 8000), t + 60 * 10**9)
+    # Coverage sees the duty cycle: 2.6 s every minute, six pieces of two files.
+    coverage = ds.pam.coverage()
+    assert list(coverage["start"].values.astype(np.int64)) == [to_ns(T1) + m * 60 * 10**9 for m in range(6)]
+    assert list(coverage["seconds"]) == [2.6] * 6
+    [info] = [s for s in store_info(store).streams if s.path == DUTY_STREAM]
+    assert info.gaps == 5 and info.coverage.startswith("2.6 s every 1 min (6 spans)"), info.coverage
+    assert info.files_ok == 2
+    # Stored once: a second run finds nothing new.
+    again = pi.ingest(duty_source(s3), store, client="serial")
+    assert (again.ingested, again.skipped, again.committed) == (0, 2, False), again.summary()
+
+
+def test_a_damaged_piece_fails_its_whole_xwav_and_the_mended_file_fills_the_dead_rows(s3, duty_cycled, store):
+    [url] = [u for u in duty_cycled if u.endswith(".x.flac")]
+    samples, raw, path = duty_cycled[url]
+    data = path.read_bytes()
+    middle = len(data) // 2  # in the second piece (file samples 20,800-41,600 of 62,400)
+    key = url.removeprefix(f"{ROOT}/")
+    s3.put(BUCKET, key, data[:middle] + bytes(64) + data[middle + 64 :])
+    report = pi.ingest(duty_source(s3), store, client="serial", row_seconds=1)
+    assert report.ingested == 1 and [f.url for f in report.failed] == [url], report.summary()
+    assert "decoding failed at frame" in report.failed[0].reason
+    ds = pi.open_store(store)[DUTY_STREAM].to_dataset()
+    i = [str(u) for u in ds["file_url"].values].index(url)
+    assert (ds["file_status"].values[i], ds["file_frames"].values[i]) == ("failed", 0)
+    assert ds["file_error"].values[i] == report.failed[0].reason
+    # Its first and last pieces decoded, but none of the file is stored: all 9 of its rows are dead.
+    rows = np.flatnonzero(ds["file_index"].values == i)
+    assert len(rows) == 9 and not ds["n_valid"].values[rows].any()
+    assert np.isnat(ds["chunk_start"].values[rows]).all()
+    assert len(ds.pam.coverage()) == 3  # the .x.wav's pieces only
+    n_rows = ds.sizes["chunk"]
+    s3.put(BUCKET, key, path)  # mended: a new ETag, taken again
+    mended = pi.ingest(duty_source(s3), store, client="serial")
+    assert (mended.ingested, mended.failed, mended.rows) == (1, [], 9), mended.summary()
+    ds = pi.open_store(store)[DUTY_STREAM].to_dataset()
+    assert ds.sizes["chunk"] == n_rows  # its pieces wrote into the rows the failed attempt left dead
+    local = {u: p for u, (_, _, p) in duty_cycled.items()}
+    pieces = {u: [(p * 2 * RAW, to_ns(starts[2 * p])) for p in range(3)] for u, (_, starts, _) in duty_cycled.items()}
+    assert assert_stream_matches(ds, local.__getitem__, pieces) == 2
