@@ -17,7 +17,7 @@ from pamingest.sources.base import SourceFile
 from pamingest.decode.xwav import read_directory as read_xwav_directory
 from pamingest.sources.ncei import Ncei
 
-from helpers import assert_stream_matches, by_name, to_ns
+from helpers import HeldRun, assert_stream_matches, by_name, to_ns
 
 BUCKET = "noaa-passive-bioacoustic"
 ROOT = f"s3://{BUCKET}"
@@ -326,7 +326,8 @@ def test_pifsc_duty_cycled_xwavs_are_stored_as_timed_pieces_of_one_file(s3, duty
     samples, raw, _ = duty_cycled[urls[0]]
     t = to_ns(raw[0])
     w = ds.pam.window(t + 2 * 10**9, t + 61 * 10**9)
-    np.testing.assert_array_equal(w.values, np.concatenate([samples[16_000 : 2 * RAW], samples[2 * RAW : 2 * RAW + 8000]]))
+    np.testing.assert_array_equal(w.values, np.concatenate([samples[16_000 : 2 * RAW],
+                                                            samples[2 * RAW : 2 * RAW + 8000]]))
     times = w["time"].values.astype("datetime64[ns]").astype(np.int64)
     assert (times[0], times[4799], times[4800]) == (t + 2 * 10**9, t + offset_ns(2 * RAW - 1, 8000), t + 60 * 10**9)
     # Coverage sees the duty cycle: 2.6 s every minute, six pieces of two files.
@@ -366,6 +367,28 @@ def test_a_damaged_piece_fails_its_whole_xwav_and_the_mended_file_fills_the_dead
     assert (mended.ingested, mended.failed, mended.rows) == (1, [], 9), mended.summary()
     ds = pi.open_store(store)[DUTY_STREAM].to_dataset()
     assert ds.sizes["chunk"] == n_rows  # its pieces wrote into the rows the failed attempt left dead
+    local = {u: p for u, (_, _, p) in duty_cycled.items()}
+    pieces = {u: [(p * 2 * RAW, to_ns(starts[2 * p])) for p in range(3)] for u, (_, starts, _) in duty_cycled.items()}
+    assert assert_stream_matches(ds, local.__getitem__, pieces) == 2
+
+
+def test_a_duty_cycled_xwav_raced_by_another_run_is_moved_whole(s3, duty_cycled, store):
+    """Run A writes the .x.wav's three pieces while run B lands the .x.flac in the same stream first:
+    A's pieces are moved after B's rows together (one file, copied as encoded, nothing decoded
+    twice), and the file keeps one entry."""
+    from pamingest.decode.xwav import XwavDecoder
+
+    opts = s3.storage_options
+    run_a = HeldRun(Ncei("pifsc", ROOT, stations="pipan", deployments=15, start="2012-12-17T00:03",
+                         storage_options=opts), store, XwavDecoder())
+    b = pi.ingest(Ncei("pifsc", ROOT, stations="pipan", deployments=15, end="2012-12-17T00:02:59",
+                       storage_options=opts), store, client="serial")
+    a = run_a.release()
+    assert (b.ingested, a.ingested, a.moved, a.failed) == (1, 1, 1, []), a.summary()
+    assert a.rebuilds >= 1 and run_a.decoder.reads == 3  # a task per piece, never decoded again
+    ds = pi.open_store(store)[DUTY_STREAM].to_dataset()
+    assert [str(u).rsplit(".", 2)[-2:] for u in ds["file_url"].values] == [["x", "flac"], ["x", "wav"]]
+    assert (ds["n_valid"].values > 0).all() and ds.sizes["chunk"] == 6  # a 10 s row per 2.6 s piece
     local = {u: p for u, (_, _, p) in duty_cycled.items()}
     pieces = {u: [(p * 2 * RAW, to_ns(starts[2 * p])) for p in range(3)] for u, (_, starts, _) in duty_cycled.items()}
     assert assert_stream_matches(ds, local.__getitem__, pieces) == 2

@@ -482,5 +482,5 @@ def land(store: Store, session, base: str, units: list[Unit], rejected: list[Rej
     return state
 
 
-__all__ = ["Landing", "allocate", "copy_rows", "fail_together", "file_status", "land", "prepare_streams", "raced_streams", "repair",
-           "write_tables"]
+__all__ = ["Landing", "allocate", "copy_rows", "fail_together", "file_status", "land", "prepare_streams", "raced_streams",
+           "repair", "write_tables"]
