@@ -392,3 +392,32 @@ def test_a_duty_cycled_xwav_raced_by_another_run_is_moved_whole(s3, duty_cycled,
     local = {u: p for u, (_, _, p) in duty_cycled.items()}
     pieces = {u: [(p * 2 * RAW, to_ns(starts[2 * p])) for p in range(3)] for u, (_, starts, _) in duty_cycled.items()}
     assert assert_stream_matches(ds, local.__getitem__, pieces) == 2
+
+
+def test_a_duty_cycled_xwav_cut_short_keeps_its_pieces_up_to_its_end_and_one_holding_more_is_refused(tmp_path):
+    """Pieces are placed by the directory's frame counts: a file cut short keeps the pieces (and the
+    part of one) it holds, as ``partial``; one holding samples its directory does not list cannot
+    place them, and is refused with the reason."""
+    from pamingest.decode.base import Piece
+    from pamingest.decode.xwav import XwavDecoder
+    from pamingest.errors import DecodeError
+
+    rng = np.random.default_rng(5)
+    samples = rng.integers(-2**15, 2**15, size=(5 * 1000, 1), dtype=np.int16)
+    starts = [T1 + dt.timedelta(seconds=s) for s in (0, 0.5, 60, 60.5, 120)]  # runs 0-1, 2-3, 4 at 2 kHz
+
+    def probe(name: str, data: bytes):
+        path = tmp_path / name
+        path.write_bytes(data)
+        return XwavDecoder().probe(SourceFile("pifsc", "x", 0, str(path), len(data)), {})
+
+    whole = xwav_from(tmp_path / "whole.x.wav", samples, 2000, starts, [1000] * 5).read_bytes()
+    info = probe("a.x.wav", whole)
+    assert info.pieces == (Piece(to_ns(T1), 0, 2000), Piece(to_ns(starts[2]), 2000, 2000),
+                           Piece(to_ns(starts[4]), 4000, 1000)) and not info.incomplete
+    cut = probe("b.x.wav", whole[: len(whole) - 2 * 2500])  # ends 500 frames into the second piece
+    assert cut.pieces == (Piece(to_ns(T1), 0, 2000), Piece(to_ns(starts[2]), 2000, 500))
+    assert cut.incomplete.startswith("truncated: kept 2500 of the 5000 frames")
+    more = xwav_from(tmp_path / "more.x.wav", np.concatenate([samples, samples[:10]]), 2000, starts, [1000] * 5)
+    with pytest.raises(DecodeError, match="its directory lists 5000 frames, the file holds 5010"):
+        probe("c.x.wav", more.read_bytes())
