@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
-from .decode.base import AudioInfo, Decoder, PlanContext, Unit
+from .decode.base import AudioInfo, Decoder, PlanContext, Unit, UnitFile
 from .errors import PROGRAMMING_ERRORS, ConfigError, DecodeError, StoreUnavailableError, first_line
 from .executor import executor_for
 from .fsutil import describe_read_error, fetch_pool
@@ -55,7 +55,7 @@ from .store.rows import Landing, allocate, land, prepare_streams, row_writer
 from .store import virtual as virtual_refs
 from . import quality
 from .resample import full_scale
-from .timing import NS_PER_S, samples_per_row, unsupported_time
+from .timing import samples_per_row, unsupported_time
 
 if TYPE_CHECKING:
     import zarr
@@ -528,7 +528,7 @@ def within(probed: list[tuple[SourceFile, AudioInfo]], time_range: tuple[int | N
     keep = []
     for file, info in probed:
         start, _ = info.start_of(file)
-        end = start + info.frames * NS_PER_S // info.sample_rate
+        end = info.end_of(file)  # a duty-cycled XWAV's last piece starts after its frames' span
         if (hi is None or start < hi) and (lo is None or end > lo):
             keep.append((file, info))
     return keep, len(probed) - len(keep)
@@ -866,21 +866,27 @@ def _let_store_threads_leave() -> None:
 
 
 def _message(run_id: str, units: list[Unit], rejected: list[RejectedFile]) -> str:
-    ok = sum(len(u.new_files) for u in units if u.status == "ok")
-    failed = sum(len(u.new_files) for u in units if u.status != "ok") + len(rejected)
+    ok = len(_new_files(units, "ok"))
+    failed = len(_new_files(units, "failed")) + len(rejected)
     partial = _partial(units)
     return f"pamingest run {run_id}: {ok} files" + (f" ({partial} partial)" if partial else "") + f", {failed} failed"
 
 
 def _metadata(run_id: str, units: list[Unit], rejected: list[RejectedFile]) -> dict:
     ok = [u for u in units if u.status == "ok"]
-    return {"pamingest": "ingest", "run_id": run_id, "ingested": sum(len(u.new_files) for u in ok),
-            "failed": sum(len(u.new_files) for u in units if u.status != "ok") + len(rejected),
+    return {"pamingest": "ingest", "run_id": run_id, "ingested": len(_new_files(units, "ok")),
+            "failed": len(_new_files(units, "failed")) + len(rejected),
             "partial": _partial(units), "rows": sum(len(u.rows) for u in ok)}
 
 
+def _new_files(units: list[Unit], status: str) -> dict[str, UnitFile]:
+    """The new files of the units ``ok`` (or not), by URL: a file in several units (the pieces of a
+    duty-cycled XWAV) counts once."""
+    return {f.file.url: f for u in units if (u.status == "ok") == (status == "ok") for f in u.new_files}
+
+
 def _partial(units: list[Unit]) -> int:
-    return sum(1 for u in units if u.status == "ok" for f in u.new_files if f.incomplete)
+    return sum(1 for f in _new_files(units, "ok").values() if f.incomplete)
 
 
 def _count(report: IngestReport, landing: Landing) -> None:
@@ -889,17 +895,19 @@ def _count(report: IngestReport, landing: Landing) -> None:
     report.rebuilds += commit.rebuilds
     report.moved += landing.moved
     # Files another run ingested while this one was writing them: stored once, by that run.
-    report.skipped += sum(len(u.new_files) for u in landing.dropped)
+    report.skipped += len({f.file.url for u in landing.dropped for f in u.new_files})
     if commit.snapshot_id is None:
         return
     report.commits += 1
     report.snapshot_id = commit.snapshot_id
+    counted: set[str] = set()  # a file in several units (a duty-cycled XWAV's pieces) counts once
     for unit in landing.units:
-        new_files = unit.new_files
+        new_files = [f for f in unit.new_files if f.file.url not in counted]
+        counted.update(f.file.url for f in new_files)
         if unit.status == "ok":
             report.ingested += len(new_files)
             report.rows += len(unit.rows)
-            report.audio_seconds += sum(f.samples for f in new_files) / unit.info.sample_rate
+            report.audio_seconds += sum(f.samples for f in unit.new_files) / unit.info.sample_rate
             report.bytes_read += sum(f.file.size for f in new_files)
             report.partial += [FailedFile(f.file.url, f.incomplete) for f in new_files if f.incomplete]
         else:

@@ -20,10 +20,11 @@ def source_samples(path: Path) -> np.ndarray:
     return sf.read(str(path), dtype=dtype, always_2d=True)[0]
 
 
-def assert_stream_matches(ds, local_for_url) -> int:
+def assert_stream_matches(ds, local_for_url, pieces: dict | None = None) -> int:
     """Every ok file's rows equal its source samples, and every row time is exact; a partial file's
     rows (a file cut short) equal its source's first ``file_frames`` samples (``local_for_url`` gives
-    the whole recording it was cut from).
+    the whole recording it was cut from). A file stored in timed pieces (a duty-cycled XWAV) has its
+    pieces in ``pieces``: URL -> [(file offset, start ns)], each row timed from its piece's start.
 
     Returns the number of files checked.
     """
@@ -51,7 +52,9 @@ def assert_stream_matches(ds, local_for_url) -> int:
         assert len(got) == frames[i], url
         assert got.dtype == want.dtype or np.can_cast(want.dtype, got.dtype)
         np.testing.assert_array_equal(got, want, err_msg=str(url))
-        np.testing.assert_array_equal(starts[rows], file_start[i] + offset_ns(offs[rows], sr))
+        timed = np.asarray((pieces or {}).get(str(url), [(0, file_start[i])]), dtype=np.int64)
+        which = np.searchsorted(timed[:, 0], offs[rows], side="right") - 1
+        np.testing.assert_array_equal(starts[rows], timed[which, 1] + offset_ns(offs[rows] - timed[which, 0], sr))
         checked += 1
     return checked
 

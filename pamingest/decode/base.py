@@ -44,6 +44,15 @@ if TYPE_CHECKING:  # sources import decoders' constants; records only flow the o
 
 
 @dataclass(frozen=True)
+class Piece:
+    """A separately timed part of a file: its frames ``[offset, offset + frames)`` start at ``start_ns``."""
+
+    start_ns: int
+    offset: int
+    frames: int
+
+
+@dataclass(frozen=True)
 class AudioInfo:
     """What a stream needs to know about a recording before decoding it.
 
@@ -53,6 +62,9 @@ class AudioInfo:
     ``incomplete`` says why the recording ends before its header says, and
     where (a file cut short): ``frames`` are those before that point, and
     the file is stored as ``partial``.
+    ``pieces``, when the file is not one continuous signal (a duty-cycled
+    XWAV), are its separately timed parts, in file order: each becomes a
+    unit of its own (``FileDecoder.plan``); empty for a continuous file.
     """
 
     sample_rate: int
@@ -65,6 +77,7 @@ class AudioInfo:
     start_ns: int | None = None
     time_source: str = ""
     incomplete: str = ""
+    pieces: tuple[Piece, ...] = ()
 
     @property
     def stream_key(self) -> tuple[int, int, str, int]:
@@ -76,10 +89,19 @@ class AudioInfo:
             return int(self.start_ns), self.time_source or "file"
         return file.start_ns, dict(file.fields).get("time_source", "name")
 
+    def end_of(self, file: SourceFile) -> int:
+        """When the recording ends: its last piece's end, or its start + its frames."""
+        if self.pieces:
+            last = self.pieces[-1]
+            return last.start_ns + offset_ns(last.frames, self.sample_rate)
+        return self.start_of(file)[0] + offset_ns(self.frames, self.sample_rate)
+
 
 @dataclass
 class UnitFile:
-    """A file's place in a unit: its samples are unit samples ``[start, start + samples)``."""
+    """A file's place in a unit: its samples ``[offset, offset + samples)`` are unit samples
+    ``[start, start + samples)``. ``offset`` is 0 but for a piece of a file (``AudioInfo.pieces``):
+    the file then has a unit per piece, and one entry in the files table."""
 
     file: SourceFile
     start: int
@@ -88,6 +110,7 @@ class UnitFile:
     file_index: int = -1
     time_source: str = "name"
     incomplete: str = ""  # AudioInfo.incomplete: the file is stored up to where it ends
+    offset: int = 0
 
 
 @dataclass(frozen=True)
@@ -163,12 +186,13 @@ class Unit:
         k = np.arange(first, first + self.n_rows(row_samples), dtype=np.int64)
         offsets = k * row_samples
         starts = np.array([f.start for f in self.files], dtype=np.int64)
+        into = np.array([f.offset for f in self.files], dtype=np.int64)
         which = np.clip(np.searchsorted(starts, offsets, side="right") - 1, 0, len(self.files) - 1)
         return {
             "chunk_start": self.t0_ns + offset_ns(offsets, self.info.sample_rate),
             "n_valid": np.minimum(row_samples, self.n_samples - offsets).astype(np.int32),
             "file_index": np.array([self.files[w].file_index for w in which], dtype=np.int32),
-            "file_offset": offsets - starts[which],
+            "file_offset": offsets - starts[which] + into[which],
         }
 
 

@@ -2,13 +2,15 @@
 
 An XWAV holds a directory of "raw files" (subchunks, 75 s each on HARPs) in
 its ``harp`` RIFF chunk; ``flac --keep-foreign-metadata`` keeps it in
-APPLICATION blocks of an ``.x.flac``. Duty-cycled deployments leave gaps
-between raw files, so such a file is NOT one continuous signal: ingest
-stores a file as one (file start + offset / rate), which would mistime every
-raw file after the first. The probe therefore reads the directory: a file
-whose raw files are contiguous is timed by its first raw file (millisecond
-precision, better than the name); a duty-cycled file is refused with the
-reason, until ingest can store sub-file segments. Samples are read by
+APPLICATION blocks of an ``.x.flac``. The probe reads the directory: a file
+whose raw files are contiguous is one signal, timed by its first raw file
+(millisecond precision, better than the name). Duty-cycled deployments
+leave gaps between raw files: such a file is planned as several units, one
+per run of contiguous raw files (a *piece*, ``AudioInfo.pieces``), each
+timed by its first raw file. The file keeps one entry in the files table;
+its rows' ``file_offset`` count from the file's first sample, so a row's
+time is its piece's start + its offset into the piece, not ``file_start +
+file_offset / rate`` (docs/architecture.md, Units). Samples are read by
 libsndfile as any WAV/FLAC.
 """
 
@@ -17,14 +19,17 @@ from __future__ import annotations
 import datetime as _dt
 import struct
 from dataclasses import dataclass, replace
+from typing import Any, Iterator, Sequence
+
+import numpy as np
 
 from ..errors import DecodeError
 from ..fsutil import describe_read_error, filesystem, open_for_read
 from ..sources.base import SourceFile
 from ..timing import NS_PER_S, utc_datetime_to_ns
 from . import riff
-from .base import AudioInfo
-from .sndfile import SndfileDecoder
+from .base import AudioInfo, PlanContext, Piece, Unit, UnitFile
+from .sndfile import SndfileDecoder, read
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,17 @@ def read_directory(url: str, storage_options: dict | None = None) -> tuple[list[
     return parse_directory(chunks)
 
 
+def contiguous_runs(subchunks: list[Subchunk], rate: int, max_gap_seconds: float) -> list[list[int]]:
+    """Indices of the raw files in runs: each starts where the one before it ends, within ``max_gap_seconds``."""
+    runs = [[0]] if subchunks else []
+    for i, (a, b) in enumerate(zip(subchunks, subchunks[1:]), start=1):
+        expected = a.start_ns + a.frames * NS_PER_S // rate
+        if abs(b.start_ns - expected) > max_gap_seconds * NS_PER_S:
+            runs.append([])
+        runs[-1].append(i)
+    return runs
+
+
 def directory_gap_seconds(subchunks: list[Subchunk], rate: int) -> float:
     """The largest gap (or overlap) between consecutive raw files, in seconds."""
     worst = 0.0
@@ -95,13 +111,13 @@ def directory_gap_seconds(subchunks: list[Subchunk], rate: int) -> float:
 
 
 class XwavDecoder(SndfileDecoder):
-    """WAV/FLAC read by libsndfile, timed by the XWAV directory, duty-cycled files refused.
+    """WAV/FLAC read by libsndfile, timed by the XWAV directory; a duty-cycled file in timed pieces.
 
     Parameters
     ----------
     max_gap_seconds : float
         Largest gap or overlap between consecutive raw files still taken as
-        one continuous signal.
+        one continuous signal; a larger one starts a new piece.
     """
 
     name = "xwav"
@@ -117,9 +133,54 @@ class XwavDecoder(SndfileDecoder):
         subchunks, rate = directory
         if not subchunks:
             raise DecodeError("XWAV directory lists no raw files")
-        worst = directory_gap_seconds(subchunks, rate)
-        if worst > self.max_gap_seconds:
-            raise DecodeError(
-                f"duty-cycled XWAV ({len(subchunks)} raw files, gaps up to {worst:g} s): ingest stores a file "
-                "as one continuous signal, so every raw file after the first would be mistimed; not ingested")
-        return replace(info, start_ns=subchunks[0].start_ns, time_source="xwav")
+        runs = contiguous_runs(subchunks, rate, self.max_gap_seconds)
+        timed = replace(info, start_ns=subchunks[0].start_ns, time_source="xwav")
+        if len(runs) == 1:
+            return timed
+        return self._pieces(timed, subchunks, rate, runs)
+
+    def _pieces(self, info: AudioInfo, subchunks: list[Subchunk], rate: int, runs: list[list[int]]) -> AudioInfo:
+        """``info`` with the file's pieces: a run of contiguous raw files each, cut where the file ends."""
+        what = (f"duty-cycled XWAV ({len(subchunks)} raw files in {len(runs)} runs, gaps up to "
+                f"{directory_gap_seconds(subchunks, rate):g} s)")
+        if rate != info.sample_rate:
+            raise DecodeError(f"{what}: its directory counts {rate} Hz, its samples are at {info.sample_rate} Hz, "
+                              "so its raw files cannot be placed in time")
+        listed = sum(s.frames for s in subchunks)
+        if info.frames > listed:
+            raise DecodeError(f"{what}: its directory lists {listed} frames, the file holds {info.frames}, so "
+                              "its raw files cannot be placed in time")
+        pieces, offset = [], 0
+        for run in runs:
+            frames = min(sum(subchunks[i].frames for i in run), info.frames - offset)
+            if frames <= 0:
+                break
+            pieces.append(Piece(subchunks[run[0]].start_ns, offset, frames))
+            offset += frames
+        incomplete = info.incomplete
+        if info.frames < listed and not incomplete:
+            incomplete = f"truncated: kept {info.frames} of the {listed} frames its XWAV directory lists"
+        return replace(info, pieces=tuple(pieces), incomplete=incomplete)
+
+    def plan(self, probed: Sequence[tuple[SourceFile, AudioInfo]], context: PlanContext) -> list[Unit]:
+        """A unit per continuous file, and one per piece of a duty-cycled file (its rows then restart
+        at each piece: a row never spans a gap)."""
+        units = super().plan([(f, i) for f, i in probed if not i.pieces], context)
+        for file, info in probed:
+            if not info.pieces:
+                continue
+            # file_start is the first raw file's time, as for a continuous file
+            file = replace(file, start_ns=info.pieces[0].start_ns)
+            path = context.stream_path(file, info)
+            for piece in info.pieces:
+                units.append(Unit(path, info, piece.start_ns, piece.frames,
+                                  [UnitFile(file, 0, piece.frames, time_source="xwav", incomplete=info.incomplete,
+                                            offset=piece.offset)],
+                                  self, (file.url, info, piece.offset)))
+        return units
+
+    def read(self, source: Any, start: int, stop: int, storage_options: dict) -> Iterator[np.ndarray]:
+        if len(source) == 2:
+            return super().read(source, start, stop, storage_options)
+        url, info, offset = source  # a piece: its samples from `offset` on in the file
+        return read(url, info, offset + start, offset + stop, storage_options)

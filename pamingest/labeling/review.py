@@ -73,7 +73,7 @@ from ..errors import ConfigError, LabelingError
 from ..progress import progress_bar
 from ..store import layout
 from ..store.repo import Store, StoreLocation
-from ..timing import NAT, NS_PER_S
+from ..timing import NAT, NS_PER_S, offset_ns
 from .base import LabelerSpec, labeler_key, slug
 from .queue import SCORED, annotated_rows, labelers_in, row_status, score_name
 
@@ -296,6 +296,7 @@ def _write_stream(group: zarr.Group, path: str, picked: list[tuple[int, float]],
     starts = np.asarray(group["chunk_start"].get_orthogonal_selection((rows,)), dtype=np.int64)
     n_valid = np.asarray(group["n_valid"].get_orthogonal_selection((rows,)), dtype=np.int64)
     fidx = np.asarray(group["file_index"].get_orthogonal_selection((rows,)), dtype=np.int64)
+    foff = np.asarray(group["file_offset"].get_orthogonal_selection((rows,)), dtype=np.int64)
     urls = np.asarray(group["file_url"][:], dtype=object)
     file_start = np.asarray(group["file_start"][:], dtype=np.int64)
     audio = group["audio"]
@@ -334,7 +335,9 @@ def _write_stream(group: zarr.Group, path: str, picked: list[tuple[int, float]],
         begin, end = t / sr, (t + int(n_valid[k])) / sr
         t += int(n_valid[k])
         source = file_name(str(urls[fidx[k]]))
-        offset = (int(starts[k]) - int(file_start[fidx[k]])) / NS_PER_S
+        # The row's place in its recording, counted in samples: in a duty-cycled XWAV, time since the
+        # file's start would count the gaps between its pieces too.
+        offset = offset_ns(int(foff[k]), sr) / NS_PER_S
         s = all_scores[k]
         top = int(np.nanargmax(s)) if np.isfinite(s).any() else -1
         predicted = classes[top] if 0 <= top < len(classes) else ""

@@ -14,7 +14,8 @@
   FLAC-compressed XWAV (``.x.flac``; ``.dfNN`` = decimated by NN), decoded
   by the ``xwav`` decoder (``pamingest.decode.xwav``): each file's directory
   of raw files is read when the file is probed, a contiguous file is timed
-  by its first raw file and a duty-cycled one is refused with the reason.
+  by its first raw file and a duty-cycled one is stored as timed pieces
+  (one per run of contiguous raw files, each timed by its first).
   Listing selects files by their names' times (their spans are only known
   once probed); ingest then drops probed files whose exact span misses the
   requested range.
@@ -95,8 +96,8 @@ class Ncei:
         The source's name: the first level of the store's groups.
     check_subchunks : bool
         PIFSC: decode with the ``xwav`` decoder, which reads each file's XWAV
-        directory when probing it (one small read per file) to time it exactly
-        and refuse duty-cycled files. Without it, files are timed by their
+        directory when probing it (one small read per file) to time it exactly,
+        a duty-cycled file piece by piece. Without it, files are timed by their
         names and duty-cycled files are mistimed.
     max_gap_seconds : float
         PIFSC: largest gap or overlap between consecutive raw files still
@@ -198,6 +199,7 @@ class Ncei:
         attrs: dict[str, Any] = {"collection": self.collection, "deployment": file.site}
         if self.collection == "pifsc":
             attrs["time_reference_note"] = (
-                "files timed by the first raw file of their XWAV directory; duty-cycled files are rejected"
+                "files timed by the first raw file of their XWAV directory; duty-cycled files in pieces, "
+                "each timed by its first raw file"
                 if self.check_subchunks else "files timed by their names; duty-cycled XWAV files are mistimed")
         return attrs

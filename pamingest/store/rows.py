@@ -127,6 +127,7 @@ def _assign(group: zarr.Group, path: str, units: list[Unit], known: dict[str, Kn
     row = group["audio"].shape[0]
     n_files = group["file_url"].shape[0]
     dead: dict[int, np.ndarray] | None = None  # read once, when a failed file is retried
+    given: dict[str, int] = {}  # a file in several units (a duty-cycled XWAV's pieces) has one entry
     for unit in units:
         retried = None
         for uf in unit.new_files:
@@ -134,8 +135,11 @@ def _assign(group: zarr.Group, path: str, units: list[Unit], known: dict[str, Kn
             if prior and prior.stream == path:
                 uf.file_index = prior.file_index  # a retried file keeps its table entry
                 retried = uf if prior.status == "failed" else None
+            elif uf.file.url in given:
+                uf.file_index = given[uf.file.url]
             else:
                 uf.file_index, n_files = n_files, n_files + 1
+                given[uf.file.url] = uf.file_index
         rewrite = unit.rewrite_row(spr)
         fresh = unit.new_rows(spr)
         if retried is not None and len(unit.files) == 1 and rewrite is None:
@@ -145,6 +149,7 @@ def _assign(group: zarr.Group, path: str, units: list[Unit], known: dict[str, Kn
             earlier = dead.get(retried.file_index, np.zeros(0, dtype=np.int64))
             if len(earlier) >= fresh:
                 unit.rows = [int(r) for r in earlier[:fresh]]
+                dead[retried.file_index] = earlier[fresh:]  # the file's next piece takes the next ones
                 continue
         unit.rows = ([rewrite] if rewrite is not None else []) + list(range(row, row + fresh))
         row += fresh
@@ -211,17 +216,24 @@ def write_tables(root: zarr.Group, units: list[Unit], rejected: list[RejectedFil
                                                        for k in stats[0]})
         # The row-block summary readers find windows by, in the same commit as the rows.
         row_blocks.update(group, np.concatenate(written) if written else ())
-        entries = [(uf, u) for u in stream_units for uf in u.new_files]
+        # One entry per file, also for a file in several units (a duty-cycled XWAV's pieces, which
+        # succeed or fail together: fail_together): its frames are theirs together.
+        entries: dict[str, list[tuple[UnitFile, Unit]]] = defaultdict(list)
+        for u in stream_units:
+            for uf in u.new_files:
+                entries[uf.file.url].append((uf, u))
         if entries:
-            layout.FILES.write(group, [uf.file_index for uf, _ in entries], {
-                "file_url": [uf.file.url for uf, _ in entries],
-                "file_etag": [uf.file.etag for uf, _ in entries],
-                "file_size": [uf.file.size for uf, _ in entries],
-                "file_start": [uf.file.start_ns for uf, _ in entries],
-                "file_frames": [uf.samples if u.status == "ok" else 0 for uf, u in entries],
-                "file_status": [file_status(uf, u) for uf, u in entries],
-                "file_error": [u.error if u.status != "ok" else uf.incomplete for uf, u in entries],
-                "file_time_source": [uf.time_source for uf, _ in entries],
+            first = [parts[0] for parts in entries.values()]
+            layout.FILES.write(group, [uf.file_index for uf, _ in first], {
+                "file_url": [uf.file.url for uf, _ in first],
+                "file_etag": [uf.file.etag for uf, _ in first],
+                "file_size": [uf.file.size for uf, _ in first],
+                "file_start": [uf.file.start_ns for uf, _ in first],
+                "file_frames": [sum(uf.samples for uf, _ in parts) if u.status == "ok" else 0
+                                for parts, (_, u) in zip(entries.values(), first)],
+                "file_status": [file_status(uf, u) for uf, u in first],
+                "file_error": [u.error if u.status != "ok" else uf.incomplete for uf, u in first],
+                "file_time_source": [uf.time_source for uf, _ in first],
             })
         for unit in stream_units:
             if unit.status != "ok":
@@ -242,6 +254,20 @@ def write_tables(root: zarr.Group, units: list[Unit], rejected: list[RejectedFil
         layout.REJECTED.append(group, {"url": [r.url for r in fresh], "etag": [r.etag for r in fresh],
                                        "size": [r.size for r in fresh], "source": [r.source for r in fresh],
                                        "reason": [r.reason for r in fresh]})
+
+
+def fail_together(units: list[Unit]) -> None:
+    """A file in several units (a duty-cycled XWAV's pieces) is stored whole or not at all: when one
+    of its units failed, the others fail with its reason (their rows left dead, their forks dropped)."""
+    failed: dict[str, str] = {}
+    for unit in units:
+        if unit.status != "ok":
+            for uf in unit.new_files:
+                failed.setdefault(uf.file.url, unit.error)
+    for unit in units:
+        why = next((failed[uf.file.url] for uf in unit.new_files if uf.file.url in failed), None)
+        if unit.status == "ok" and why is not None:
+            unit.status, unit.error, unit.forks, unit.quality = "failed", why, [], None
 
 
 def file_status(uf: UnitFile, unit: Unit) -> str:
@@ -387,6 +413,7 @@ def land(store: Store, session, base: str, units: list[Unit], rejected: list[Rej
          message: Callable[[list[Unit], list[RejectedFile]], str],
          metadata: Callable[[list[Unit], list[RejectedFile]], dict]) -> Landing:
     """Merge the finished units' writes, write the tables and commit (see the module docstring)."""
+    fail_together(units)
     for unit in units:
         if unit.status == "ok" and unit.forks:
             session.merge(*unit.forks)
@@ -442,7 +469,7 @@ def land(store: Store, session, base: str, units: list[Unit], rejected: list[Rej
                     else:
                         copy_rows(written, fresh, path, list(zip(old_rows[id(unit)], unit.rows)), group["audio"])
                 state.units += stream_units
-                state.moved += len(stream_units)
+                state.moved += len({u.files[0].file.url for u in stream_units})  # a file's pieces are one file
             write_tables(Store.open_root(fresh), state.units, state.rejected, known_tip)
         return fresh if fresh.has_uncommitted_changes else None
 
@@ -455,5 +482,5 @@ def land(store: Store, session, base: str, units: list[Unit], rejected: list[Rej
     return state
 
 
-__all__ = ["Landing", "allocate", "copy_rows", "file_status", "land", "prepare_streams", "raced_streams", "repair",
-           "write_tables"]
+__all__ = ["Landing", "allocate", "copy_rows", "fail_together", "file_status", "land", "prepare_streams", "raced_streams",
+           "repair", "write_tables"]
