@@ -86,6 +86,13 @@ def deployments():
             tags=["pamingest", "sanctsound"],
         ),
         ingest.to_deployment(
+            name="cornell",
+            parameters={"source": "cornell", "options": {"collection": "ssw"}, "detections": True},
+            description="A Cornell Lab fully annotated soundscape collection on Zenodo (zip members read by range "
+                        "requests) and its annotations.csv.",
+            tags=["pamingest", "cornell"],
+        ),
+        ingest.to_deployment(
             name="pacific-sound",
             parameters={"source": "pacific-sound", "options": {"product": "256khz"}},
             description="MBARI Pacific Sound recordings (give start/end when running it).",

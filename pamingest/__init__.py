@@ -42,6 +42,7 @@ _LAZY = {
     "TEMPLATES": "sources", "FilenameTemplate": "sources", "Ncei": "sources", "OrcasoundFLAC": "sources",
     "OrcasoundHLS": "sources", "PacificSound": "sources", "RejectedFile": "sources", "SanctSound": "sources",
     "Source": "sources", "SourceFile": "sources", "TimestampedFiles": "sources",
+    "ZenodoRecord": "sources", "CornellSoundscapes": "sources",
     "Store": "store.repo", "StoreLocation": "store.repo", "clips": "clips",
 }
 
@@ -90,5 +91,5 @@ __all__ = [
     "PamAccessor", "PamIngestError", "RejectedFile", "Source", "SourceFile", "StoreError",
     "Store", "StoreLocation", "StoreNotFoundError", "StreamNotFoundError", "TEMPLATES", "TemplateError",
     "TimestampedFiles", "ingest", "open_store", "open_stream", "streams",
-    "SanctSound", "Ncei", "PacificSound", "OrcasoundHLS", "OrcasoundFLAC",
+    "SanctSound", "Ncei", "PacificSound", "OrcasoundHLS", "OrcasoundFLAC", "ZenodoRecord", "CornellSoundscapes",
 ]

@@ -581,3 +581,32 @@ def test_hmd_deployment_flow_writes_the_spectra_and_an_artifact(prefect_harness,
 
     artifacts = [a for a in asyncio.run(read_artifact()) if a.key == "hmd"]
     assert artifacts and result["snapshot_id"] in artifacts[0].data and stream in artifacts[0].data
+
+
+def test_cornell_ingest_flow_reads_the_zip_by_ranges_and_attaches_the_table(prefect_harness, fixtures, tmp_path,
+                                                                            monkeypatch):
+    """ingest/cornell as deployed (detections on), against a local server answering as Zenodo does: the
+    collection's members ingested, annotations.csv attached once, an artifact naming it."""
+    from ingest import ingest as ingest_flow
+    from zenodo_server import ZenodoServer, zip_of
+
+    server = ZenodoServer()
+    try:
+        audio = sorted((fixtures / "soundtrap").glob("*.flac"))
+        members = {"SSW_001_20170225_010000Z.flac": audio[0], "SSW_004_20170225_050004Z.flac": audio[1]}
+        table = (fixtures / "annotated" / "cornell" / "ssw.csv").read_bytes()
+        server.publish("7079380", {"annotations.csv": table, "soundscape_data.zip": zip_of(members)})
+        monkeypatch.setenv("PAMINGEST_S3_ENDPOINT", "http://127.0.0.1:9")  # ignored: Zenodo is HTTP, not S3
+        store = str(tmp_path / "store")
+        options = {"collection": "ssw", "api": server.api}
+        result = ingest_flow(source="cornell", options=options, store=store, scheduler_address="serial",
+                             detections=True)
+        assert result["ingested"] == 2 and result["detections_attached"] == 1
+        ds = pi.open_store(store)["cornell/SSW/8000Hz_1ch_pcm16"].to_dataset()
+        assert {"cangoo", "blujay"} <= set(ds.pam.events()["label_norm"])
+        assert "annotations.csv" in _artifact("annotate-cornell-detections")
+        again = ingest_flow(source="cornell", options=options, store=store, scheduler_address="serial",
+                            detections=True)
+        assert again["ingested"] == 0 and again["detections_attached"] == 0
+    finally:
+        server.stop()

@@ -7,6 +7,7 @@ from .orcasound import OrcasoundFLAC, OrcasoundHLS
 from .pacific_sound import PacificSound
 from .sanctsound import SanctSound, parse_detection_product
 from .templates import TEMPLATES, FilenameTemplate, get_templates, parse_name
+from .zenodo import CornellSoundscapes, ZenodoRecord
 
 __all__ = [
     "OrcasoundFLAC",
@@ -14,6 +15,8 @@ __all__ = [
     "FilenameTemplate",
     "Ncei",
     "PacificSound",
+    "CornellSoundscapes",
+    "ZenodoRecord",
     "RejectedFile",
     "SanctSound",
     "Source",
