@@ -98,6 +98,11 @@ def _cornell_options(args) -> dict:
             "name": args.source_name}
 
 
+def _marmaudio_options(args) -> dict:
+    return {"record": args.record, "api": args.zenodo_api, "slot_seconds": args.slot_seconds,
+            "name": args.source_name}
+
+
 def _ncei_options(args) -> dict:
     return {"collection": args.collection, "root": args.root, "stations": args.station,
             "deployments": args.deployment, "start": args.start, "end": args.end, "name": args.source_name,
@@ -427,6 +432,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not attach the collection's annotations.csv after the audio")
     _ingest_options(c)
     c.set_defaults(source_options=_cornell_options, detections=True)
+
+    from .sources.zenodo import MARMAUDIO_RECORD, MARMAUDIO_SLOT_SECONDS
+
+    ma = ing_sub.add_parser("marmaudio", help="MarmAudio: one-call marmoset FLACs (Zenodo), placed in a relative "
+                                              "time base by Annotations.tsv; the table attached")
+    ma.add_argument("--record", default=MARMAUDIO_RECORD, help=f"Zenodo record (default {MARMAUDIO_RECORD})")
+    ma.add_argument("--zenodo-api", default=ZENODO_API, help=f"the records API (default {ZENODO_API})")
+    ma.add_argument("--slot-seconds", type=float, default=MARMAUDIO_SLOT_SECONDS,
+                    help=f"spacing of the calls in the relative time base (default {MARMAUDIO_SLOT_SECONDS})")
+    ma.add_argument("--source-name", default="marmaudio", help="first level of the store's groups")
+    ma.add_argument("--no-annotations", dest="detections", action="store_false",
+                    help="do not attach Annotations.tsv after the audio")
+    _ingest_options(ma)
+    ma.set_defaults(source_options=_marmaudio_options, detections=True)
 
     n = ing_sub.add_parser("ncei", help=f"NOAA NCEI NRS or PIFSC recordings ({NCEI_ROOT})")
     n.add_argument("collection", choices=sorted(COLLECTIONS))

@@ -815,6 +815,12 @@ class _Run:
         limit = 4 * executor.n_threads + 8
         probed, rejected = probe(executor, self.decoder, listing.new, self.options, limit, self.probes, self.placed)
         rejected = listing.rejected + rejected
+        refuse = getattr(self.source, "refuse", None)  # a source's own rule on what it probed (Source docs)
+        if refuse is not None:
+            refused = {f.url: why for f, info in probed if (why := refuse(f, info))}
+            rejected += [RejectedFile(f.source, f.url, f.size, f.etag, refused[f.url]) for f, _ in probed
+                         if f.url in refused]
+            probed = [(f, info) for f, info in probed if f.url not in refused]
         probed, outside = within(probed, self.time_range)
         report.outside_range += outside
         if self.virtual:

@@ -198,7 +198,14 @@ class StoreFiles:
                 self.by_stem[file_name(rec.url).rsplit(".", 1)[0]].append(rec)
 
     def find(self, name: str, stream: str = "") -> list[ResolvedRecording]:
-        found = self.by_url.get(name) or self.by_name.get(file_name(name), [])
+        found = self.by_url.get(name)
+        if not found:
+            found = self.by_name.get(file_name(name), [])
+            if "/" in name and "://" not in name and not name.startswith("/"):
+                # A relative path (MarmAudio's parent/file, names repeated across parents): the recordings
+                # whose path ends with it, when any; else by file name, as before.
+                tail = "/" + name.strip("/")
+                found = [r for r in found if r.url.split("::", 1)[0].endswith(tail)] or found
         return [r for r in found if layout.under(r.stream, stream)]
 
     def find_stem(self, stem: str, stream: str = "") -> list[ResolvedRecording]:

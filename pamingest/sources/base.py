@@ -66,6 +66,9 @@ class Source(Protocol):
     # - ``stream_attributes(file: SourceFile) -> dict`` describes the stream a
     #   file lands in (deployment position, instrument, ...); ingest merges it
     #   into the stream group's attributes.
+    # - ``refuse(file: SourceFile, info: AudioInfo) -> str | None``: after probing, why a file
+    #   cannot be stored as this source places it (None: it can); it is then rejected with that
+    #   reason (MarmAudio: a call longer than its slot in the relative time base).
     # - ``time_range() -> (start_ns | None, end_ns | None)``: for sources whose
     #   listing cannot know a file's span (no nominal length), the UTC range
     #   asked for; listing keeps every file that may reach into it, and after

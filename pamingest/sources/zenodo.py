@@ -237,3 +237,108 @@ class CornellSoundscapes(ZenodoRecord):
         named_utc = file.url.rsplit("/", 1)[-1].split(".")[0].endswith("Z")
         return {**super().stream_attributes(file), "collection": self.collection.title,
                 "file_name_time_zone": "UTC" if named_utc else self.timezone}
+
+
+# MarmAudio (Zenodo 15017207): one-call 96 kHz FLACs under Vocalizations/<parent>/<file>, labelled in
+# Annotations.tsv (file_name, parent_name, label). The calls carry no absolute time.
+MARMAUDIO_RECORD = "15017207"
+MARMAUDIO_TABLE = "Annotations.tsv"
+# Each call's place in the collection's relative time base: its line in Annotations.tsv x this many
+# seconds. The table is the published list of every call, so the place of a call does not depend on
+# which calls an ingest takes; a call longer than a slot is refused (it would overlap the next).
+MARMAUDIO_SLOT_SECONDS = 60
+
+
+class MarmAudio(ZenodoRecord):
+    """MarmAudio: common marmoset calls, one call per file, on Zenodo (record 15017207).
+
+    The calls have no absolute time. Each is placed in one relative time base
+    (stream attributes ``time_base: relative``): the call on line *k* of
+    ``Annotations.tsv`` starts at *k* x ``slot_seconds`` (default 60 s; calls
+    last seconds), so every call has its own span, stable whatever subset is
+    ingested. Members the table does not list have no place and are rejected
+    with that reason. ``annotation_files()`` is the table (``marmaudio``
+    reader: each call's label as a whole-file event).
+
+    Parameters
+    ----------
+    record, api, storage_options, name
+        As for ``ZenodoRecord`` (default record 15017207, name ``marmaudio``).
+    site : str
+        The store site of the collection (default ``colony``).
+    slot_seconds : float
+        Spacing of the calls in the relative time base.
+    table : str
+        The record's annotation table (``Annotations.tsv``).
+    """
+
+    annotation_format = "marmaudio"
+
+    def __init__(self, record: str = MARMAUDIO_RECORD, *, site: str = "colony", name: str = "marmaudio",
+                 api: str = ZENODO_API, storage_options: dict | None = None,
+                 slot_seconds: float = MARMAUDIO_SLOT_SECONDS, table: str = MARMAUDIO_TABLE) -> None:
+        super().__init__(record, (), name=name, site=site, api=api,  # no times in the names: the table places them
+                         storage_options=dict(storage_options or {}))
+        self.slot_seconds, self.table = float(slot_seconds), table
+        self._places: dict[str, int] | None = None
+
+    def places(self) -> dict[str, int]:
+        """``"<parent>/<file_name>" -> line`` (0-based, header excluded) of every call the table lists."""
+        if self._places is None:
+            import csv
+            import io
+
+            from ..fsutil import filesystem
+
+            entry = next((f for f in self.files() if f["key"] == self.table), None)
+            if entry is None:
+                raise ConfigError(f"Zenodo record {self.record} has no {self.table}: the calls have no place in "
+                                  "the collection's time base")
+            fs, path = filesystem(entry["url"], self.storage_options)
+            text = fs.cat_file(path).decode("utf-8-sig")
+            rows = csv.DictReader(io.StringIO(text), delimiter="\t")
+            missing = {"file_name", "parent_name"} - set(rows.fieldnames or [])
+            if missing:
+                raise ConfigError(f"{entry['url']}: no column {', '.join(sorted(missing))}; the header has "
+                                  f"{', '.join(rows.fieldnames or [])}")
+            self._places = {}
+            for k, row in enumerate(rows):
+                self._places.setdefault(f"{row['parent_name'].strip()}/{row['file_name'].strip()}", k)
+        return self._places
+
+    def _records(self, entries: list[tuple[str, str, int, str]]) -> list[SourceFile | RejectedFile]:
+        from ..timing import NS_PER_S
+
+        places = self.places()
+        records: list[SourceFile | RejectedFile] = []
+        for url, key, size, etag in entries:
+            parts = key.rstrip("/").split("/")
+            call = "/".join(parts[-2:])
+            line = places.get(call)
+            if line is None or len(parts) < 2:
+                records.append(RejectedFile(self.name, url, size, etag,
+                                            f"{call}: not listed in {self.table} (parent/file_name): no place in "
+                                            "the collection's relative time base"))
+                continue
+            start = int(round(line * self.slot_seconds * NS_PER_S))
+            records.append(SourceFile(self.name, self.site, start, url, size, etag,
+                                      (("parent", parts[-2]), ("table_line", str(line + 2)),
+                                       ("time_base", "relative"), ("time_source", "table"))))
+        return sorted(records, key=lambda r: r.url)
+
+    def annotation_files(self) -> list[str]:
+        return [f["url"] for f in self.files() if f["key"] == self.table]
+
+    def refuse(self, file: SourceFile, info: Any) -> str | None:
+        seconds = info.frames / info.sample_rate
+        if seconds > self.slot_seconds:
+            return (f"a call of {seconds:.1f} s is longer than its {self.slot_seconds:g} s slot in the collection's "
+                    "relative time base: it would overlap the next call (give slot_seconds)")
+        return None
+
+    def stream_attributes(self, file: SourceFile) -> dict[str, Any]:
+        return {**super().stream_attributes(file), "time_base": "relative",
+                "time_base_note": (f"relative: the call on line k of {self.table} (after its header) starts at "
+                                   f"k x {self.slot_seconds:g} s, stored as offsets from 1970-01-01T00:00:00Z; "
+                                   "they order and space the calls, they are not dates"),
+                "start_times_from": f"Zenodo record {self.record} {self.table}"}
