@@ -114,15 +114,15 @@ def clip_levels(dtype, full_scale: float) -> tuple[float, float]:
 # ingested (serially, in threads, on a Dask worker), through numpy's own float loops: SIMD, 2x faster
 # than its integer ones, and no BLAS (its float sums depend on its thread count, and waking its
 # threads costs more than these sums). Samples of up to 24 bits square to at most 2**46, so the squares
-# sum in partials of 128 (at most 2**53 each), and the partials in two exact halves (``_exact_sums``).
+# sum in partials of 128 (at most 2**53 each), whose total is then taken exactly (``_exact_sums``).
 _EXACT_MAX = 2**23  # the largest |sample| for which those partials are exact
 _PARTIAL = 128
 # Samples per pass through the float64 scratch buffer (8 MB, reused): a 10 s 48 kHz row in one pass
 # (each pass costs a few numpy calls), and the buffer stays this size whatever the row's length.
 _CHUNK_SAMPLES = 2**20
 _local = threading.local()
-# Levels of ``_longest_run``'s binary lifting (runs up to 2**_LIFT_LEVELS samples), each a boolean
-# array of the row's size: past them, the few starts of the longest runs are listed instead.
+# Levels of ``_longest_run``'s binary lifting (runs of up to 2**(_LIFT_LEVELS - 1) samples), each a
+# boolean array of the row's size: past them, the few starts of the longest runs are listed instead.
 _LIFT_LEVELS = 6
 
 
@@ -139,10 +139,10 @@ def row_stats(samples: np.ndarray, full_scale: float, levels: tuple[float, float
     """``(clipped, longest_run, zeros, dc_offset, rms_dbfs)`` of one row's valid samples ``(n, channels)``.
 
     A handful of vectorised passes: a min/max (the clip count only when it
-    can be non-zero), a count of zeros, a comparison of neighbours (runs are
-    measured only where neighbours are equal, usually few), and the sums and
-    sums of squares per channel: exact for samples of up to 24 bits (float64
-    through a reused buffer), in float64 for wider ones and floats.
+    can be non-zero), a count of zeros, a comparison of neighbours (then a few
+    ANDs of its booleans for the longest run), and the sums and sums of
+    squares per channel: exact for samples of up to 24 bits (float64 through
+    a reused buffer), in float64 for wider ones and floats.
     """
     n, channels = samples.shape
     if n == 0:
@@ -160,6 +160,7 @@ def row_stats(samples: np.ndarray, full_scale: float, levels: tuple[float, float
     # ``== 0`` and a count of the booleans: 1.5x faster than count_nonzero on int32 samples.
     zeros = int(np.count_nonzero(samples == 0))
     longest = _longest_run(samples)
+    # (2**30 samples of at most 2**23 sum below 2**53.)
     if samples.dtype.kind in "iu" and max(-int(smin), int(smax)) <= _EXACT_MAX and samples.size <= 2**30:
         sums, squares = _exact_sums(samples)
     else:
@@ -258,8 +259,8 @@ def _longest_run(samples: np.ndarray) -> int:
 
 
 def _longest_long_run(held: np.ndarray, span: int, n: int, channels: int) -> int:
-    """The longest run when some are longer than ``2**_LIFT_LEVELS`` (a zero-filled gap, a stuck or
-    dead channel), from ``held``: which samples start a run of at least ``span + 1``."""
+    """The longest run when some are longer than ``2**(_LIFT_LEVELS - 1)`` (a zero-filled gap, a stuck
+    or dead channel), from ``held``: which samples start a run of at least ``span + 1``."""
     # Double on, without keeping the levels (their memory), while any run is that long; then
     # list the few starts left.
     while True:
