@@ -304,14 +304,16 @@ def random_row(rng, dtype, bits: int, frames: int, channels: int) -> np.ndarray:
 def test_row_stats_equal_a_plain_computation(dtype, bits, monkeypatch):
     """Every shortcut of row_stats (clip counts only when reached, runs by binary lifting, exact sums in
     float64 chunks) gives the plain computation's values: exactly for integers of up to 24 bits, to
-    float64 rounding for wider ones and floats. Small chunks and few lifting levels, so that short rows
-    go through several chunks and the long-run path."""
+    float64 rounding for wider ones and floats. Then small chunks, few lifting levels and einsum's row
+    dots (numpy < 2), so that short rows go through several chunks and the long-run path."""
     rng = np.random.default_rng(bits + np.dtype(dtype).itemsize)
     fs = 1.0 if dtype == np.float32 else 2.0 ** (bits - 1)
     levels = quality.clip_levels(dtype, fs)
-    for lift, chunk in [(quality._LIFT_LEVELS, quality._CHUNK_SAMPLES), (3, 2048)]:
+    einsum = lambda a, b: np.einsum("ij,ij->i", a, b)  # noqa: E731 (row_stats' own on numpy < 2)
+    for lift, chunk, dots in [(quality._LIFT_LEVELS, quality._CHUNK_SAMPLES, quality._row_dots), (3, 2048, einsum)]:
         monkeypatch.setattr(quality, "_LIFT_LEVELS", lift)
         monkeypatch.setattr(quality, "_CHUNK_SAMPLES", chunk)
+        monkeypatch.setattr(quality, "_row_dots", dots)
         for frames in [0, 1, 2, 3, 7, 8, 9, 1000, 5003, 20000] * 2:
             for channels in [1, 2, 3]:
                 x = random_row(rng, dtype, bits, frames, channels)
@@ -324,3 +326,17 @@ def test_row_stats_equal_a_plain_computation(dtype, bits, monkeypatch):
                 else:
                     assert got[3] == pytest.approx(want[3], rel=1e-12, abs=1e-15), what
                     assert got[4] == pytest.approx(want[4], rel=1e-12), what
+
+
+def test_row_stats_the_same_in_threads():
+    """Each thread has its own scratch buffer: rows of different sizes computed at once in two threads
+    (as ingest's stats pool does) give the serial results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(5)
+    rows = [random_row(rng, np.int16, 16, frames, channels) for frames in (48_000, 100_000, 7)
+            for channels in (1, 2)] * 4
+    levels = quality.clip_levels(np.int16, 32768.0)
+    serial = [quality.row_stats(x, 32768.0, levels) for x in rows]
+    with ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(lambda x: quality.row_stats(x, 32768.0, levels), rows)) == serial
