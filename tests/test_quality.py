@@ -250,3 +250,93 @@ def test_one_reading_of_a_streams_calibration_for_levels_and_spectra():
     assert quality.rms_db_re_upa(np.array([-20.0]), {"deployment_metadata": {}}) is None
     cal = resolve_calibration({"calibration_db": 177.96})
     assert float(cal.offset_db(np.array([1000.0]))[0]) == pytest.approx(177.96)
+
+
+def plain_stats(x: np.ndarray, full_scale: float, levels: tuple[float, float]) -> tuple:
+    """``row_stats`` computed plainly: Python integers for the sums of integer samples (exact), one
+    channel at a time for the runs (from where the value changes)."""
+    n, channels = x.shape
+    if n == 0:
+        return 0, 0, 0, 0.0, float("-inf")
+    lo, hi = levels
+    longest = 0
+    for c in range(channels):
+        changes = np.flatnonzero(x[1:, c] != x[:-1, c])
+        longest = max(longest, int(np.diff(np.concatenate(([-1], changes, [n - 1]))).max()))
+    if x.dtype.kind in "iu":
+        values = x.astype(np.int64).T.tolist()
+        means = np.array([float(sum(v)) for v in values]) / n
+        squares = sum(v * v for channel in values for v in channel)
+    else:
+        means = x.astype(np.float64).mean(axis=0)
+        squares = float((x.astype(np.float64) ** 2).sum())
+    worst = int(np.argmax(np.abs(means)))
+    with np.errstate(divide="ignore"):
+        dbfs = float(20 * np.log10(np.sqrt(float(squares) / x.size) / full_scale))
+    return (int(np.count_nonzero((x <= lo) | (x >= hi))), longest, int(np.count_nonzero(x == 0)),
+            float(means[worst] / full_scale), dbfs)
+
+
+def random_row(rng, dtype, bits: int, frames: int, channels: int) -> np.ndarray:
+    """Noise at a random level with the defects row_stats looks for, at random: held values (short
+    and long, alike in neighbouring channels), zeros, samples at both ends of the range, a dead channel."""
+    if dtype == np.float32:
+        top, bottom = 1.0, -1.0
+    else:
+        top, bottom = 2 ** (bits - 1) - 1, -(2 ** (bits - 1))
+    x = rng.normal(0, top * 10 ** rng.uniform(-4, -0.3), (frames, channels))
+    if dtype != np.float32:
+        x = np.round(x)
+    x = np.clip(x, bottom, top)
+    for _ in range(rng.integers(0, 6) if frames else 0):
+        a = rng.integers(0, max(1, frames))
+        length = int(rng.choice([2, 3, 5, 12, 20, 33, 40, 70, 200, 3000]))
+        value = rng.choice([0, bottom, top, x[a, 0]])
+        x[a : a + length, rng.integers(0, channels)] = value
+        if rng.random() < 0.3:  # the same value held in every channel: runs must not join across channels
+            x[a : a + length] = value
+    if channels > 1 and frames and rng.random() < 0.1:
+        x[:, rng.integers(0, channels)] = rng.choice([0, x[0, 0]])
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype,bits", [(np.int16, 16), (np.int32, 24), (np.int32, 32), (np.float32, 32)])
+def test_row_stats_equal_a_plain_computation(dtype, bits, monkeypatch):
+    """Every shortcut of row_stats (clip counts only when reached, runs by binary lifting, exact sums in
+    float64 chunks) gives the plain computation's values: exactly for integers of up to 24 bits, to
+    float64 rounding for wider ones and floats. Then small chunks, few lifting levels and einsum's row
+    dots (numpy < 2), so that short rows go through several chunks and the long-run path."""
+    rng = np.random.default_rng(bits + np.dtype(dtype).itemsize)
+    fs = 1.0 if dtype == np.float32 else 2.0 ** (bits - 1)
+    levels = quality.clip_levels(dtype, fs)
+    einsum = lambda a, b: np.einsum("ij,ij->i", a, b)  # noqa: E731 (row_stats' own on numpy < 2)
+    for lift, chunk, dots in [(quality._LIFT_LEVELS, quality._CHUNK_SAMPLES, quality._row_dots), (3, 2048, einsum)]:
+        monkeypatch.setattr(quality, "_LIFT_LEVELS", lift)
+        monkeypatch.setattr(quality, "_CHUNK_SAMPLES", chunk)
+        monkeypatch.setattr(quality, "_row_dots", dots)
+        for frames in [0, 1, 2, 3, 7, 8, 9, 1000, 5003, 20000] * 2:
+            for channels in [1, 2, 3]:
+                x = random_row(rng, dtype, bits, frames, channels)
+                got, want = quality.row_stats(x, fs, levels), plain_stats(x, fs, levels)
+                what = (frames, channels, lift, chunk)
+                assert quality.row_stats(np.asfortranarray(x), fs, levels) == got, what  # any memory layout
+                assert got[:3] == want[:3], what
+                if dtype == np.int16 or bits == 24:
+                    assert got[3:] == want[3:], what
+                else:
+                    assert got[3] == pytest.approx(want[3], rel=1e-12, abs=1e-15), what
+                    assert got[4] == pytest.approx(want[4], rel=1e-12), what
+
+
+def test_row_stats_the_same_in_threads():
+    """Each thread has its own scratch buffer: rows of different sizes computed at once in two threads
+    (as ingest's stats pool does) give the serial results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(5)
+    rows = [random_row(rng, np.int16, 16, frames, channels) for frames in (48_000, 100_000, 7)
+            for channels in (1, 2)] * 4
+    levels = quality.clip_levels(np.int16, 32768.0)
+    serial = [quality.row_stats(x, 32768.0, levels) for x in rows]
+    with ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(lambda x: quality.row_stats(x, 32768.0, levels), rows)) == serial
