@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import threading
+
 from typing import Any
 
 from .errors import DecodeError
@@ -35,8 +38,111 @@ def filesystem(url: str, storage_options: dict[str, Any] | None = None):
         options.setdefault("use_listings_cache", False)
         if options.get("endpoint_url"):  # the library reads no environment variables (architecture.md)
             return _gcs_http_only(url, options)
+    elif protocol == "zip" and "::" in url:
+        member, archive = url[len("zip://"):].split("::", 1)
+        return _archive(archive, json.dumps(options, sort_keys=True, default=str)), member
     fs, path = fsspec.core.url_to_fs(url, **options)
     return fs, path
+
+
+# Opened archives, by (URL, options): (zip filesystem, archive size, when the size was last checked).
+_ARCHIVES: dict[tuple[str, str], tuple[Any, int, float]] = {}
+_ARCHIVES_LOCK = threading.Lock()
+ARCHIVE_CHECK_SECONDS = 5.0
+MAX_OPEN_ARCHIVES = 8
+
+
+def fresh_archive(archive: str, storage_options: dict[str, Any] | None = None):
+    """The zip filesystem of ``archive`` opened now (its directory read again), and kept for this
+    process's member reads: a listing must see the archive as it is."""
+    import time
+
+    options = json.dumps(dict(storage_options or {}), sort_keys=True, default=str)
+    fs = _open_archive(archive, options)
+    with _ARCHIVES_LOCK:
+        _ARCHIVES.pop((archive, options), None)
+        if len(_ARCHIVES) >= MAX_OPEN_ARCHIVES:
+            _ARCHIVES.pop(next(iter(_ARCHIVES)))
+        _ARCHIVES[(archive, options)] = (fs, fs.pamingest_archive[0].size(archive), time.monotonic())
+    return fs
+
+
+def _archive(archive: str, options: str):
+    """The zip filesystem of ``archive`` (a member URL's ``zip://member::<archive>``), kept per process.
+
+    fsspec does not cache archive filesystems: each one reads the archive's central
+    directory again (range requests), and a collection of 800k one-call files has a
+    central directory of ~60 MB, so opening it per member made a run quadratic. A kept
+    archive is checked against the object's size every few seconds, so that a long-lived
+    process (a Prefect worker, a notebook) sees an archive published again under its
+    URL; a member read in between is checked against the CRC-32 of the directory it
+    was found in (``member_bytes``).
+    """
+    import time
+
+    key = (archive, options)
+    with _ARCHIVES_LOCK:
+        kept = _ARCHIVES.get(key)
+    now = time.monotonic()
+    if kept is not None and now - kept[2] < ARCHIVE_CHECK_SECONDS:
+        return kept[0]
+    fs = kept[0] if kept is not None else None
+    size = fs.pamingest_archive[0].size(archive) if fs is not None else None
+    if fs is None or size != kept[1]:
+        fs = _open_archive(archive, options)
+        size = fs.pamingest_archive[0].size(archive)
+    with _ARCHIVES_LOCK:
+        if len(_ARCHIVES) >= MAX_OPEN_ARCHIVES and key not in _ARCHIVES:
+            _ARCHIVES.pop(next(iter(_ARCHIVES)))
+        _ARCHIVES[key] = (fs, size, now)
+    return fs
+
+
+def _open_archive(archive: str, options: str):
+    import fsspec
+
+    target_protocol = archive.split("://", 1)[0] if "://" in archive else "file"
+    fs = fsspec.filesystem("zip", fo=archive, target_protocol=target_protocol, target_options=json.loads(options))
+    # Where the archive lies, for reading a small member's bytes in one range request (member_bytes).
+    fs.pamingest_archive = (fsspec.filesystem(target_protocol, **json.loads(options)), archive)
+    return fs
+
+
+# Members up to this size (compressed) are read in one range request and inflated in memory: through
+# the zip filesystem, each read of a member goes through the archive's shared file, whose read-ahead
+# (5 MB for HTTP) fetched megabytes for each call of a few kB once members were read out of archive
+# order (measured: 2000 one-call files at 55 objects/s, 115 with 20 x fewer jumps).
+SMALL_MEMBER_BYTES = 16 * 2**20
+_LOCAL_HEADER = 30  # bytes of a zip local file header before its name and extra field
+
+
+def member_bytes(fs, path: str) -> bytes | None:
+    """A small zip member's bytes (one range request, CRC checked), or None to stream it instead."""
+    import zipfile
+    import zlib
+
+    where = getattr(fs, "pamingest_archive", None)
+    if where is None:
+        return None
+    info = fs.info(path)
+    size, method = int(info.get("compress_size", -1)), info.get("compress_type")
+    if size < 0 or size > SMALL_MEMBER_BYTES or method not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        return None
+    target, archive = where
+    start = int(info["header_offset"])
+    margin = _LOCAL_HEADER + len(info["filename"].encode()) + 1024  # the local extra field is rarely longer
+    raw = target.cat_file(archive, start=start, end=start + margin + size)
+    if raw[:4] != b"PK\x03\x04":
+        raise DecodeError(f"zip member {path}: no local header at offset {start} (archive changed?)")
+    begin = _LOCAL_HEADER + int.from_bytes(raw[26:28], "little") + int.from_bytes(raw[28:30], "little")
+    if begin + size > len(raw):
+        raw += target.cat_file(archive, start=start + len(raw), end=start + begin + size)
+    data = raw[begin:begin + size]
+    if method == zipfile.ZIP_DEFLATED:
+        data = zlib.decompress(data, -15)
+    if zlib.crc32(data) != int(info["CRC"]) or len(data) != int(info["file_size"]):
+        raise DecodeError(f"zip member {path}: its bytes do not match the archive's CRC-32 and size")
+    return data
 
 
 def _gcs_http_only(url: str, options: dict[str, Any]):
@@ -120,10 +226,15 @@ def fetch_pool():
 
 
 def open_for_read(fs, path: str, block_size: int = 4 * 2**20):
-    """Open an object for streaming reads with bounded read-ahead."""
+    """Open an object for streaming reads with bounded read-ahead (a small zip member: its bytes)."""
     try:
         if fs.protocol in ("file", ("file", "local")):
             return fs.open(path, "rb")
+        small = member_bytes(fs, path) if fs.protocol == "zip" else None
+        if small is not None:
+            import io
+
+            return io.BytesIO(small)
         return fs.open(path, "rb", block_size=block_size, cache_type="readahead")
     except Exception as exc:  # noqa: BLE001 - every read failure becomes a recorded reason
         raise DecodeError(describe_read_error(exc)) from exc

@@ -123,11 +123,10 @@ class ZenodoRecord:
 
     def _members(self, archive: dict[str, Any]) -> list[tuple[str, str, int, str]]:
         """``(url, name, size, etag)`` of the audio members of one archive, read by range requests."""
-        import fsspec
+        from ..fsutil import fresh_archive
 
         try:
-            fs = fsspec.filesystem("zip", fo=archive["url"], target_protocol=archive["url"].split("://")[0],
-                                   target_options=dict(self.storage_options))
+            fs = fresh_archive(archive["url"], self.storage_options)
             found = fs.find("", detail=True)
         except Exception as exc:  # noqa: BLE001 - the archive's listing fails, the record's other files go on
             raise ConfigError(f"{archive['url']}: cannot read the zip's directory ({type(exc).__name__}: {exc})") \
