@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import OrderedDict
 
 from typing import Any
 
@@ -116,10 +117,16 @@ SMALL_MEMBER_BYTES = 16 * 2**20
 _LOCAL_HEADER = 30  # bytes of a zip local file header before its name and extra field
 
 
+# Small members read lately, kept for the next read of the same member in this process (a probe's
+# read, then its write task's: ingest reads every file twice), up to this many bytes in all.
+MEMBER_CACHE_BYTES = 128 * 2**20
+_MEMBERS: "OrderedDict[tuple, bytes]" = OrderedDict()
+_MEMBERS_LOCK = threading.Lock()
+
+
 def member_bytes(fs, path: str) -> bytes | None:
     """A small zip member's bytes (one range request, CRC checked), or None to stream it instead."""
     import zipfile
-    import zlib
 
     where = getattr(fs, "pamingest_archive", None)
     if where is None:
@@ -128,6 +135,43 @@ def member_bytes(fs, path: str) -> bytes | None:
     size, method = int(info.get("compress_size", -1)), info.get("compress_type")
     if size < 0 or size > SMALL_MEMBER_BYTES or method not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
         return None
+    key = (where[1], path, int(info["CRC"]), int(info["header_offset"]))
+    with _MEMBERS_LOCK:
+        data = _MEMBERS.get(key)
+        if data is not None:
+            _MEMBERS.move_to_end(key)
+            return data
+    data = _fetch_member(where, path, info, size, method)
+    with _MEMBERS_LOCK:
+        _MEMBERS[key] = data
+        total = sum(len(v) for v in _MEMBERS.values())
+        while total > MEMBER_CACHE_BYTES and len(_MEMBERS) > 1:
+            total -= len(_MEMBERS.popitem(last=False)[1])
+    return data
+
+
+def prefetch_members(urls, storage_options: dict[str, Any] | None = None) -> None:
+    """Read the small zip members among ``urls`` concurrently into this process's member cache, so
+    that a task reading them one after the other does not wait on each request in turn (a task of
+    64 one-call files). Failures are left for the read that follows to report."""
+    zipped = [u for u in urls if isinstance(u, str) and u.startswith("zip://") and "::" in u]
+    if len(zipped) < 2:
+        return
+
+    def one(url: str) -> None:
+        try:
+            fs, path = filesystem(url, storage_options)
+            member_bytes(fs, path)
+        except Exception:  # noqa: BLE001 - the task's own read of it reports the failure
+            pass
+
+    list(fetch_pool().map(one, zipped))
+
+
+def _fetch_member(where, path: str, info: dict, size: int, method) -> bytes:
+    import zipfile
+    import zlib
+
     target, archive = where
     start = int(info["header_offset"])
     margin = _LOCAL_HEADER + len(info["filename"].encode()) + 1024  # the local extra field is rarely longer

@@ -45,7 +45,7 @@ import numpy as np
 from .decode.base import AudioInfo, Decoder, PlanContext, Unit, UnitFile
 from .errors import PROGRAMMING_ERRORS, ConfigError, DecodeError, StoreUnavailableError, first_line
 from .executor import executor_for
-from .fsutil import describe_read_error, fetch_pool
+from .fsutil import describe_read_error, fetch_pool, prefetch_members
 from .registry import build
 from .sources.base import RejectedFile, Source, SourceFile, list_source
 from .store import layout
@@ -212,7 +212,22 @@ class WriteTask:
     # A virtual stream's unit: its rows are set as references to these byte ranges, not written
     # (store/virtual.py); the samples are still read when their quality statistics are wanted.
     ref: virtual_refs.ObjectRef | None = None
+    # Further one-row units written by the same task, ``(source, first_sample, stop, rows)`` each (see
+    # ``SMALL_UNITS_PER_TASK``); their rows follow the first unit's in ``stats``.
+    more: tuple[tuple[Any, int, int, tuple[int, ...]], ...] = ()
 
+    def segments(self):
+        yield self.source, self.first_sample, self.stop, self.rows
+        yield from self.more
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.rows) + sum(len(m[3]) for m in self.more)
+
+
+# One-row units (a call, a clip) are written up to this many to a task: a task per 0.1 s file spent
+# more on its fork, its array and its writes' thread hops than on the audio (benchmarks/small_objects.py).
+SMALL_UNITS_PER_TASK = 64
 
 WRITE_BATCH_BYTES = 8 * 2**20  # rows written together: ~8 MB of samples at most
 
@@ -235,6 +250,9 @@ def write_rows(task: WriteTask, fork, storage_options: dict):
     """
     writes: list = []  # per buffer: the futures of its rows' writes in flight
     try:
+        if task.more:  # several small files: their bytes fetched concurrently, not one wait each
+            prefetch_members([src[0] for src, *_ in task.segments() if isinstance(src, tuple) and src],
+                             storage_options)
         audio = _open_audio(fork, task.array_path)
         if task.ref is not None:
             virtual_refs.set_refs(fork, task.array_path, task.ref, task.rows, task.first_sample, task.stop,
@@ -257,7 +275,7 @@ def write_rows(task: WriteTask, fork, storage_options: dict):
         held: list[int] = []  # store rows of the rows filled in buf
         valid: list[int] = []  # their valid samples (the last row of the task may be partial)
         filled = written = 0
-        stats = quality.empty_stats(len(task.rows)) if task.quality else None
+        stats = quality.empty_stats(task.n_rows) if task.quality else None
         done_rows = 0  # rows whose statistics are in `stats`
         scale = full_scale(audio.dtype, audio.attrs.get("bits_per_sample"))
         levels = quality.clip_levels(audio.dtype, scale)
@@ -283,32 +301,38 @@ def write_rows(task: WriteTask, fork, storage_options: dict):
             buf = buffers[current]
             _finish(writes[current])  # its rows are written before it is filled again
 
-        for block in task.decoder.read(task.source, task.first_sample, task.stop, storage_options):
-            pos = 0
-            while pos < len(block):
-                take = min(spr - filled, len(block) - pos)
-                buf[len(held), filled : filled + take] = block[pos : pos + take]
-                filled += take
-                pos += take
-                if filled == spr:
-                    held.append(task.rows[written // spr])
-                    valid.append(spr)
-                    written += spr
-                    filled = 0
-                    if len(held) == batch_rows:
-                        flush()
-        if filled:
-            buf[len(held), filled:] = 0
-            held.append(task.rows[written // spr])
-            valid.append(filled)
-            written += filled
+        total = 0
+        for source, first_sample, stop, rows in task.segments():
+            written = 0
+            for block in task.decoder.read(source, first_sample, stop, storage_options):
+                pos = 0
+                while pos < len(block):
+                    take = min(spr - filled, len(block) - pos)
+                    buf[len(held), filled : filled + take] = block[pos : pos + take]
+                    filled += take
+                    pos += take
+                    if filled == spr:
+                        held.append(rows[written // spr])
+                        valid.append(spr)
+                        written += spr
+                        filled = 0
+                        if len(held) == batch_rows:
+                            flush()
+            if filled:
+                buf[len(held), filled:] = 0
+                held.append(rows[written // spr])
+                valid.append(filled)
+                written += filled
+                filled = 0
+                if len(held) == batch_rows:
+                    flush()
+            if written != stop - first_sample:
+                raise DecodeError(f"decoded {written} samples where {stop - first_sample} were expected")
+            total += written
         flush()
         for pending in writes:
             _finish(pending)
-        expected = task.stop - task.first_sample
-        if written != expected:
-            raise DecodeError(f"decoded {written} samples where {expected} were expected")
-        return fork, written, None, stats
+        return fork, total, None, stats
     except DecodeError as exc:
         return None, 0, str(exc), None
     except (StoreUnavailableError, *PROGRAMMING_ERRORS):
@@ -632,47 +656,87 @@ def write(executor, units: list[Unit], forks: dict[str, bytes], storage_options:
     worker that probed its files: that worker still holds them (HLS). With
     ``quality_stats``, an ``ok`` unit's ``quality`` holds its rows' quality
     statistics, in the order of ``unit.rows`` (written with the row table).
+    One-row units of a file decoder go up to ``SMALL_UNITS_PER_TASK`` to a
+    task; a task of several units that fails is split and its units written
+    again one per task, so that a damaged file fails alone.
     """
-    tasks = []
-    first_row: dict[int, int] = {}  # id(task) -> index of its first row in unit.rows
+    tasks = []  # (units of the task, task, fork bytes)
+    first_row: dict[int, int] = {}  # id(task) -> index of its first row in its (first) unit's rows
+    small: dict[tuple[str, Any], list[Unit]] = {}  # one-row units by (stream, decoder), in order
     for unit in units:
         spr = int(root[unit.stream].attrs["row_samples"])
         write_from = unit.write_from(spr)
         ref = virtual_refs.object_ref(unit) if virtual_refs.is_virtual(root[unit.stream]) else None
+        if (ref is None and unit.continues is None and len(unit.rows) == 1
+                and getattr(unit.decoder, "restarts", None) is None):
+            small.setdefault((unit.stream, unit.decoder), []).append(unit)
+            continue
         for lo, hi in task_rows(unit, spr, rows_per_task):
             first = write_from + lo * spr
             stop = min(unit.n_samples, write_from + hi * spr)
             task = WriteTask(unit.decoder, unit.source, f"{unit.stream}/audio", spr, first, stop,
                              tuple(unit.rows[lo:hi]), quality_stats, ref)
             first_row[id(task)] = lo
-            tasks.append((unit, task, forks[unit.stream]))
+            tasks.append(([unit], task, forks[unit.stream]))
+    for (stream, decoder), group in small.items():
+        spr = int(root[stream].attrs["row_samples"])
+        for k in range(0, len(group), SMALL_UNITS_PER_TASK):
+            batch = group[k:k + SMALL_UNITS_PER_TASK]
+            head, *rest = batch
+            task = WriteTask(decoder, head.source, f"{stream}/audio", spr, 0, head.n_samples, tuple(head.rows),
+                             quality_stats, None, tuple((u.source, 0, u.n_samples, tuple(u.rows)) for u in rest))
+            first_row[id(task)] = 0
+            tasks.append((batch, task, forks[stream]))
+    for batch, _, _ in tasks:
+        for unit in batch:
             unit.tasks_left += 1
-    where = {id(t[1]): _preferred_worker(t[0], t[1].first_sample, t[1].stop, placed) for t in tasks} if placed else {}
     # Kept here, not on the units, until each unit is done: a unit goes to the workers with its tasks.
     stats: dict[int, dict[str, np.ndarray]] = {}
-    for (unit, task, _), future in executor.map_unordered(_write_task, tasks, limit, storage_options=storage_options,
-                                                          placement=lambda t: where.get(id(t[1]))):
-        killed = _killed_workers(future)
-        fork, samples, error, task_stats = (None, 0, killed, None) if killed else future.result()
-        unit.tasks_left -= 1
-        if error:
-            unit.error = unit.error or error
-        else:
-            unit.forks.append(fork)
-            if task_stats is not None:
-                lo = first_row[id(task)]
-                into = stats.setdefault(id(unit), quality.empty_stats(len(unit.rows)))
-                for name, values in task_stats.items():
-                    into[name][lo : lo + len(values)] = values
-        if bar is not None:
-            bar.update(samples / unit.info.sample_rate)
-        if unit.tasks_left == 0:
-            if unit.error:
-                unit.status, unit.forks = "failed", []
-                log.warning("%s: %s", unit.files[-1].file.url, unit.error)
-            else:
-                unit.status = "ok"
-            unit.quality = stats.pop(id(unit), None) if unit.status == "ok" else None
+    split: list[Unit] = []
+    while tasks:
+        where = ({id(t[1]): _preferred_worker(t[0][0], t[1].first_sample, t[1].stop, placed) for t in tasks}
+                 if placed else {})
+        for (batch, task, _), future in executor.map_unordered(
+                _write_task, tasks, limit, storage_options=storage_options,
+                placement=lambda t: where.get(id(t[1]))):
+            killed = _killed_workers(future)
+            fork, samples, error, task_stats = (None, 0, killed, None) if killed else future.result()
+            if error and len(batch) > 1:
+                split += batch  # written again one per task: the damaged one fails alone
+                continue
+            if not error and len(batch) > 1:
+                batch[0].forks.append(fork)  # one fork for the task's units: merged once
+            for i, unit in enumerate(batch):
+                unit.tasks_left -= 1
+                if error:
+                    unit.error = unit.error or error
+                elif len(batch) == 1:
+                    unit.forks.append(fork)
+                if task_stats is not None and not error:
+                    lo = first_row[id(task)] if len(batch) == 1 else 0
+                    offset = sum(len(u.rows) for u in batch[:i])
+                    into = stats.setdefault(id(unit), quality.empty_stats(len(unit.rows)))
+                    n = len(unit.rows) if len(batch) > 1 else task.n_rows
+                    for name, values in task_stats.items():
+                        into[name][lo : lo + n] = values[offset : offset + n]
+                if bar is not None and not error:
+                    bar.update(unit.n_samples / unit.info.sample_rate if len(batch) > 1
+                               else samples / unit.info.sample_rate)
+                if unit.tasks_left == 0:
+                    if unit.error:
+                        unit.status, unit.forks = "failed", []
+                        log.warning("%s: %s", unit.files[-1].file.url, unit.error)
+                    else:
+                        unit.status = "ok"
+                    unit.quality = stats.pop(id(unit), None) if unit.status == "ok" else None
+        tasks = []
+        for unit in split:
+            spr = int(root[unit.stream].attrs["row_samples"])
+            task = WriteTask(unit.decoder, unit.source, f"{unit.stream}/audio", spr, 0, unit.n_samples,
+                             tuple(unit.rows), quality_stats)
+            first_row[id(task)] = 0
+            tasks.append(([unit], task, forks[unit.stream]))
+        split = []
 
 
 def ingest(
