@@ -6,7 +6,7 @@ machine here reaches data.oceannetworks.ca.
 * ``GET /api/archivefile/location?locationCode&deviceCategoryCode&dateFrom&dateTo&returnOptions=all&token``:
   ``{"files": [{"filename", "fileSize", "dateFrom", "deviceCode", ...}], "next": ..., "queryUrl": ...}``,
   files whose time is in ``[dateFrom, dateTo)``; ``row_limit`` cuts pages whose ``next`` names the
-  following page's parameters (the token left out, as the client adds it again).
+  following page's parameters (``page``; the token left out, as the client adds it again).
 * ``GET``/``HEAD /api/archivefile/download?filename&token``: the file, byte ranges answered (206).
 * Errors as the API gives them: 401 for a token it does not know, 400 with ``{"errors": [...]}``
   for an unknown location, 404 ``errors`` for an unknown file; ``fail`` makes a path answer a
@@ -95,11 +95,11 @@ class OncServer:
                     return self._error(400, 127, "Invalid parameter value", "locationCode", head)
                 lo, hi = _time(q["dateFrom"]), _time(q["dateTo"])
                 names = sorted((n for n in server.locations[key] if lo <= _file_time(n) < hi), key=_file_time)
-                page = names[: server.row_limit]
+                number = int(q.get("page", 1))
+                page = names[(number - 1) * server.row_limit: number * server.row_limit]
                 nxt = None
-                if len(names) > server.row_limit:
-                    rest = _file_time(names[server.row_limit]).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-                    params = {k: v for k, v in q.items() if k != "token"} | {"dateFrom": rest}
+                if len(names) > number * server.row_limit:
+                    params = {k: v for k, v in q.items() if k != "token"} | {"page": str(number + 1)}
                     nxt = {"parameters": params, "url": f"{server.url}/api/archivefile/location?{urlencode(params)}"}
                 files = [{"archiveLocation": "/archive/AD", "archivedDate": "2015-01-02T00:10:00.000Z",
                           "compression": None, "dataProductCode": "AD",
