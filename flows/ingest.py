@@ -35,7 +35,8 @@ def ingest_piece(kind: str, options: dict[str, Any], store: str, scheduler_addre
                  row_seconds: float | None, virtual: bool = False) -> dict:
     # Safe to retry: a store never ingests an object twice (URL + ETag), and a
     # crashed attempt leaves the store's main branch where it was.
-    report = orchestration.ingest_partition(kind, options, store, scheduler_address, row_seconds,
+    report = orchestration.ingest_partition(kind, settings.with_secrets(kind, options), store, scheduler_address,
+                                            row_seconds,
                                             s3_endpoint=settings.s3_endpoint(),
                                             store_options=settings.store_options(), virtual=virtual)
     get_run_logger().info("%s", report.summary())

@@ -93,6 +93,13 @@ def deployments():
             tags=["pamingest", "cornell"],
         ),
         ingest.to_deployment(
+            name="barkley-canyon",
+            parameters={"source": "onc", "options": {"location": "BACAX"}},
+            description="Ocean Networks Canada hydrophone audio of Barkley Canyon Axis (BACAX) from the Oceans 3.0 "
+                        "archive (give start/end when running it; the token from PAMINGEST_ONC_TOKEN or ONC_TOKEN).",
+            tags=["pamingest", "onc"],
+        ),
+        ingest.to_deployment(
             name="pacific-sound",
             parameters={"source": "pacific-sound", "options": {"product": "256khz"}},
             description="MBARI Pacific Sound recordings (give start/end when running it).",

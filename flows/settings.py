@@ -17,6 +17,9 @@ parameters stay the same from a laptop to a cluster (infra/README.md,
                                 energy:killer-whale)
 ``PAMINGEST_ANNOTATIONS``       folders, prefixes or files (comma-separated) whose new annotation
                                 files ``annotate`` runs attach, when given none
+``PAMINGEST_ONC_TOKEN``         Oceans 3.0 token of the ``onc`` source (``ingest/barkley-canyon``);
+                                ``ONC_TOKEN`` when unset. Added to the source's options inside
+                                the task, never a flow or task parameter (those are logged)
 ``PAMINGEST_ORCASOUND_NODES``,  ``flows/serve.py`` only: parameters of its deployments
 ``PAMINGEST_SANCTSOUND_SITES``,
 ``PAMINGEST_FILES_ROOT``
@@ -37,6 +40,7 @@ ORCASOUND_NODES = "PAMINGEST_ORCASOUND_NODES"
 SANCTSOUND_SITES = "PAMINGEST_SANCTSOUND_SITES"
 FILES_ROOT = "PAMINGEST_FILES_ROOT"
 ANNOTATIONS = "PAMINGEST_ANNOTATIONS"
+ONC_TOKEN = "PAMINGEST_ONC_TOKEN"
 
 DEFAULT_LABELER = "energy:killer-whale"
 
@@ -74,3 +78,16 @@ def labeler(given: str | None = None) -> str:
 def listed(name: str, default: str) -> list[str]:
     """A comma-separated variable as a list (``PAMINGEST_ORCASOUND_NODES=a,b``)."""
     return [v.strip() for v in os.environ.get(name, default).split(",") if v.strip()]
+
+
+def with_secrets(kind: str, options: dict[str, Any]) -> dict[str, Any]:
+    """A source's options with the credentials it takes from the environment (the ``onc`` token).
+
+    Called inside a task, on what it passes to the library: Prefect records flow and task
+    parameters (and names task runs by them), so a token must never be one.
+    """
+    if kind == "onc" and not options.get("token"):
+        token = os.environ.get(ONC_TOKEN) or os.environ.get("ONC_TOKEN")
+        if token:
+            return {**options, "token": token}
+    return options

@@ -103,6 +103,13 @@ def _marmaudio_options(args) -> dict:
             "name": args.source_name}
 
 
+def _onc_options(args) -> dict:
+    # The token from the flag or the environment (the library reads none); never printed.
+    return {"location": args.location, "start": args.start, "end": args.end, "api": args.onc_api,
+            "partition": args.partition, "name": args.source_name,
+            "token": args.token or os.environ.get("ONC_TOKEN") or None}
+
+
 def _ncei_options(args) -> dict:
     return {"collection": args.collection, "root": args.root, "stations": args.station,
             "deployments": args.deployment, "start": args.start, "end": args.end, "name": args.source_name,
@@ -446,6 +453,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help="do not attach Annotations.tsv after the audio")
     _ingest_options(ma)
     ma.set_defaults(source_options=_marmaudio_options, detections=True)
+
+    from .sources.onc import ONC_API
+
+    oc = ing_sub.add_parser("onc", help="Ocean Networks Canada's archive (Oceans 3.0 API): a location's hydrophone "
+                                        "audio, e.g. Barkley Canyon (BACAX)")
+    oc.add_argument("--location", default="BACAX", help="location code (default BACAX, Barkley Canyon Axis)")
+    oc.add_argument("--token", help="Oceans 3.0 token (default: the ONC_TOKEN environment variable, which "
+                                    "keeps it out of the process list)")
+    oc.add_argument("--partition", choices=("day", "month"), default="day", help="one listing per UTC day or month")
+    oc.add_argument("--onc-api", default=ONC_API, help=f"the API root (default {ONC_API})")
+    oc.add_argument("--source-name", default="onc", help="first level of the store's groups")
+    _ingest_options(oc, time_range=True)
+    oc.set_defaults(source_options=_onc_options)
 
     n = ing_sub.add_parser("ncei", help=f"NOAA NCEI NRS or PIFSC recordings ({NCEI_ROOT})")
     n.add_argument("collection", choices=sorted(COLLECTIONS))

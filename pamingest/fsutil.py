@@ -236,15 +236,26 @@ _REASONS: dict[str, str] = {
 }
 
 
+# Query parameters that carry credentials (ONC's token=, signed URLs' signatures): an HTTP client's
+# error names the whole URL it asked, and the text becomes a failed file's reason in the store.
+_SECRET_QUERY = __import__("re").compile(
+    r"(?i)([?&](?:token|access_token|api_key|apikey|x-amz-signature|x-amz-credential|signature|sig)=)[^&\s'\"<>)]+")
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with the values of credential query parameters replaced by ``***``."""
+    return _SECRET_QUERY.sub(r"\1***", text)
+
+
 def describe_read_error(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
+    text = mask_secrets(f"{type(exc).__name__}: {exc}")
     for code, reason in _REASONS.items():
         if code in text:
             return f"{reason} ({text})"
     if isinstance(exc, FileNotFoundError):
-        return f"object not found ({exc})"
+        return f"object not found ({mask_secrets(str(exc))})"
     if isinstance(exc, PermissionError):
-        return f"access denied ({exc})"
+        return f"access denied ({mask_secrets(str(exc))})"
     return text
 
 

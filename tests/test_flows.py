@@ -610,3 +610,42 @@ def test_cornell_ingest_flow_reads_the_zip_by_ranges_and_attaches_the_table(pref
         assert again["ingested"] == 0 and again["detections_attached"] == 0
     finally:
         server.stop()
+
+
+def test_barkley_canyon_ingest_flow_reads_the_token_from_settings_never_a_parameter(prefect_harness, fixtures,
+                                                                                     tmp_path, monkeypatch):
+    """ingest/barkley-canyon as deployed (options: location) with a range, against a local server answering
+    as ONC's archivefile service: the token comes from PAMINGEST_ONC_TOKEN inside the task, reaches every
+    request, and is in no task run's name or parameters, nor in the store."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    from ingest import ingest as ingest_flow
+    from onc_server import OncServer, register_onc_source
+
+    if register_onc_source(tmp_path / "site"):
+        monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    token = "flow-onc-token-93be1f"
+    server = OncServer(token)
+    try:
+        audio = sorted((fixtures / "soundtrap").glob("*.flac"))
+        server.publish("BACAX", "HYDROPHONE", {"ICLISTENHF1251_20140101T000000.000Z.flac": audio[0].read_bytes(),
+                                               "ICLISTENHF1251_20140101T000500.000Z.flac": audio[1].read_bytes()})
+        monkeypatch.setenv("PAMINGEST_ONC_TOKEN", token)
+        store = str(tmp_path / "store")
+        options = {"location": "BACAX", "api": server.api, "start": "2014-01-01", "end": "2014-01-02"}
+        result = ingest_flow(source="onc", options=options, store=store, scheduler_address="serial", report="")
+        assert result["ingested"] == 2 and not result["failed"]
+        assert all(q.get("token") == token for _, _, q, _ in server.requests)
+        assert pi.streams(pi.open_store(store)) == ["onc/BACAX/8000Hz_1ch_pcm16"]
+
+        async def task_runs():
+            async with get_client() as client:
+                return await client.read_task_runs()
+
+        runs = [r for r in asyncio.run(task_runs()) if r.name.startswith("ingest onc")]
+        assert runs and all(token not in f"{r.name} {r.task_inputs}" for r in runs)
+        assert token.encode() not in b"".join(p.read_bytes() for p in (tmp_path / "store").rglob("*") if p.is_file())
+    finally:
+        server.stop()

@@ -231,8 +231,11 @@ class RecordingLookup(Protocol):
 
 def file_name(url: str) -> str:
     """Last path segment of a path or URL, without query string; of a chained URL's first part
-    (``zip://folder/a.flac::https://...`` names ``a.flac``, a member of the archive)."""
-    return url.split("::", 1)[0].split("?", 1)[0].rstrip("/").replace("\\", "/").rsplit("/", 1)[-1]
+    (``zip://folder/a.flac::https://...`` names ``a.flac``, a member of the archive); the
+    ``filename`` of a download service's URL (ONC's ``.../archivefile/download?filename=a.wav``)."""
+    from ..sources.base import url_file_name
+
+    return url_file_name(url.split("::", 1)[0]).replace("\\", "/").rsplit("/", 1)[-1]
 
 
 def same_file(a: str, b: str) -> bool:

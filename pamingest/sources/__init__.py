@@ -3,6 +3,7 @@
 from .base import RejectedFile, Source, SourceFile, list_source
 from .files import TimestampedFiles, records_from_listing
 from .ncei import Ncei
+from .onc import OncArchive
 from .orcasound import OrcasoundFLAC, OrcasoundHLS
 from .pacific_sound import PacificSound
 from .sanctsound import SanctSound, parse_detection_product
@@ -14,6 +15,7 @@ __all__ = [
     "OrcasoundHLS",
     "FilenameTemplate",
     "Ncei",
+    "OncArchive",
     "PacificSound",
     "CornellSoundscapes",
     "ZenodoRecord",

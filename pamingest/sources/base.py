@@ -8,6 +8,19 @@ from typing import Iterator, Protocol, runtime_checkable
 from ..timing import ns_to_iso
 
 
+def url_file_name(url: str) -> str:
+    """The file a URL names: its last path segment, or the ``filename`` query parameter of a
+    download service's URL (ONC's ``.../archivefile/download?filename=a.wav`` names ``a.wav``)."""
+    path, _, query = url.partition("?")
+    if query:
+        from urllib.parse import parse_qs
+
+        named = parse_qs(query).get("filename")
+        if named and named[0]:
+            return named[0]
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
 @dataclass(frozen=True, order=True)
 class SourceFile:
     """One object to ingest: where it is, what it is, when it starts.
@@ -30,7 +43,7 @@ class SourceFile:
 
     @property
     def name(self) -> str:
-        return self.url.rstrip("/").rsplit("/", 1)[-1]
+        return url_file_name(self.url)
 
 
 @dataclass(frozen=True, order=True)
