@@ -100,6 +100,12 @@ def deployments():
             tags=["pamingest", "onc"],
         ),
         ingest.to_deployment(
+            name="marmaudio", parameters={"source": "marmaudio", "detections": True},
+            description="MarmAudio marmoset calls on Zenodo (one-call files in a zip, a relative time base from "
+                        "Annotations.tsv) and their labels.",
+            tags=["pamingest", "marmaudio"],
+        ),
+        ingest.to_deployment(
             name="pacific-sound",
             parameters={"source": "pacific-sound", "options": {"product": "256khz"}},
             description="MBARI Pacific Sound recordings (give start/end when running it).",

@@ -31,8 +31,8 @@ def check_schema(ann):
 
 
 def test_every_format_has_an_explicit_reader():
-    assert registry("annotation_readers").names() == ["audacity", "orcahello", "podcast-json", "podcast-tsv", "pods-ai", "raven",
-                               "sanctsound"]
+    assert registry("annotation_readers").names() == ["audacity", "cornell", "marmaudio", "orcahello", "podcast-json",
+                                                      "podcast-tsv", "pods-ai", "raven", "sanctsound"]
     with pytest.raises(ConfigError, match="unknown annotation format 'csv'"):
         get_reader("csv")
     with pytest.raises(ConfigError, match="bad option for the raven reader"):
