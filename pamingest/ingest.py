@@ -301,6 +301,14 @@ def write_rows(task: WriteTask, fork, storage_options: dict):
             buf = buffers[current]
             _finish(writes[current])  # its rows are written before it is filled again
 
+        def keep(rows: tuple[int, ...], written: int, n: int) -> int:
+            """The row being filled is complete with ``n`` samples: hold it for the next flush."""
+            held.append(rows[written // spr])
+            valid.append(n)
+            if len(held) == batch_rows:
+                flush()
+            return written + n
+
         total = 0
         for source, first_sample, stop, rows in task.segments():
             written = 0
@@ -312,20 +320,12 @@ def write_rows(task: WriteTask, fork, storage_options: dict):
                     filled += take
                     pos += take
                     if filled == spr:
-                        held.append(rows[written // spr])
-                        valid.append(spr)
-                        written += spr
+                        written = keep(rows, written, filled)
                         filled = 0
-                        if len(held) == batch_rows:
-                            flush()
-            if filled:
+            if filled:  # the segment's last row, zero-padded past its samples
                 buf[len(held), filled:] = 0
-                held.append(rows[written // spr])
-                valid.append(filled)
-                written += filled
+                written = keep(rows, written, filled)
                 filled = 0
-                if len(held) == batch_rows:
-                    flush()
             if written != stop - first_sample:
                 raise DecodeError(f"decoded {written} samples where {stop - first_sample} were expected")
             total += written

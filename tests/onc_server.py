@@ -19,8 +19,10 @@ import datetime as dt
 import json
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlparse
+
+from http_files import QuietHandler
 
 _STAMP = re.compile(r"_(\d{8}T\d{6}\.\d{3})Z")
 
@@ -45,16 +47,7 @@ class OncServer:
         self.fail: dict[str, int] = {}  # path or filename -> status answered with an HTML page
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:  # quiet
-                pass
-
-            def do_HEAD(self) -> None:
-                self._answer(head=True)
-
-            def do_GET(self) -> None:
-                self._answer(head=False)
-
+        class Handler(QuietHandler):
             def _send(self, status: int, body: bytes, kind: str = "application/json", head: bool = False,
                       extra: dict[str, str] | None = None) -> None:
                 self.send_response(status)
@@ -114,17 +107,7 @@ class OncServer:
                 body = server.files.get(q.get("filename", ""))
                 if body is None:
                     return self._error(404 if q.get("filename") else 400, 96, "File not found", "filename", head)
-                wanted = self.headers.get("Range")
-                if wanted and not head:
-                    m = re.fullmatch(r"bytes=(\d*)-(\d*)", wanted.strip())
-                    first, last = m.group(1), m.group(2)
-                    if first == "":
-                        first, last = len(body) - int(last), len(body) - 1
-                    else:
-                        first, last = int(first), min(int(last) if last else len(body) - 1, len(body) - 1)
-                    return self._send(206, body[first:last + 1], "audio/octet-stream", extra={
-                        "Content-Range": f"bytes {first}-{last}/{len(body)}", "Accept-Ranges": "bytes"})
-                self._send(200, body, "audio/octet-stream", head, {"Accept-Ranges": "bytes"})
+                self.send_bytes(body, "audio/octet-stream", head)
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"

@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import re
 import threading
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
+
+from http_files import QuietHandler
 
 
 class ZenodoServer:
@@ -25,16 +26,7 @@ class ZenodoServer:
         self.requests: list[tuple[str, str, str | None]] = []
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:  # quiet
-                pass
-
-            def do_HEAD(self) -> None:
-                self._answer(head=True)
-
-            def do_GET(self) -> None:
-                self._answer(head=False)
-
+        class Handler(QuietHandler):
             def _answer(self, head: bool) -> None:
                 path = self.path.split("?", 1)[0]
                 server.requests.append((self.command, path, self.headers.get("Range")))
@@ -44,28 +36,7 @@ class ZenodoServer:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                wanted = self.headers.get("Range")
-                if wanted and not head:
-                    m = re.fullmatch(r"bytes=(\d*)-(\d*)", wanted.strip())
-                    first, last = m.group(1), m.group(2)
-                    if first == "":
-                        first, last = len(body) - int(last), len(body) - 1
-                    else:
-                        first, last = int(first), min(int(last) if last else len(body) - 1, len(body) - 1)
-                    part = body[first:last + 1]
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {first}-{last}/{len(body)}")
-                    self.send_header("Content-Length", str(len(part)))
-                    self.send_header("Accept-Ranges", "bytes")
-                    self.end_headers()
-                    self.wfile.write(part)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Accept-Ranges", "bytes")
-                self.end_headers()
-                if not head:
-                    self.wfile.write(body)
+                self.send_bytes(body, head=head)
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
