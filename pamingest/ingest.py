@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -574,6 +575,7 @@ def plan(decoder: Decoder, probed: list[tuple[SourceFile, AudioInfo]], root: zar
     """Units of the probed files, planned against the store at ``root`` (``virtual``: PCM WAV files
     into virtual streams, store/virtual.py)."""
 
+    @functools.lru_cache(maxsize=None)  # asked per unit; a stream's group is read once
     def row_samples(stream: str, sample_rate: int) -> int:
         if stream in root:
             return int(root[stream].attrs["row_samples"])
@@ -663,10 +665,13 @@ def write(executor, units: list[Unit], forks: dict[str, bytes], storage_options:
     tasks = []  # (units of the task, task, fork bytes)
     first_row: dict[int, int] = {}  # id(task) -> index of its first row in its (first) unit's rows
     small: dict[tuple[str, Any], list[Unit]] = {}  # one-row units by (stream, decoder), in order
+    # Each stream's group read once, not per unit (a run of 800k one-call files has 800k units).
+    row_samples = {path: int(root[path].attrs["row_samples"]) for path in {u.stream for u in units}}
+    virtual = {path: virtual_refs.is_virtual(root[path]) for path in row_samples}
     for unit in units:
-        spr = int(root[unit.stream].attrs["row_samples"])
+        spr = row_samples[unit.stream]
         write_from = unit.write_from(spr)
-        ref = virtual_refs.object_ref(unit) if virtual_refs.is_virtual(root[unit.stream]) else None
+        ref = virtual_refs.object_ref(unit) if virtual[unit.stream] else None
         if (ref is None and unit.continues is None and len(unit.rows) == 1
                 and getattr(unit.decoder, "restarts", None) is None):
             small.setdefault((unit.stream, unit.decoder), []).append(unit)
@@ -679,7 +684,7 @@ def write(executor, units: list[Unit], forks: dict[str, bytes], storage_options:
             first_row[id(task)] = lo
             tasks.append(([unit], task, forks[unit.stream]))
     for (stream, decoder), group in small.items():
-        spr = int(root[stream].attrs["row_samples"])
+        spr = row_samples[stream]
         for k in range(0, len(group), SMALL_UNITS_PER_TASK):
             batch = group[k:k + SMALL_UNITS_PER_TASK]
             head, *rest = batch
@@ -731,9 +736,8 @@ def write(executor, units: list[Unit], forks: dict[str, bytes], storage_options:
                     unit.quality = stats.pop(id(unit), None) if unit.status == "ok" else None
         tasks = []
         for unit in split:
-            spr = int(root[unit.stream].attrs["row_samples"])
-            task = WriteTask(unit.decoder, unit.source, f"{unit.stream}/audio", spr, 0, unit.n_samples,
-                             tuple(unit.rows), quality_stats)
+            task = WriteTask(unit.decoder, unit.source, f"{unit.stream}/audio", row_samples[unit.stream], 0,
+                             unit.n_samples, tuple(unit.rows), quality_stats)
             first_row[id(task)] = 0
             tasks.append(([unit], task, forks[unit.stream]))
         split = []
@@ -899,7 +903,8 @@ class _Run:
         report.rounds += 1
         forks = allocate(st, session, units, known)
         report.streams = sorted(set(report.streams) | {u.stream for u in units})
-        seconds = sum((u.n_samples - u.write_from(int(root[u.stream].attrs["row_samples"]))) / u.info.sample_rate
+        spr = {path: int(root[path].attrs["row_samples"]) for path in {u.stream for u in units}}
+        seconds = sum((u.n_samples - u.write_from(spr[u.stream])) / u.info.sample_rate
                       for u in units)
         bar = _progress_bar(self.progress, seconds)
         try:
