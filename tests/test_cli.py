@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -105,8 +106,12 @@ def test_quiet_on_a_local_cluster(tmp_path, fixtures):
     dashboard line. SanctSound's MB01 32-bit clip is stored with PCodec, which zarr warns about on
     every open, in this process and on the workers."""
     store = tmp_path / "store"
-    out = run("ingest", "files", fixtures / "sanctsound" / "clips", "--template", "sanctsound-clips",
-              "--store", store, "--workers", "2")
+    clips = tmp_path / "clips"  # three of the clips, the 32-bit one among them: the cluster's start is the point
+    clips.mkdir()
+    for name in ("SanctSound_MB01_05_bocaccio_20200508T042435Z.wav", "SanctSound_CI01_01_bocaccio_20181101T100353Z.wav",
+                 "SanctSound_CI05_04_finwhale_20191228T134133Z.wav"):
+        shutil.copy(fixtures / "sanctsound" / "clips" / name, clips / name)
+    out = run("ingest", "files", clips, "--template", "sanctsound-clips", "--store", store, "--workers", "2")
     assert "files/MB01/4000Hz_1ch_pcm32" in out.stdout
     label = run("pseudolabel", store, "--labeler", "energy:humpback", "--workers", "2")
     assert "scored" in label.stdout

@@ -904,6 +904,7 @@ def _worker_malloc_env(tmp_path, argv: list[str], config_dir: Path | None) -> se
         stop_processes(procs)
 
 
+@pytest.mark.slow  # 19 s of worker start-up; the factory every LocalCluster comes from is tested by default (test_executor.py)
 def test_dask_worker_of_the_manifests_starts_its_workers_without_malloc_trim(tmp_path):
     """The compose/k8s `dask worker` command (with its nanny) and the image's Dask YAML, run for real."""
     src, dest = _dask_config_in_image()
