@@ -10,8 +10,9 @@ from ..timing import ns_to_iso
 
 def url_file_name(url: str) -> str:
     """The file a URL names: its last path segment, or the ``filename`` query parameter of a
-    download service's URL (ONC's ``.../archivefile/download?filename=a.wav`` names ``a.wav``)."""
-    path, _, query = url.partition("?")
+    download service's URL (ONC's ``.../archivefile/download?filename=a.wav`` names ``a.wav``); of a
+    chained URL, its first part (``zip://folder/a.flac::https://...`` names the member ``a.flac``)."""
+    path, _, query = url.split("::", 1)[0].partition("?")
     if query:
         from urllib.parse import parse_qs
 
