@@ -121,6 +121,7 @@ _LOCAL_HEADER = 30  # bytes of a zip local file header before its name and extra
 # read, then its write task's: ingest reads every file twice), up to this many bytes in all.
 MEMBER_CACHE_BYTES = 128 * 2**20
 _MEMBERS: "OrderedDict[tuple, bytes]" = OrderedDict()
+_MEMBERS_HELD = [0]  # bytes in _MEMBERS, kept as entries come and go (not summed per insert)
 _MEMBERS_LOCK = threading.Lock()
 
 
@@ -143,10 +144,11 @@ def member_bytes(fs, path: str) -> bytes | None:
             return data
     data = _fetch_member(where, path, info, size, method)
     with _MEMBERS_LOCK:
-        _MEMBERS[key] = data
-        total = sum(len(v) for v in _MEMBERS.values())
-        while total > MEMBER_CACHE_BYTES and len(_MEMBERS) > 1:
-            total -= len(_MEMBERS.popitem(last=False)[1])
+        if key not in _MEMBERS:
+            _MEMBERS[key] = data
+            _MEMBERS_HELD[0] += len(data)
+        while _MEMBERS_HELD[0] > MEMBER_CACHE_BYTES and len(_MEMBERS) > 1:
+            _MEMBERS_HELD[0] -= len(_MEMBERS.popitem(last=False)[1])
     return data
 
 
